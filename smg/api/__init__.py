@@ -1,0 +1,1 @@
+"""Request validation and response shaping per API family (OpenAI, Anthropic, SGLang)."""

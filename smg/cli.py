@@ -1,0 +1,146 @@
+"""smg-proxy: the command line.
+
+``smg-proxy [FLAGS]`` runs the gateway; with no ``--worker-urls`` (and none in
+``--config``) it starts two built-in mock workers and routes to them (demo mode).
+``smg-proxy mock-worker --port N`` runs one mock worker.
+
+Flags are generated from smg/config/schema.py. List flags accept SMG's spelling
+(``--worker-urls http://a http://b``) as well as repeating the flag.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import click
+from click.core import ParameterSource
+
+from smg.config.load import build_config
+from smg.config.schema import SETTINGS, GatewayConfig
+from smg.errors import ConfigError
+
+_LIST_FLAGS = {s.flag for s in SETTINGS if s.kind is list}
+
+
+def _expand_list_flags(args: list) -> list:
+    """``--worker-urls a b --port 1`` → ``--worker-urls a --worker-urls b --port 1``."""
+    out: list = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        flag, eq, val = a.partition("=")
+        if flag in _LIST_FLAGS:
+            values = [val] if eq else []
+            i += 1
+            while i < len(args) and not args[i].startswith("-") and not eq:
+                values.append(args[i])
+                i += 1
+            for v in values:
+                out += [flag, v]
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+class _Group(click.Group):
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, _expand_list_flags(list(args)))
+
+
+def _options(fn):
+    for s in reversed(SETTINGS):
+        kw = {"help": s.help, "show_default": True}
+        if s.kind is list:
+            kw.update(multiple=True, default=None, show_default=False)
+        elif s.kind is bool:
+            kw.update(is_flag=True, default=s.default)
+        else:
+            kw.update(type=s.kind if s.choices is None else click.Choice(s.choices), default=s.default)
+        fn = click.option(s.flag, *s.aliases, s.name, **kw)(fn)
+    return fn
+
+
+def _setup_logging(level: str) -> None:
+    lvl = {"warn": "WARNING"}.get(level, level.upper())
+    logging.basicConfig(level=lvl, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@click.group(cls=_Group, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML file whose keys mirror the flags (flags given on the command line win).")
+@_options
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None, **values) -> None:
+    """smg-proxy: a high-performance LLM inference gateway."""
+    if ctx.invoked_subcommand is not None:
+        return
+    given = {}
+    for name, value in values.items():
+        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            given[name] = list(value) if isinstance(value, tuple) else value
+    try:
+        cfg = build_config(given, config_file)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    _setup_logging(cfg.log_level)
+    sys.exit(run(cfg))
+
+
+def run(cfg: GatewayConfig) -> int:
+    """Runs the gateway on uvloop until SIGTERM/SIGINT; returns the exit status."""
+    import uvloop
+
+    return uvloop.run(_serve(cfg))
+
+
+async def _serve(cfg: GatewayConfig) -> int:
+    from smg.server.app import Gateway
+
+    mocks = []
+    if not cfg.worker_urls:
+        from smg.testing.mock_worker import MockConfig, MockWorker
+
+        for i in range(2):
+            m = MockWorker(MockConfig(worker_id=f"mock-{i + 1}"))
+            await m.start("127.0.0.1", 0)
+            mocks.append(m)
+        cfg = cfg.replace(worker_urls=[m.url for m in mocks])
+    gw = Gateway(cfg)
+    try:
+        await gw.start()
+    except OSError as e:
+        click.echo(f"smg-proxy: cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}", err=True)
+        return 1
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+    click.echo(f"smg-proxy listening on http://{host}:{gw.port} with policy {cfg.policy}", err=True)
+    if mocks:
+        click.echo("demo mode: routing to 2 built-in mock workers (" + ", ".join(m.url for m in mocks)
+                   + "); give --worker-urls to use real ones", err=True)
+        click.echo(f"try:\n  curl http://{host}:{gw.port}/v1/chat/completions -H 'content-type: application/json' "
+                   "-d '{\"model\": \"mock-model\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'",
+                   err=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logging.getLogger("smg.gateway").info("shutting down (grace %.0f s)", cfg.shutdown_grace_period_secs)
+    await gw.shutdown(cfg.shutdown_grace_period_secs)
+    for m in mocks:
+        await m.stop()
+    return 0
+
+
+def _attach_mock_worker() -> None:
+    try:
+        from smg.testing.mock_worker import mock_worker_command
+    except ImportError:  # pragma: no cover - the harness ships with the package
+        return
+    main.add_command(mock_worker_command, "mock-worker")
+
+
+_attach_mock_worker()

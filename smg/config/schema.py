@@ -1,0 +1,87 @@
+"""Every gateway setting, declared once.
+
+Each ``Setting`` names its CLI flag (SMG's flag name where SMG has one, so users'
+scripts carry over), its YAML key (the flag without dashes, ``_`` for ``-``), type,
+default and help. The CLI and the config loader are generated from this table.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+POLICIES = ("round_robin", "random")
+LOG_LEVELS = ("debug", "info", "warn", "warning", "error", "critical")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str               # attribute / YAML key
+    kind: type              # int, float, str, bool, list
+    default: Any
+    help: str
+    choices: tuple | None = None
+    minimum: float | None = None
+    aliases: tuple = ()     # extra flag spellings, e.g. SMG's older names
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SETTINGS: tuple = (
+    Setting("host", str, "0.0.0.0", "Address to listen on."),
+    Setting("port", int, 30000, "Port to listen on.", minimum=0),
+    Setting("worker_urls", list, [], "Worker base URLs (space-separated list or repeated flag)."),
+    Setting("policy", str, "round_robin", "Load-balancing policy.", choices=POLICIES),
+    Setting("max_payload_size", int, 536870912, "Largest request body in bytes (413 above).", minimum=1),
+    Setting("max_header_size", int, 32768,
+            "Largest request head (request line + headers) in bytes (431 above).", minimum=1024),
+    Setting("request_timeout_secs", float, 1800.0,
+            "Upstream request timeout: from dispatch to the end of the response (504 before the head).",
+            minimum=0.001),
+    Setting("connect_timeout_secs", float, 10.0, "Timeout for opening a connection to a worker.",
+            minimum=0.001),
+    Setting("header_read_timeout_secs", float, 30.0,
+            "Time a client may take to send a complete request head (408 after).", minimum=0.001),
+    Setting("idle_connection_timeout_secs", float, 90.0,
+            "Idle keep-alive connections are closed after this long.", minimum=0.001),
+    Setting("upstream_pool_idle_timeout_secs", float, 3.0,
+            "Idle pooled worker connections are closed after this long; keep it below the "
+            "engines' 5 s keep-alive so the gateway never reuses a connection the worker is closing.",
+            minimum=0.001),
+    Setting("upstream_pool_max_idle", int, 256, "Idle connections kept per worker.", minimum=0),
+    Setting("request_id_headers", list, ["x-request-id", "x-correlation-id", "x-trace-id", "request-id"],
+            "Headers whose value is taken as the request id (first present wins)."),
+    Setting("shutdown_grace_period_secs", float, 180.0,
+            "On SIGTERM, time given to in-flight requests before exiting.", minimum=0),
+    Setting("log_level", str, "info", "Log level.", choices=LOG_LEVELS),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _defaults() -> dict:
+    return {s.name: (list(s.default) if isinstance(s.default, list) else s.default) for s in SETTINGS}
+
+
+@dataclass
+class GatewayConfig:
+    """Resolved settings. Build it with ``smg.config.build_config``."""
+
+    values: dict = field(default_factory=_defaults)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def replace(self, **changes: Any) -> "GatewayConfig":
+        v = dict(self.values)
+        v.update(changes)
+        return dataclasses.replace(self, values=v)
+
+
+def setting(name: str) -> Setting:
+    return _BY_NAME[name]

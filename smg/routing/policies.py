@@ -1,0 +1,68 @@
+"""Policy factory and the per-model policy registry.
+
+One policy instance per model (workers serving no declared model share the ``None``
+key). An instance is created when the first worker of its model arrives and dropped
+with the last one, driven by the worker registry's events.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from smg.routing.policy import Policy
+from smg.routing.random import RandomPolicy
+from smg.routing.round_robin import RoundRobinPolicy
+from smg.workers.registry import ADDED, REMOVED, WorkerRegistry
+
+FACTORIES: dict = {
+    "round_robin": RoundRobinPolicy,
+    "random": RandomPolicy,
+}
+
+
+def make_policy(name: str) -> Policy:
+    try:
+        return FACTORIES[name]()
+    except KeyError:
+        raise ValueError(f"unknown policy {name!r}") from None
+
+
+class PolicyRegistry:
+    def __init__(self, workers: WorkerRegistry, default: str,
+                 factory: Callable[[str], Policy] = make_policy) -> None:
+        self._default = default
+        self._factory = factory
+        self._by_model: dict = {}
+        self._workers = workers
+        workers.subscribe(self._on_event)
+
+    def _keys(self, worker) -> tuple:
+        return worker.models or (None,)
+
+    def _on_event(self, event: str, worker) -> None:
+        if event == ADDED:
+            for key in self._keys(worker):
+                p = self._by_model.get(key)
+                if p is None:
+                    p = self._by_model[key] = self._factory(self._default)
+                p.on_worker_added(worker)
+        elif event == REMOVED:
+            for key in self._keys(worker):
+                p = self._by_model.get(key)
+                if p is None:
+                    continue
+                p.on_worker_removed(worker)
+                if not any(key in w.models or (key is None and not w.models) for w in self._workers.all()):
+                    del self._by_model[key]
+
+    def get(self, model: str | None) -> Policy:
+        """The policy for ``model``; wildcard workers' policy when the model has none."""
+        p = self._by_model.get(model)
+        if p is None:
+            p = self._by_model.get(None)
+            if p is None:
+                # a model served only by wildcard-less workers of other models: make one lazily
+                p = self._by_model[model] = self._factory(self._default)
+        return p
+
+    def models(self) -> list:
+        return list(self._by_model)

@@ -1,0 +1,30 @@
+"""The routing policy interface.
+
+A policy chooses one worker among the candidates the registry gives it. Policies are
+per model (see smg/routing/policies.py). Stateless policies keep the no-op defaults.
+
+``select(workers, request)``: ``workers`` is a non-empty list of READY workers for
+the request's model; ``request`` offers ``headers`` (list of (lower-name, value)
+bytes pairs), ``body`` (the parsed JSON object) and ``routing_text()``. Returns a
+worker from the list, or None when the policy refuses to choose (the gateway then
+answers 503).
+"""
+from __future__ import annotations
+
+
+class Policy:
+    name = "base"
+    #: True when select() reads request.routing_text() (lets the gateway skip building it).
+    needs_text = False
+
+    def select(self, workers: list, request) -> object | None:
+        raise NotImplementedError
+
+    def on_worker_added(self, worker) -> None:
+        pass
+
+    def on_worker_removed(self, worker) -> None:
+        pass
+
+    def on_complete(self, worker, ok: bool) -> None:
+        pass

@@ -1,0 +1,140 @@
+"""The route table: path -> {method -> handler(proto, req, body)}.
+
+Inference routes are proxied to a worker chosen by the model's policy; the rest are
+answered by the gateway itself.
+"""
+from __future__ import annotations
+
+import orjson
+
+from smg.api.validate import check
+from smg.http1 import writer
+from smg.server.proxy import ProxyExchange
+
+PROXIED = (b"/v1/chat/completions", b"/v1/completions", b"/generate", b"/v1/embeddings",
+           b"/v1/rerank", b"/rerank", b"/v1/messages")
+PROXIED_GET = (b"/get_model_info", b"/get_server_info")
+
+_SKIP_REQUEST = writer.HOP_BY_HOP | {b"x-request-id"}
+
+
+class RouteRequest:
+    """What a policy may look at (see smg/routing/policy.py)."""
+
+    __slots__ = ("headers", "body", "path")
+
+    def __init__(self, headers: list, body: dict, path: bytes) -> None:
+        self.headers = headers
+        self.body = body
+        self.path = path
+
+    def header(self, name: bytes) -> bytes | None:
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
+
+
+def upstream_head(method: bytes, target: bytes, worker, rid: bytes, headers: list,
+                  body_len: int) -> bytes:
+    """The request head sent to ``worker``: end-to-end headers forwarded, hop-by-hop
+    ones (RFC 9110 §7.6.1) dropped, Host/Content-Length/x-request-id set by us."""
+    parts = [b"%s %s HTTP/1.1\r\nhost: %s\r\nx-request-id: %s\r\n" % (method, target, worker.host_header, rid)]
+    if body_len or method in (b"POST", b"PUT", b"PATCH"):
+        parts.append(b"content-length: %d\r\n" % body_len)
+    skip = _SKIP_REQUEST
+    for n, v in headers:
+        if n in skip:
+            if n == b"connection" and v.lower() not in (b"close", b"keep-alive"):
+                skip = skip | writer.connection_tokens(headers)
+            continue
+        parts.append(b"%s: %s\r\n" % (n, v))
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+class Handlers:
+    def __init__(self, gw) -> None:
+        self.gw = gw
+        self._info_rr = 0
+
+    def table(self) -> dict:
+        t: dict = {p: {b"POST": self.proxy} for p in PROXIED}
+        for p in PROXIED_GET:
+            t[p] = {b"GET": self.proxy_get}
+        t[b"/v1/models"] = {b"GET": self.models}
+        t[b"/health"] = {b"GET": self.liveness}
+        t[b"/liveness"] = {b"GET": self.liveness}
+        t[b"/readiness"] = {b"GET": self.readiness}
+        return t
+
+    # -- proxied -------------------------------------------------------------------------
+
+    def proxy(self, proto, req, body: bytes) -> None:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            proto.reply_error(400, f"request body is not valid JSON: {e}", code="invalid_json")
+            return
+        if type(obj) is not dict:
+            proto.reply_error(400, "request body must be a JSON object", code="invalid_json")
+            return
+        path = proto.path
+        err = check(path, obj)
+        if err is not None:
+            proto.reply_error(400, err)
+            return
+        gw = self.gw
+        model = obj.get("model")
+        workers = gw.registry.candidates(model)
+        if not workers:
+            if model is not None and len(gw.registry) and not gw.registry.knows_model(model):
+                proto.reply_error(404, f"model '{model}' is not served by any worker", code="model_not_found")
+            else:
+                proto.reply_error(503, "no healthy worker is available", code="no_healthy_workers")
+            return
+        policy = gw.policies.get(model)
+        worker = policy.select(workers, RouteRequest(req.headers, obj, path))
+        if worker is None:
+            proto.reply_error(503, f"policy {policy.name} selected no worker", code="no_worker_selected")
+            return
+        head = upstream_head(req.method, req.target, worker, proto.rid, req.headers, len(body))
+        ProxyExchange(gw, proto, worker, policy, req.method, head + body).start()
+
+    def proxy_get(self, proto, req, body: bytes) -> None:
+        workers = self.gw.registry.candidates(None)
+        if not workers:
+            proto.reply_error(503, "no healthy worker is available", code="no_healthy_workers")
+            return
+        self._info_rr += 1
+        worker = workers[self._info_rr % len(workers)]
+        head = upstream_head(b"GET", req.target, worker, proto.rid, req.headers, 0)
+        ProxyExchange(self.gw, proto, worker, self.gw.policies.get(None), b"GET", head).start()
+
+    # -- gateway-owned -----------------------------------------------------------------
+
+    def models(self, proto, req, body: bytes) -> None:
+        seen = {}
+        for w in self.gw.registry.candidates(None):
+            for card in w.model_cards:
+                seen.setdefault(card["id"], card)
+        proto.respond(200, orjson.dumps({"object": "list", "data": list(seen.values())}))
+
+    def liveness(self, proto, req, body: bytes) -> None:
+        proto.respond(200, b'{"status":"ok"}')
+
+    def readiness(self, proto, req, body: bytes) -> None:
+        gw = self.gw
+        ready = gw.registry.ready_count()
+        total = len(gw.registry)
+        if gw.draining:
+            status, reason = 503, "draining"
+        elif ready == 0:
+            status, reason = 503, "no healthy workers"
+        else:
+            status, reason = 200, None
+        doc = {"status": "ready" if status == 200 else "not_ready", "healthy_workers": ready,
+               "total_workers": total}
+        if reason:
+            doc["reason"] = reason
+        proto.respond(status, orjson.dumps(doc))

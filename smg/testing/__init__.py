@@ -1,0 +1,1 @@
+"""Test harness shipped with smg: mock workers, twin parametrization, fuzz proxy."""

@@ -1,0 +1,1 @@
+"""Connections to workers: the keep-alive pool, its protocol, a control-plane client."""

@@ -1,0 +1,1 @@
+"""Workers: the record of one inference server, and the registry of all of them."""

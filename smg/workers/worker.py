@@ -1,0 +1,48 @@
+"""The record of one worker (an inference server the gateway routes to)."""
+from __future__ import annotations
+
+import itertools
+from urllib.parse import urlsplit
+
+# Worker statuses (SMG's names). Only READY workers receive traffic.
+PENDING = "pending"
+READY = "ready"
+NOT_READY = "not_ready"
+FAILED = "failed"
+DRAINING = "draining"
+
+_ids = itertools.count(1)
+
+
+class Worker:
+    """One worker.
+
+    ``models`` is the tuple of model ids it serves; empty means it accepts any model
+    (a wildcard, as SMG treats a worker whose models are unknown). ``inflight`` is the
+    gateway-local count of requests dispatched to it and not yet finished.
+    """
+
+    __slots__ = ("id", "url", "host", "port", "host_header", "models", "model_cards", "status",
+                 "inflight", "processed", "pool", "worker_type", "__weakref__")
+
+    def __init__(self, url: str, models: tuple = (), worker_id: str | None = None,
+                 worker_type: str = "regular") -> None:
+        parts = urlsplit(url)
+        self.url = url.rstrip("/")
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.host_header = parts.netloc.encode("idna")
+        self.id = worker_id or f"w{next(_ids)}"
+        self.models = tuple(models)
+        self.model_cards: list = []
+        self.status = PENDING
+        self.inflight = 0
+        self.processed = 0
+        self.pool = None
+        self.worker_type = worker_type
+
+    def serves(self, model: str | None) -> bool:
+        return model is None or not self.models or model in self.models
+
+    def __repr__(self) -> str:
+        return f"Worker({self.id}, {self.url}, {self.status}, inflight={self.inflight})"

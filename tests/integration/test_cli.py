@@ -1,0 +1,118 @@
+"""smg-proxy as users run it: demo mode, flags, config file, SIGTERM."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+CHAT = b'{"model":"mock-model","messages":[{"role":"user","content":"Hello!"}]}'
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def smg_proxy(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "smg", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, **kw)
+
+
+def wait_ready(port, timeout=15.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readiness", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("gateway never became ready")
+
+
+def post(port, body=CHAT):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body,
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, dict(r.headers), json.loads(r.read())
+
+
+def stop(p):
+    p.send_signal(signal.SIGTERM)
+    try:
+        out, err = p.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+    return p.returncode, out.decode(), err.decode()
+
+
+def test_demo_mode_routes_to_builtin_mock_workers():
+    port = free_port()
+    p = smg_proxy("--host", "127.0.0.1", "--port", str(port))
+    try:
+        wait_ready(port)
+        workers = {post(port)[1]["x-mock-worker"] for _ in range(4)}
+        assert workers == {"mock-1", "mock-2"}
+    finally:
+        code, _, err = stop(p)
+    assert code == 0
+    assert "demo mode" in err and f"curl http://127.0.0.1:{port}/v1/chat/completions" in err
+
+
+def test_worker_urls_space_separated_and_mock_worker_subcommand():
+    wp1, wp2, gp = free_port(), free_port(), free_port()
+    w1 = smg_proxy("mock-worker", "--port", str(wp1), "--worker-id", "one")
+    w2 = smg_proxy("mock-worker", "--port", str(wp2), "--worker-id", "two")
+    g = smg_proxy("--host", "127.0.0.1", "--port", str(gp), "--worker-urls",
+                  f"http://127.0.0.1:{wp1}", f"http://127.0.0.1:{wp2}", "--policy", "round_robin")
+    try:
+        wait_ready(gp)
+        assert [post(gp)[1]["x-mock-worker"] for _ in range(4)] == ["one", "two", "one", "two"]
+    finally:
+        code, _, _ = stop(g)
+        stop(w1)
+        stop(w2)
+    assert code == 0
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--policy", "fastest"], "--policy"),
+    (["--port", "abc"], "--port"),
+    (["--worker-urls", "ftp://x"], "--worker-urls"),
+    (["--request-timeout-secs", "-1"], "--request-timeout-secs"),
+    (["--no-such-flag"], "--no-such-flag"),
+])
+def test_bad_flags_fail_at_start_naming_the_flag(args, needle):
+    r = subprocess.run([sys.executable, "-m", "smg", *args], capture_output=True, timeout=20)
+    assert r.returncode == 2
+    assert needle in r.stderr.decode()
+
+
+def test_config_file(tmp_path):
+    gp = free_port()
+    cfg = tmp_path / "smg.yaml"
+    cfg.write_text(f"host: 127.0.0.1\nport: {gp}\npolicy: random\nmax-payload-size: 100\n")
+    p = smg_proxy("--config", str(cfg))
+    try:
+        wait_ready(gp)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            post(gp, CHAT + b" " * 200)
+        assert e.value.code == 413
+    finally:
+        assert stop(p)[0] == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policy: round_robin\nmax_payload_size: lots\n")
+    r = subprocess.run([sys.executable, "-m", "smg", "--config", str(bad)], capture_output=True, timeout=20)
+    assert r.returncode == 2 and "max_payload_size" in r.stderr.decode()
+    bad.write_text("polcy: round_robin\n")
+    r = subprocess.run([sys.executable, "-m", "smg", "--config", str(bad)], capture_output=True, timeout=20)
+    assert r.returncode == 2 and "polcy" in r.stderr.decode() and "unknown setting" in r.stderr.decode()
