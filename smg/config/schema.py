@@ -10,7 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-POLICIES = ("round_robin", "random")
+POLICIES = ("cache_aware", "power_of_two", "consistent_hashing", "prefix_hash", "manual", "bucket",
+            "least_load", "round_robin", "random")
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error", "critical")
 
 
@@ -34,6 +35,36 @@ SETTINGS: tuple = (
     Setting("port", int, 30000, "Port to listen on.", minimum=0),
     Setting("worker_urls", list, [], "Worker base URLs (space-separated list or repeated flag)."),
     Setting("policy", str, "round_robin", "Load-balancing policy.", choices=POLICIES),
+    Setting("cache_threshold", float, 0.3,
+            "cache_aware: minimum prefix match rate to route to the matching worker.", minimum=0.0,
+            aliases=("--cache-match-threshold",)),
+    Setting("balance_abs_threshold", int, 64,
+            "cache_aware/bucket: load gap (max - min in-flight) above which the system is imbalanced.",
+            minimum=0, aliases=("--spill-abs-threshold",)),
+    Setting("balance_rel_threshold", float, 1.5,
+            "cache_aware/bucket: and max load above min load times this.", minimum=0.0,
+            aliases=("--spill-rel-threshold",)),
+    Setting("eviction_interval_secs", float, 60.0, "cache_aware: how often the radix trees are trimmed.",
+            minimum=0.01),
+    Setting("max_tree_size", int, 67108864,
+            "cache_aware: characters (or tokens) held by one model's tree, all its workers together.",
+            minimum=1),
+    Setting("prefix_token_count", int, 256,
+            "prefix_hash: tokens hashed (4x as many characters for untokenized requests).", minimum=1),
+    Setting("prefix_hash_load_factor", float, 1.25,
+            "prefix_hash: a worker above this times the mean load is skipped.", minimum=1.0),
+    Setting("assignment_mode", str, "random", "manual: how a new routing key gets its worker.",
+            choices=("random", "min_load", "min_group")),
+    Setting("max_idle_secs", float, 14400.0, "manual: routing keys idle this long are forgotten.",
+            minimum=1.0),
+    Setting("bucket_adjust_interval_secs", float, 5.0,
+            "bucket: how often length-bucket boundaries are recomputed.", minimum=0.1),
+    Setting("least_load_default_throughput", float, 2000.0,
+            "least_load: tokens/s assumed for a worker that reports none.", minimum=1.0),
+    Setting("least_load_kv_pressure_weight", float, 0.15,
+            "least_load: weight (seconds) of the KV-cache pressure term.", minimum=0.0),
+    Setting("least_load_mean_prefill_tokens", int, 1024,
+            "least_load: assumed prompt tokens of an untokenized request.", minimum=1),
     Setting("max_payload_size", int, 536870912, "Largest request body in bytes (413 above).", minimum=1),
     Setting("max_header_size", int, 32768,
             "Largest request head (request line + headers) in bytes (431 above).", minimum=1024),

@@ -19,17 +19,21 @@ FACTORIES: dict = {
 }
 
 
-def make_policy(name: str) -> Policy:
+def make_policy(name: str, config=None) -> Policy:
+    """Builds policy ``name``; classes taking settings accept ``config`` (attributes named
+    as in smg/config/schema.py)."""
     try:
-        return FACTORIES[name]()
+        cls = FACTORIES[name]
     except KeyError:
         raise ValueError(f"unknown policy {name!r}") from None
+    return cls(config) if getattr(cls, "takes_config", False) else cls()
 
 
 class PolicyRegistry:
-    def __init__(self, workers: WorkerRegistry, default: str,
-                 factory: Callable[[str], Policy] = make_policy) -> None:
+    def __init__(self, workers: WorkerRegistry, default: str, config=None,
+                 factory: Callable[..., Policy] = make_policy) -> None:
         self._default = default
+        self._config = config
         self._factory = factory
         self._by_model: dict = {}
         self._workers = workers
@@ -43,7 +47,7 @@ class PolicyRegistry:
             for key in self._keys(worker):
                 p = self._by_model.get(key)
                 if p is None:
-                    p = self._by_model[key] = self._factory(self._default)
+                    p = self._by_model[key] = self._factory(self._default, self._config)
                 p.on_worker_added(worker)
         elif event == REMOVED:
             for key in self._keys(worker):
@@ -61,8 +65,13 @@ class PolicyRegistry:
             p = self._by_model.get(None)
             if p is None:
                 # a model served only by wildcard-less workers of other models: make one lazily
-                p = self._by_model[model] = self._factory(self._default)
+                p = self._by_model[model] = self._factory(self._default, self._config)
         return p
 
     def models(self) -> list:
         return list(self._by_model)
+
+    def maintain(self, now: float) -> None:
+        """Periodic upkeep (eviction, TTLs), called by the gateway's sweep."""
+        for p in list(self._by_model.values()):
+            p.maintain(now)

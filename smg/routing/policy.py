@@ -5,7 +5,8 @@ per model (see smg/routing/policies.py). Stateless policies keep the no-op defau
 
 ``select(workers, request)``: ``workers`` is a non-empty list of READY workers for
 the request's model; ``request`` offers ``headers`` (list of (lower-name, value)
-bytes pairs), ``body`` (the parsed JSON object) and ``routing_text()``. Returns a
+bytes pairs), ``header(name)``, ``body`` (the parsed JSON object), ``path`` and
+``routing_text()`` (the text prefix-matching policies use, built once and cached). Returns a
 worker from the list, or None when the policy refuses to choose (the gateway then
 answers 503).
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 class Policy:
     name = "base"
+    #: True when __init__ takes the gateway config (see policies.make_policy).
+    takes_config = False
     #: True when select() reads request.routing_text() (lets the gateway skip building it).
     needs_text = False
 
@@ -28,3 +31,6 @@ class Policy:
 
     def on_complete(self, worker, ok: bool) -> None:
         pass
+
+    def maintain(self, now: float) -> None:
+        """Periodic upkeep; ``now`` is the gateway's monotonic clock in seconds."""

@@ -34,7 +34,7 @@ class Gateway:
         self.connections: set = set()
         self.timers = TimerWheel(TICK)
         self.registry = WorkerRegistry()
-        self.policies = PolicyRegistry(self.registry, config.policy)
+        self.policies = PolicyRegistry(self.registry, config.policy, config)
         self.routes = Handlers(self).table()
         self.request_id_headers = tuple(h.encode() for h in config.request_id_headers)
         self.draining = False
@@ -129,6 +129,7 @@ class Gateway:
                 c.check_timeouts(now, cfg)
             for w in self.registry.all():
                 w.pool.sweep(now)
+            self.policies.maintain(now)
         self._tick_handle = self.loop.call_later(TICK, self._tick)
 
     def inflight(self) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import orjson
 
 from smg.api.validate import check
+from smg.routing.text import routing_text
 from smg.http1 import writer
 from smg.server.proxy import ProxyExchange
 
@@ -21,12 +22,19 @@ _SKIP_REQUEST = writer.HOP_BY_HOP | {b"x-request-id"}
 class RouteRequest:
     """What a policy may look at (see smg/routing/policy.py)."""
 
-    __slots__ = ("headers", "body", "path")
+    __slots__ = ("headers", "body", "path", "_text")
 
     def __init__(self, headers: list, body: dict, path: bytes) -> None:
         self.headers = headers
         self.body = body
         self.path = path
+        self._text = None
+
+    def routing_text(self) -> str:
+        t = self._text
+        if t is None:
+            t = self._text = routing_text(self.path, self.body)
+        return t
 
     def header(self, name: bytes) -> bytes | None:
         for n, v in self.headers:

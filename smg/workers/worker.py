@@ -23,7 +23,7 @@ class Worker:
     """
 
     __slots__ = ("id", "url", "host", "port", "host_header", "models", "model_cards", "status",
-                 "inflight", "processed", "pool", "worker_type", "__weakref__")
+                 "inflight", "processed", "pool", "worker_type", "engine", "__weakref__")
 
     def __init__(self, url: str, models: tuple = (), worker_id: str | None = None,
                  worker_type: str = "regular") -> None:
@@ -40,6 +40,10 @@ class Worker:
         self.processed = 0
         self.pool = None
         self.worker_type = worker_type
+        # Last load report from the engine (load monitor), SMG's field names, e.g.
+        # {"token_usage": 0.4, "num_waiting_uncached_tokens": 900, "gen_throughput": 2500.0,
+        #  "num_running_reqs": 3}; None when the engine has not reported.
+        self.engine = None
 
     def serves(self, model: str | None) -> bool:
         return model is None or not self.models or model in self.models
