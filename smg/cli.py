@@ -63,11 +63,6 @@ def _options(fn):
     return fn
 
 
-def _setup_logging(level: str) -> None:
-    lvl = {"warn": "WARNING"}.get(level, level.upper())
-    logging.basicConfig(level=lvl, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 @click.group(cls=_Group, invoke_without_command=True,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
@@ -86,7 +81,6 @@ def main(ctx: click.Context, config_file: str | None, **values) -> None:
         cfg = build_config(given, config_file)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
-    _setup_logging(cfg.log_level)
     sys.exit(run(cfg))
 
 
@@ -98,7 +92,21 @@ def run(cfg: GatewayConfig) -> int:
 
 
 async def _serve(cfg: GatewayConfig) -> int:
+    from smg.observability.logs import AccessLog, HandlerStream, setup_logging
     from smg.server.app import Gateway
+
+    handler = setup_logging(cfg.log_level, cfg.log_json, cfg.log_dir)
+    access = AccessLog(HandlerStream(handler), cfg.log_json) \
+        if logging.getLogger().isEnabledFor(logging.INFO) else None
+    tracing = None
+    if cfg.enable_trace:
+        from smg.observability.tracing import Tracing
+
+        try:
+            tracing = Tracing(cfg.otlp_traces_endpoint)
+        except ConfigError as e:
+            click.echo(f"smg-proxy: {e}", err=True)
+            return 2
 
     mocks = []
     if not cfg.worker_urls:
@@ -109,7 +117,7 @@ async def _serve(cfg: GatewayConfig) -> int:
             await m.start("127.0.0.1", 0)
             mocks.append(m)
         cfg = cfg.replace(worker_urls=[m.url for m in mocks])
-    gw = Gateway(cfg)
+    gw = Gateway(cfg, access_log=access, tracing=tracing)
     try:
         await gw.start()
     except OSError as e:
@@ -117,6 +125,9 @@ async def _serve(cfg: GatewayConfig) -> int:
         return 1
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
     click.echo(f"smg-proxy listening on http://{host}:{gw.port} with policy {cfg.policy}", err=True)
+    if gw.metrics_server is not None:
+        click.echo(f"metrics on http://{host if cfg.prometheus_host in ('0.0.0.0', '::', '') else cfg.prometheus_host}"
+                   f":{gw.metrics_port}/metrics", err=True)
     if mocks:
         click.echo("demo mode: routing to 2 built-in mock workers (" + ", ".join(m.url for m in mocks)
                    + "); give --worker-urls to use real ones", err=True)

@@ -36,3 +36,8 @@ def error_body(family: int, status: int, message: str, code: str | None = None) 
     if family == ANTHROPIC:
         return orjson.dumps({"type": "error", "error": {"type": atype, "message": message}})
     return orjson.dumps({"error": {"message": message, "type": otype, "code": code or ocode}})
+
+
+def default_code(status: int) -> str:
+    """The ``code`` used when a gateway error names none."""
+    return _KINDS.get(status, ("", "error", ""))[1]

@@ -24,7 +24,14 @@ def _coerce(s: Setting, value: Any, where: str) -> Any:
     if kind is list:
         if isinstance(value, str):
             value = [p for p in value.replace(",", " ").split() if p]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
+        if s.item is float:
+            try:
+                value = [float(x) for x in value if not isinstance(x, bool)]
+            except (TypeError, ValueError):
+                raise ConfigError(where, "expected a list of numbers") from None
+            if any(x <= 0 for x in value) or len(set(value)) != len(value):
+                raise ConfigError(where, "buckets must be distinct positive numbers")
+        elif not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
             raise ConfigError(where, "expected a list of strings")
         value = list(value)
     elif kind is bool:

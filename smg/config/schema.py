@@ -24,6 +24,7 @@ class Setting:
     choices: tuple | None = None
     minimum: float | None = None
     aliases: tuple = ()     # extra flag spellings, e.g. SMG's older names
+    item: type = str        # element type of list settings
 
     @property
     def flag(self) -> str:
@@ -86,7 +87,21 @@ SETTINGS: tuple = (
             "Headers whose value is taken as the request id (first present wins)."),
     Setting("shutdown_grace_period_secs", float, 180.0,
             "On SIGTERM, time given to in-flight requests before exiting.", minimum=0),
-    Setting("log_level", str, "info", "Log level.", choices=LOG_LEVELS),
+    Setting("log_level", str, "info", "Log level (access lines are logged at info).", choices=LOG_LEVELS),
+    Setting("log_json", bool, False, "Write logs (and access lines) as JSON objects, one per line."),
+    Setting("log_dir", str, "", "Write logs to smg.log in this directory (rotated daily) instead of stderr."),
+    Setting("prometheus_host", str, "0.0.0.0", "Address of the Prometheus metrics listener."),
+    Setting("prometheus_port", int, 29000, "Port of the Prometheus metrics listener (path /metrics).",
+            minimum=0),
+    Setting("prometheus_duration_buckets", list, [],
+            "Histogram buckets (seconds) for request durations; empty = the built-in set.", item=float),
+    Setting("disable_metrics", bool, False, "Do not collect or serve Prometheus metrics."),
+    Setting("enable_trace", bool, False, "Export OpenTelemetry traces (needs the 'trace' extra)."),
+    Setting("otlp_traces_endpoint", str, "localhost:4317", "OTLP/gRPC endpoint traces are exported to."),
+    Setting("expose_overhead_header", bool, False,
+            "Add x-smg-overhead-ms (gateway time before dispatch, ms) to proxied responses."),
+    Setting("expose_worker_header", bool, False,
+            "Add x-smg-worker (the worker URL) to proxied responses; reveals topology."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -11,6 +11,8 @@ import logging
 
 from smg.config.schema import GatewayConfig
 from smg.errors import UpstreamError
+from smg.observability.metrics import DEFAULT_DURATION_BUCKETS, Metrics, exposition
+from smg.observability.observer import Observer
 from smg.routing.policies import PolicyRegistry
 from smg.server.protocol import HTTPServerProtocol
 from smg.server.routes import Handlers
@@ -26,10 +28,36 @@ TICK = 0.1           # clock and request-deadline resolution, seconds
 SWEEP_EVERY = 0.5    # connection timeouts and idle-pool sweep, seconds
 
 
+class _MetricsSite:
+    """The Prometheus listener: the same HTTP protocol with one route, nothing recorded."""
+
+    def __init__(self, gw: "Gateway") -> None:
+        self.gw = gw
+        self.config = gw.config
+        self.request_id_headers = gw.request_id_headers
+        self.connections: set = set()
+        self.observer = None
+        self.tracing = None
+        self.draining = False
+        self._registry = gw.metrics.registry()
+        self.routes = {b"/metrics": {b"GET": self._metrics}}
+
+    @property
+    def now(self) -> float:
+        return self.gw.now
+
+    def clock(self) -> float:
+        return self.gw.clock()
+
+    def _metrics(self, proto, req, body: bytes) -> None:
+        proto.respond(200, exposition(self._registry), content_type=b"text/plain; version=0.0.4; charset=utf-8")
+
+
 class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, access_log=None, tracing=None) -> None:
         self.config = config
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.clock = None  # loop.time once started
         self.now = 0.0
         self.connections: set = set()
         self.timers = TimerWheel(TICK)
@@ -38,18 +66,17 @@ class Gateway:
         self.routes = Handlers(self).table()
         self.request_id_headers = tuple(h.encode() for h in config.request_id_headers)
         self.draining = False
+        self.metrics = None if config.disable_metrics else Metrics(
+            self, tuple(config.prometheus_duration_buckets) or DEFAULT_DURATION_BUCKETS)
+        self.access_log = access_log
+        self.tracing = tracing
+        self.observer = Observer(self, self.metrics, access_log, tracing) \
+            if (self.metrics or access_log or tracing) else None
         self.server: asyncio.base_events.Server | None = None
+        self.metrics_server: asyncio.base_events.Server | None = None
         self._tick_handle = None
         self._next_sweep = 0.0
         self._tasks: set = set()
-
-    # -- hooks for observability (filled in by the metrics layer) ---------------------------
-
-    def on_gateway_error(self, status: int) -> None:
-        pass
-
-    def on_upstream_status(self, status: int) -> None:
-        pass
 
     # -- workers ----------------------------------------------------------------------
 
@@ -100,16 +127,31 @@ class Gateway:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time
+        if self.observer is not None:
+            self.observer.clock = self.clock
         self.now = self.loop.time()
         for url in self.config.worker_urls:
             self.add_worker(url)
         self.server = await self.loop.create_server(
             lambda: HTTPServerProtocol(self), self.config.host, self.config.port, backlog=4096)
+        if self.metrics is not None:
+            site = _MetricsSite(self)
+            try:
+                self.metrics_server = await self.loop.create_server(
+                    lambda: HTTPServerProtocol(site), self.config.prometheus_host, self.config.prometheus_port)
+            except OSError:
+                self.server.close()
+                raise
         self._tick()
 
     @property
     def port(self) -> int:
         return self.server.sockets[0].getsockname()[1]
+
+    @property
+    def metrics_port(self) -> int:
+        return self.metrics_server.sockets[0].getsockname()[1]
 
     async def wait_ready(self, timeout: float) -> bool:
         """Waits until every registered worker is READY (bounded)."""
@@ -122,6 +164,8 @@ class Gateway:
         now = self.now = self.loop.time()
         for ex in self.timers.expire(now):
             ex.on_timeout()
+        if self.access_log is not None:
+            self.access_log.flush()
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY
             cfg = self.config
@@ -155,5 +199,12 @@ class Gateway:
             self._tick_handle.cancel()
         for w in self.registry.all():
             w.pool.close()
+        if self.access_log is not None:
+            self.access_log.flush()
+        if self.tracing is not None:
+            self.tracing.shutdown()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            await self.metrics_server.wait_closed()
         if self.server is not None:
             await self.server.wait_closed()

@@ -33,13 +33,12 @@ log = logging.getLogger("smg.server")
 # Pipelined events queued while a response is in progress before reading pauses.
 QUEUE_PAUSE = 64
 
-_JSON_CT = (b"content-type", b"application/json")
 
 
 class HTTPServerProtocol(asyncio.Protocol):
     __slots__ = ("gw", "parser", "transport", "queue", "req", "path", "family", "body", "body_len",
                  "rid", "keep", "http11", "busy", "closing", "last_active", "wait_since", "read_paused",
-                 "write_paused", "__weakref__")
+                 "write_paused", "obs", "t0", "method", "status", "error_code", "span", "__weakref__")
 
     def __init__(self, gw) -> None:
         self.gw = gw
@@ -60,6 +59,12 @@ class HTTPServerProtocol(asyncio.Protocol):
         self.wait_since = gw.now
         self.read_paused = False
         self.write_paused = False
+        self.obs = gw.observer      # None when nothing is recorded (e.g. the metrics listener)
+        self.t0 = 0.0               # when the current request's head arrived (loop clock)
+        self.method = b""
+        self.status = 0
+        self.error_code = None
+        self.span = None
 
     # -- asyncio callbacks -------------------------------------------------------
 
@@ -96,7 +101,10 @@ class HTTPServerProtocol(asyncio.Protocol):
         busy = self.busy
         if busy is not None:
             self.busy = None
-            busy.abort()
+            if busy is not True:
+                busy.abort()
+                if self.obs is not None:
+                    self.obs.request_done(self, busy, 499)  # nginx's "client closed request"
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -142,6 +150,9 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     def _on_request(self, req: Request) -> None:
         self.req = req
+        self.t0 = self.gw.clock()
+        self.method = req.method
+        self.error_code = None
         target = req.target
         q = target.find(b"?")
         path = target[:q] if q >= 0 else target
@@ -158,6 +169,8 @@ class HTTPServerProtocol(asyncio.Protocol):
         self.rid = rid if rid is not None and is_valid(rid) else new_id(path)
         self.body = []
         self.body_len = 0
+        if self.gw.tracing is not None:
+            self.span = self.gw.tracing.start(req.method, path, req.headers, self.rid)
         if req.content_length > self.gw.config.max_payload_size:
             self.req = None
             self.reply_error(413, "request body exceeds the maximum payload size", close=True)
@@ -206,10 +219,11 @@ class HTTPServerProtocol(asyncio.Protocol):
     # -- answering -------------------------------------------------------------------
 
     def respond(self, status: int, body: bytes, headers: list | None = None,
-                close: bool = False) -> None:
+                close: bool = False, content_type: bytes = b"application/json") -> None:
         """Sends a complete gateway-made response and finishes the exchange."""
         keep = not close and not self.closing and self._keep_alive()
-        hdrs = [_JSON_CT, (b"x-request-id", self.rid)]
+        self.status = status
+        hdrs = [(b"content-type", content_type), (b"x-request-id", self.rid)]
         if headers:
             hdrs.extend(headers)
         self.transport.write(writer.response(status, hdrs, body, keep))
@@ -218,7 +232,7 @@ class HTTPServerProtocol(asyncio.Protocol):
     def reply_error(self, status: int, message: str, code: str | None = None,
                     close: bool = False, extra: list | None = None) -> None:
         """Sends an error response in the request's API family format."""
-        self.gw.on_gateway_error(status)
+        self.error_code = code or api_errors.default_code(status)
         self.respond(status, api_errors.error_body(self.family, status, message, code), extra, close)
 
     def _keep_alive(self) -> bool:
@@ -226,7 +240,10 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     def finish(self, keep_alive: bool) -> None:
         """The current response is complete; ``keep_alive`` False closes the connection."""
+        busy = self.busy
         self.busy = None
+        if self.obs is not None:
+            self.obs.request_done(self, busy if busy is not True else None, self.status)
         if not keep_alive or self.closing:
             self.close()
             return
@@ -252,9 +269,15 @@ class HTTPServerProtocol(asyncio.Protocol):
             self.closing = True
             return
         self.req = None
-        if not self.rid:
-            self.rid = new_id(b"")
+        self._fresh(b"")
         self.reply_error(status, f"malformed request: {e}", close=True)
+
+    def _fresh(self, rid_path: bytes) -> None:
+        """Context for an answer that belongs to no parsed request."""
+        self.t0 = self.gw.clock()
+        self.method = b""
+        self.path = b""
+        self.rid = new_id(rid_path)
 
     # -- timeouts (called by the gateway sweep) ----------------------------------------
 
@@ -264,11 +287,13 @@ class HTTPServerProtocol(asyncio.Protocol):
         if self.req is not None:
             if now - self.last_active > cfg.header_read_timeout_secs:
                 self.req = None
+                self.busy = True
                 self.reply_error(408, "timed out waiting for the request body", close=True)
             return
         if self.parser.buffered:
             if now - self.wait_since > cfg.header_read_timeout_secs:
-                self.rid = new_id(b"")
+                self._fresh(b"")
+                self.busy = True
                 self.reply_error(408, "timed out waiting for the request headers", close=True)
         elif now - self.wait_since > cfg.idle_connection_timeout_secs:
             self.close()

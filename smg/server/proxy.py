@@ -24,19 +24,29 @@ import orjson
 
 from smg.http1 import writer
 from smg.http1.events import Data, EndOfMessage, Response
+from smg.observability.observer import parse_usage
+from smg.streaming.sse import SSEScanner
 
 log = logging.getLogger("smg.proxy")
 
 _SKIP_RESPONSE = writer.HOP_BY_HOP | {b"x-request-id"}
 _SSE = b"text/event-stream"
+# Non-streamed bodies up to this size are parsed at the end for their ``usage``.
+USAGE_BODY_LIMIT = 1 << 20
+_GENERATIVE = frozenset({b"/v1/chat/completions", b"/v1/completions", b"/generate", b"/v1/messages"})
 
 
 class ProxyExchange:
     __slots__ = ("gw", "proto", "worker", "policy", "method", "request_bytes", "conn",
                  "connect_task", "timer_key", "finished", "head_sent", "chunked",
-                 "close_delimited", "upstream_keep", "is_sse", "retried", "paused")
+                 "close_delimited", "upstream_keep", "is_sse", "retried", "paused",
+                 # what the observer records
+                 "model", "proto_path", "observe", "scanner", "body_parts", "first_t", "last_t",
+                 "n_events", "ttft", "tpot", "gen_time", "usage", "bytes_out", "upstream_status",
+                 "error_type", "dispatch_t")
 
-    def __init__(self, gw, proto, worker, policy, method: bytes, request_bytes: bytes) -> None:
+    def __init__(self, gw, proto, worker, policy, method: bytes, request_bytes: bytes,
+                 model: str | None = None) -> None:
         self.gw = gw
         self.proto = proto
         self.worker = worker
@@ -54,6 +64,22 @@ class ProxyExchange:
         self.is_sse = False
         self.retried = False
         self.paused = False
+        self.model = model
+        self.proto_path = proto.path
+        self.observe = gw.metrics is not None and proto.path in _GENERATIVE
+        self.scanner = None
+        self.body_parts = None
+        self.first_t = None
+        self.last_t = 0.0
+        self.n_events = 0
+        self.ttft = None
+        self.tpot = None
+        self.gen_time = 0.0
+        self.usage = None
+        self.bytes_out = 0
+        self.upstream_status = 0
+        self.error_type = None
+        self.dispatch_t = 0.0
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -61,6 +87,8 @@ class ProxyExchange:
         gw = self.gw
         self.worker.inflight += 1
         self.proto.busy = self
+        if gw.config.expose_overhead_header:
+            self.dispatch_t = gw.clock()
         self.timer_key = gw.timers.add(self, gw.now + gw.config.request_timeout_secs)
         conn = self.worker.pool.take()
         if conn is None:
@@ -76,6 +104,7 @@ class ProxyExchange:
                 self.worker.pool.put(conn)
             return
         if err is not None:
+            self.error_type = "connect_timeout" if err.status_hint == 504 else "connect_failed"
             self._fail(err.status_hint, f"worker {self.worker.url} unreachable: {err}")
             return
         self.conn = conn
@@ -95,6 +124,15 @@ class ProxyExchange:
             t = type(ev)
             if t is Data:
                 d = ev.data
+                self.bytes_out += len(d)
+                if self.scanner is not None:
+                    if self.scanner.feed(d):
+                        now = self.gw.clock()
+                        if self.first_t is None:
+                            self.first_t = now
+                        self.last_t = now
+                elif self.body_parts is not None:
+                    self.body_parts.append(d)
                 if chunked:
                     out.append(b"%x\r\n" % len(d))
                     out.append(d)
@@ -120,6 +158,7 @@ class ProxyExchange:
     def _response_head(self, ev: Response) -> bytes:
         self.head_sent = True
         self.upstream_keep = ev.keep_alive
+        self.upstream_status = self.proto.status = ev.status_code
         parts = [writer.status_line(ev.status_code)]
         skip = _SKIP_RESPONSE
         for n, v in ev.headers:
@@ -132,6 +171,17 @@ class ProxyExchange:
             parts.append(b"%s: %s\r\n" % (n, v))
         proto = self.proto
         parts.append(b"x-request-id: %s\r\n" % proto.rid)
+        gw = self.gw
+        if self.observe:
+            if self.is_sse:
+                self.scanner = SSEScanner()
+            elif 0 <= ev.content_length <= USAGE_BODY_LIMIT and ev.status_code == 200:
+                self.body_parts = []
+        cfg = gw.config
+        if cfg.expose_overhead_header:
+            parts.append(b"x-smg-overhead-ms: %.3f\r\n" % ((self.dispatch_t - proto.t0) * 1000))
+        if cfg.expose_worker_header:
+            parts.append(b"x-smg-worker: %s\r\n" % self.worker.url.encode())
         if not ev.chunked and ev.content_length >= 0:
             parts.append(b"content-length: %d\r\n" % ev.content_length)
         elif proto.http11:
@@ -142,7 +192,6 @@ class ProxyExchange:
         if self.close_delimited or not proto._keep_alive():
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
-        self.gw.on_upstream_status(ev.status_code)
         return b"".join(parts)
 
     def on_upstream_error(self, err) -> None:
@@ -155,8 +204,10 @@ class ProxyExchange:
                 self.retried = True
                 self.connect_task = self.worker.pool.connect(self._on_connected)
                 return
+            self.error_type = "upstream_protocol" if "malformed" in str(err) else "upstream_closed"
             self._fail(err.status_hint, f"worker {self.worker.url} failed: {err}")
             return
+        self.error_type = "upstream_closed_mid_response"
         self._cut(f"worker {self.worker.url} failed mid-response: {err}")
 
     # -- endings ---------------------------------------------------------------------
@@ -217,16 +268,36 @@ class ProxyExchange:
         """The client went away: stop the worker at once."""
         if self.finished:
             return
+        self.error_type = "client_disconnected"
         self._finish(False)
         self._drop_upstream()
 
     def on_timeout(self) -> None:
         if self.finished:
             return
+        self.error_type = "upstream_timeout"
         if self.head_sent:
             self._cut("upstream request timed out")
         else:
             self._fail(504, f"worker {self.worker.url} did not answer within the request timeout")
+
+    def settle_usage(self) -> None:
+        """Derives TTFT/TPOT and token usage from what was observed (called once, at the end)."""
+        sc = self.scanner
+        if sc is not None:
+            if self.first_t is not None:
+                t0 = self.proto.t0
+                self.ttft = self.first_t - t0
+                if sc.last_data is not None:
+                    self.usage = parse_usage(sc.last_data)
+                tokens = self.usage[1] if self.usage else sc.data_events - (1 if sc.done else 0)
+                if tokens > 1 and self.last_t > self.first_t:
+                    self.gen_time = self.last_t - self.first_t
+                    self.tpot = self.gen_time / (tokens - 1)
+            self.scanner = None
+        elif self.body_parts:
+            self.usage = parse_usage(b"".join(self.body_parts))
+            self.body_parts = None
 
     # -- backpressure -------------------------------------------------------------------
 

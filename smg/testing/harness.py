@@ -47,7 +47,9 @@ class GatewayHarness:
     """
 
     def __init__(self, workers: list | None = None, extra_worker_urls: tuple = (),
-                 wait_ready: bool = True, **settings: Any) -> None:
+                 wait_ready: bool = True, access_log=None, tracing=None, **settings: Any) -> None:
+        self.access_log = access_log
+        self.tracing = tracing
         self.worker_configs = workers if workers is not None else [MockConfig(worker_id="w1"),
                                                                    MockConfig(worker_id="w2")]
         self.extra_worker_urls = list(extra_worker_urls)
@@ -75,10 +77,11 @@ class GatewayHarness:
     async def _start(self) -> None:
         for c in self.worker_configs:
             self.workers.append(await MockWorker(c).start("127.0.0.1", 0))
-        values = {"host": "127.0.0.1", "port": 0, "log_level": "warning",
+        values = {"host": "127.0.0.1", "port": 0, "log_level": "warning", "prometheus_host": "127.0.0.1",
+                  "prometheus_port": 0,
                   "worker_urls": [w.url for w in self.workers] + self.extra_worker_urls}
         values.update(self.settings)
-        self.gw = Gateway(build_config(values))
+        self.gw = Gateway(build_config(values), access_log=self.access_log, tracing=self.tracing)
         await self.gw.start()
         if self.wait and self.workers:
             await self.gw.wait_ready(10)
@@ -95,6 +98,10 @@ class GatewayHarness:
     @property
     def port(self) -> int:
         return self.gw.port
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.gw.metrics_port}/metrics"
 
     def run(self, coro, timeout: float = 30.0) -> Any:
         return self.lt.run(coro, timeout)

@@ -22,6 +22,8 @@ def free_port() -> int:
 
 
 def smg_proxy(*args, **kw):
+    if args[:1] != ("mock-worker",):
+        args = args + ("--prometheus-port", "0")  # tests never take the fixed metrics port
     return subprocess.Popen([sys.executable, "-m", "smg", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, **kw)
 
@@ -100,7 +102,7 @@ def test_bad_flags_fail_at_start_naming_the_flag(args, needle):
 def test_config_file(tmp_path):
     gp = free_port()
     cfg = tmp_path / "smg.yaml"
-    cfg.write_text(f"host: 127.0.0.1\nport: {gp}\npolicy: random\nmax-payload-size: 100\n")
+    cfg.write_text(f"host: 127.0.0.1\nport: {gp}\npolicy: random\nmax-payload-size: 100\nprometheus_port: 0\n")
     p = smg_proxy("--config", str(cfg))
     try:
         wait_ready(gp)

@@ -1,0 +1,33 @@
+# Stub for the compiled smg._native.sse; the pure-Python twin
+# smg/streaming/sse_py.py has the same API.
+
+DEFAULT_MAX_EVENT_SIZE: int
+
+class SSEScanner:
+    """Incremental SSE scanner: feed it the upstream bytes, read back completed events."""
+
+    def __init__(self, *, max_event_size: int = ...) -> None: ...
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Data of every event this piece completed. Raises TypeError, RemoteProtocolError(502)."""
+    def feed_eof(self) -> list[bytes]:
+        """End of stream: always [], sets `truncated` if an event was left unfinished."""
+    @property
+    def max_event_size(self) -> int: ...
+    @property
+    def events(self) -> int:
+        """Completed events, including those without a data field."""
+    @property
+    def data_events(self) -> int:
+        """Completed events that had a data field."""
+    @property
+    def bytes_seen(self) -> int:
+        """Bytes accepted by feed()."""
+    @property
+    def done(self) -> bool:
+        """True once an event whose data is exactly b"[DONE]" completed."""
+    @property
+    def truncated(self) -> bool:
+        """True if feed_eof() found part of an event pending (or the stream had failed)."""
+    @property
+    def last_data(self) -> bytes | None:
+        """Data of the most recent data event other than [DONE], or None."""

@@ -1,0 +1,307 @@
+# cython: language_level=3
+"""smg._native.sse: native scanner for upstream Server-Sent-Events streams.
+
+Twin: smg/streaming/sse_py.py.  Selector: smg/streaming/sse.py (import from there).
+
+Rules:
+- Observe, never rewrite: the gateway forwards the upstream bytes verbatim; this module only
+  reports what passed (data of completed events, event counts, [DONE], the last data chunk).
+- Split invariance: the concatenation of what feed() returns, and every attribute after
+  feed_eof(), do not depend on where the network split the stream.
+- feed() raises only TypeError (argument not bytes-like) and smg.errors.RemoteProtocolError
+  (an event larger than max_event_size, or input after such an error). Anything else is a bug.
+
+Theory of operation (WHATWG HTML "Server-sent events", section 9.2.6 "Interpreting an
+event stream"):
+- Lines end at CRLF, LF or a lone CR. A CR is acted on as soon as it is seen; if it was the
+  last byte of a piece, `_skip_lf` drops an LF at the start of the next piece, so CRLF split
+  across two reads is still one terminator.
+- A blank line completes the event. `data` values are joined with LF; one space after the
+  colon is stripped; a line without a colon is a field with an empty value; a line starting
+  with a colon is a comment; all other fields are ignored.
+- Work is per line, with memchr (libc, vectorised) finding LF and CR; the position of the
+  next CR and LF is cached so a stream without CRs (the usual case) is scanned for CR once
+  per piece, not once per line.
+- Copies: a complete `data: ...` line that is also the event's only data line is turned
+  into the returned bytes straight from the caller's buffer (the common case: one copy,
+  the one that makes the result). Only the unterminated tail of a piece is copied into
+  `_line`, each byte once, however many pieces the line spans.
+
+No function here indexes a Python buffer or memoryview, so boundscheck/wraparound have
+nothing to switch off: all indexing is on C pointers whose bounds the loops keep by hand.
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_CheckExact,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
+from libc.string cimport memchr, memcmp
+
+from operator import index as _index
+
+from smg.errors import RemoteProtocolError as _RemoteProtocolError
+
+# Looked up once (style rule 8).
+cdef object RemoteProtocolError = _RemoteProtocolError
+
+cdef extern from "Python.h":
+    # PY_SSIZE_T_MAX is how big max_event_size may be; larger requests mean "no limit".
+    const Py_ssize_t PY_SSIZE_T_MAX
+
+# Same value and reasoning as smg.streaming.sse_py.DEFAULT_MAX_EVENT_SIZE.
+DEFAULT_MAX_EVENT_SIZE = 8 * 1024 * 1024
+
+cdef enum:
+    # After an event or line this large, its buffer is freed rather than kept: one
+    # oversized event must not pin megabytes for the rest of a long stream.
+    SSE_KEEP_BUFFER_MAX = 64 * 1024
+
+cdef const char* SSE_BOM = b"\xef\xbb\xbf"   # UTF-8 byte order mark
+cdef const char* SSE_DONE = b"[DONE]"        # OpenAI end-of-stream sentinel
+
+
+cdef inline Py_ssize_t _find(const char* p, Py_ssize_t pos, Py_ssize_t n, int c) noexcept:
+    # Index of the first byte == c in p[pos:n], or n if there is none.
+    cdef const void* r = memchr(p + pos, c, <size_t>(n - pos))
+    if r == NULL:
+        return n
+    return <const char*>r - p
+
+
+cdef class SSEScanner:
+    """Incremental SSE scanner: feed it the upstream bytes, read back completed events."""
+
+    def __init__(self, *, max_event_size=DEFAULT_MAX_EVENT_SIZE):
+        size = _index(max_event_size)
+        if size < 1:
+            raise ValueError(f"max_event_size must be >= 1, got {size}")
+        self.max_event_size = size if size < PY_SSIZE_T_MAX else PY_SSIZE_T_MAX
+        self.events = 0
+        self.data_events = 0
+        self.bytes_seen = 0
+        self.done = False
+        self.truncated = False
+        self.last_data = None
+        self._line.len = 0
+        self._data.len = 0
+        self._dptr = NULL
+        self._dlen = 0
+        self._ev_size = 0
+        self._deferred = False
+        self._has_data = False
+        self._ev_lines = False
+        self._bom_held = 0
+        self._at_start = True
+        self._skip_lf = False
+        self._failed = False
+        self._eof = False
+
+    def __dealloc__(self):
+        ssebuf_free(&self._line)
+        ssebuf_free(&self._data)
+
+    def feed(self, data):
+        """Consume the next piece of the stream.
+
+        Returns:
+            the data value of every event this piece completed, in order (list of bytes).
+        Raises:
+            TypeError: data is not bytes, bytearray or memoryview.
+            RemoteProtocolError: (status_hint 502) an event exceeded max_event_size, or an
+                earlier call raised. Any other exception is a bug.
+        """
+        cdef Py_buffer view
+        if PyBytes_CheckExact(data):
+            return self._scan(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"SSEScanner.feed() needs bytes, bytearray or memoryview, not {type(data).__name__}"
+            )
+        if isinstance(data, memoryview) and not data.c_contiguous:
+            data = bytes(data)  # PyBUF_SIMPLE refuses strided views; the twin copies too
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            return self._scan(<const char*>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+    def feed_eof(self):
+        """End of stream. An unfinished event is dropped (WHATWG SSE) and noted in `truncated`.
+
+        Returns:
+            [] always (events complete at their blank line, inside feed()).
+        """
+        if self._eof:
+            return []
+        self._eof = True
+        self.truncated = (
+            self._failed
+            or self._line.len > 0
+            or self._ev_lines
+            or (self._at_start and self._bom_held > 0)
+        )
+        self._deferred = False
+        self._has_data = False
+        self._ev_lines = False
+        self._ev_size = 0
+        self._bom_held = 0
+        ssebuf_free(&self._line)
+        ssebuf_free(&self._data)
+        return []
+
+    cdef list _scan(self, const char* p, Py_ssize_t n):
+        cdef list out
+        cdef Py_ssize_t pos = 0
+        cdef Py_ssize_t lf = -1   # next LF at or after pos (n: none), valid while lf >= pos
+        cdef Py_ssize_t cr = -1   # next CR, same convention
+        cdef Py_ssize_t t, nxt
+        if self._failed:
+            raise RemoteProtocolError(
+                "SSE stream already failed; further input is refused", status_hint=502
+            )
+        if self._eof:
+            return []
+        self.bytes_seen += n
+        out = []
+        try:
+            if self._at_start:
+                # Hold back up to two bytes that may still turn out to be a BOM.
+                while pos < n and self._bom_held < 3 and p[pos] == SSE_BOM[self._bom_held]:
+                    pos += 1
+                    self._bom_held += 1
+                if self._bom_held == 3:
+                    self._at_start = False  # a BOM: dropped
+                    self._bom_held = 0
+                elif pos == n:
+                    return out              # still undecided
+                else:
+                    # Not a BOM: the held bytes start the first line (they hold no CR/LF).
+                    ssebuf_append(&self._line, SSE_BOM, self._bom_held)
+                    self._at_start = False
+                    self._bom_held = 0
+
+            if self._skip_lf and pos < n:
+                self._skip_lf = False
+                if p[pos] == c'\n':
+                    pos += 1
+
+            while pos < n:
+                if lf < pos:
+                    lf = _find(p, pos, n, c'\n')
+                if cr < pos:
+                    cr = _find(p, pos, n, c'\r')
+                if lf < cr:
+                    t = lf
+                    nxt = lf + 1
+                elif cr < n:
+                    t = cr
+                    if cr + 1 < n:
+                        nxt = cr + 2 if p[cr + 1] == c'\n' else cr + 1
+                    else:
+                        nxt = n
+                        self._skip_lf = True
+                else:
+                    break  # no terminator left in this piece
+                if self._line.len:
+                    # Only the first line of a piece can continue a pending line.
+                    ssebuf_append(&self._line, p + pos, t - pos)
+                    self._on_line(self._line.buf, self._line.len, False, out)
+                    self._line.len = 0
+                    if self._line.cap > SSE_KEEP_BUFFER_MAX:
+                        ssebuf_free(&self._line)
+                else:
+                    self._on_line(p + pos, t - pos, True, out)
+                pos = nxt
+
+            if pos < n:
+                # Unterminated tail: check the limit before copying it.
+                if self._line.len + (n - pos) > self.max_event_size - self._ev_size:
+                    self._too_big()
+                ssebuf_append(&self._line, p + pos, n - pos)
+            if self._deferred:
+                self._flush_deferred()  # p is only valid until we return
+        except BaseException:
+            self._failed = True
+            self._deferred = False
+            raise
+        return out
+
+    cdef int _on_line(self, const char* s, Py_ssize_t m, bint stable, list out) except -1:
+        # One complete line, terminator excluded. `stable`: s points into the caller's
+        # buffer (valid until _scan returns) rather than into self._line.
+        cdef const char* v
+        cdef Py_ssize_t vlen
+        if m == 0:
+            if self._ev_lines:
+                self._dispatch(out)
+            return 0
+        self._ev_lines = True
+        if m > self.max_event_size - self._ev_size:
+            self._too_big()
+        self._ev_size += m
+        # The field name is everything before the first colon, so it is exactly "data"
+        # iff the line starts with "data:" or is the bare word "data" (empty value).
+        if m >= 5 and memcmp(s, b"data:", 5) == 0:
+            v = s + 5
+            vlen = m - 5
+            if vlen and v[0] == c' ':
+                v += 1
+                vlen -= 1
+        elif m == 4 and memcmp(s, b"data", 4) == 0:
+            v = s + 4
+            vlen = 0
+        else:
+            return 0  # comment (leading colon) or a field we do not observe
+        if not self._has_data:
+            self._has_data = True
+            if stable:
+                self._deferred = True
+                self._dptr = v
+                self._dlen = vlen
+            else:
+                ssebuf_append(&self._data, v, vlen)
+        else:
+            if self._deferred:
+                self._flush_deferred()
+            ssebuf_append(&self._data, b"\n", 1)
+            ssebuf_append(&self._data, v, vlen)
+        return 0
+
+    cdef int _dispatch(self, list out) except -1:
+        cdef bytes d
+        self.events += 1
+        if self._has_data:
+            if self._deferred:
+                d = PyBytes_FromStringAndSize(<char*>self._dptr, self._dlen)
+                self._deferred = False
+            else:
+                d = PyBytes_FromStringAndSize(self._data.buf, self._data.len)
+                self._data.len = 0
+                if self._data.cap > SSE_KEEP_BUFFER_MAX:
+                    ssebuf_free(&self._data)
+            self._has_data = False
+            self.data_events += 1
+            out.append(d)
+            if PyBytes_GET_SIZE(d) == 6 and memcmp(PyBytes_AS_STRING(d), SSE_DONE, 6) == 0:
+                self.done = True
+            else:
+                self.last_data = d
+        self._ev_lines = False
+        self._ev_size = 0
+        return 0
+
+    cdef int _flush_deferred(self) except -1:
+        # Move the first data value out of the caller's buffer into _data.
+        self._deferred = False
+        ssebuf_append(&self._data, self._dptr, self._dlen)
+        self._dptr = NULL
+        return 0
+
+    cdef int _too_big(self) except -1:
+        raise RemoteProtocolError(
+            f"SSE event larger than max_event_size ({self.max_event_size} bytes)",
+            status_hint=502,
+        )

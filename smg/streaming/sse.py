@@ -1,0 +1,19 @@
+"""Selector for the SSE scanner: native (smg._native.sse) or pure Python (sse_py).
+
+Exports ``SSEScanner`` (the one to use), ``SSEScannerPy`` (always available) and
+``SSEScannerC`` (None when the extension is not built or SMG_NO_EXTENSIONS is set).
+With SMG_REQUIRE_EXTENSIONS=1 a missing extension is an ImportError, not a silent
+fallback (see smg._native.load).
+"""
+
+from __future__ import annotations
+
+from smg._native import load
+from smg.streaming.sse_py import DEFAULT_MAX_EVENT_SIZE
+from smg.streaming.sse_py import SSEScanner as SSEScannerPy
+
+_m = load("sse")
+SSEScannerC = _m.SSEScanner if _m else None
+SSEScanner = SSEScannerC or SSEScannerPy
+
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEScanner", "SSEScannerC", "SSEScannerPy"]

@@ -1,0 +1,157 @@
+"""Metrics scraped after real traffic, TTFT/TPOT from known token delays, traces, logs."""
+import io
+import json
+import urllib.request
+
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from smg.observability.logs import AccessLog
+from smg.testing.harness import GatewayHarness
+from smg.testing.mock_worker import MockConfig
+
+from . import rawhttp
+
+CHAT = b'{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}'
+STREAM = b'{"model":"mock-model","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+
+
+def scrape(h) -> dict:
+    """{(sample name, frozenset(labels.items())): value}."""
+    with urllib.request.urlopen(h.metrics_url, timeout=5) as r:
+        assert r.headers["content-type"].startswith("text/plain")
+        text = r.read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def val(samples, name, **labels):
+    return samples.get((name, frozenset(labels.items())), 0)
+
+
+def post(h, body, path=b"/v1/chat/completions"):
+    return rawhttp.request(h.port, b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s" % (path, len(body), body),
+                           methods=["POST"])[0]
+
+
+def test_http_and_router_counters(make_gateway):
+    h = make_gateway(workers=[MockConfig(worker_id="a"), MockConfig(worker_id="b", fail_mode="reset")])
+    statuses = [post(h, CHAT)[0] for _ in range(4)] + [post(h, STREAM)[0], post(h, b"{bad")[0]]
+    statuses.append(post(h, CHAT, b"/v1/nothing")[0])
+    for i in range(5):  # random paths must not create labels
+        rawhttp.request(h.port, b"GET /junk/%d HTTP/1.1\r\nhost: x\r\n\r\n" % i)
+    assert sorted(statuses) == [200, 200, 200, 400, 404, 502, 502]
+    m = scrape(h)
+    assert val(m, "smg_http_requests_total", method="POST", path="/v1/chat/completions") == 6
+    assert val(m, "smg_http_requests_total", method="POST", path="unmatched") == 1
+    assert val(m, "smg_http_requests_total", method="GET", path="unmatched") == 5
+    assert val(m, "smg_http_responses_total", path="/v1/chat/completions", status_code="200", error_code="") == 3
+    assert val(m, "smg_http_responses_total", path="/v1/chat/completions", status_code="502",
+               error_code="bad_gateway") == 2
+    assert val(m, "smg_http_responses_total", path="/v1/chat/completions", status_code="400",
+               error_code="invalid_json") == 1
+    assert val(m, "smg_http_request_duration_seconds_count", method="POST", path="/v1/chat/completions") == 6
+    rk = dict(router_type="http", backend_type="regular", connection_mode="http", model="mock-model",
+              endpoint="chat")
+    assert val(m, "smg_router_requests_total", streaming="false", **rk) == 4
+    assert val(m, "smg_router_requests_total", streaming="true", **rk) == 1
+    assert val(m, "smg_router_request_errors_total", error_type="upstream_closed", **rk) == 2
+    assert val(m, "smg_router_upstream_responses_total", router_type="http", status_code="200", error_code="") == 3
+    assert val(m, "smg_worker_selection_total", worker_type="regular", connection_mode="http", model="mock-model",
+               policy="round_robin") == 5
+    assert val(m, "smg_worker_errors_total", worker_type="regular", connection_mode="http",
+               error_type="upstream_closed") == 2
+    assert val(m, "smg_worker_pool_size", worker_type="regular", connection_mode="http", model="mock-model") == 2
+    assert val(m, "smg_worker_health", worker=h.workers[0].url) == 1
+    assert val(m, "smg_worker_requests_active", worker=h.workers[0].url) == 0
+    assert val(m, "smg_http_connections_active") >= 0
+    # usage from the 2 non-streamed answers of the healthy worker (round robin a,b,a,b; the
+    # stream asked for no usage): 8 completion tokens each
+    tl = dict(router_type="http", backend_type="regular", model="mock-model", endpoint="chat")
+    assert val(m, "smg_router_tokens_total", token_type="output", **tl) == 8 * 2
+    assert val(m, "smg_router_tokens_total", token_type="input", **tl) > 0
+
+
+def test_ttft_and_tpot_buckets(make_gateway):
+    h = make_gateway(workers=[MockConfig(worker_id="a", ttft=0.3, token_delay=0.02, num_chunks=6)])
+    c = openai.OpenAI(base_url=h.url + "/v1", api_key="x", max_retries=0, timeout=10)
+    for _ in range(2):
+        list(c.chat.completions.create(model="mock-model", messages=[{"role": "user", "content": "hi"}],
+                                       stream=True, stream_options={"include_usage": True}))
+    m = scrape(h)
+    tl = dict(router_type="http", backend_type="regular", model="mock-model", endpoint="chat")
+    # ttft ~0.3 s: above the 0.25 bucket, inside 0.5
+    assert val(m, "smg_router_ttft_seconds_bucket", le="0.25", **tl) == 0
+    assert val(m, "smg_router_ttft_seconds_bucket", le="0.5", **tl) == 2
+    # tpot ~0.02 s per token: above 0.01, inside 0.05
+    assert val(m, "smg_router_tpot_seconds_bucket", le="0.01", **tl) == 0
+    assert val(m, "smg_router_tpot_seconds_bucket", le="0.05", **tl) == 2
+    assert val(m, "smg_router_tokens_total", token_type="output", **tl) == 12
+
+
+def test_metrics_can_be_disabled(make_gateway):
+    h = make_gateway(disable_metrics=True)
+    assert h.gw.metrics_server is None and h.gw.observer is None
+    assert post(h, CHAT)[0] == 200
+
+
+def test_trace_context_reaches_worker():
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from smg.observability.tracing import Tracing
+
+    exporter = InMemorySpanExporter()
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parent = "00f067aa0ba902b7"
+    with GatewayHarness(tracing=Tracing(exporter=exporter)) as h:
+        raw = b"traceparent: 00-%s-%s-01\r\n" % (trace_id.encode(), parent.encode())
+        st, headers, _ = rawhttp.request(h.port, b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n%s"
+                                         b"content-length: %d\r\n\r\n%s" % (raw, len(CHAT), CHAT), methods=["POST"])[0]
+        assert st == 200
+        worker = next(w for w in h.workers if w.config.worker_id == headers["x-mock-worker"])
+        tp = worker.stats.last_headers["traceparent"].split("-")
+    assert tp[1] == trace_id          # same trace
+    assert tp[2] != parent            # a new span: the gateway's
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 1
+    span = spans[0]
+    assert format(span.context.trace_id, "032x") == trace_id
+    assert format(span.parent.span_id, "016x") == parent
+    assert format(span.context.span_id, "016x") == tp[2]
+    assert span.attributes["smg.worker"] == worker.url
+    assert span.attributes["smg.policy"] == "round_robin"
+    assert span.attributes["http.response.status_code"] == 200
+
+
+def test_json_access_log_lines_carry_request_id():
+    buf = io.StringIO()
+    with GatewayHarness(access_log=AccessLog(buf, json_lines=True)) as h:
+        post(h, CHAT)
+        rawhttp.request(h.port, b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-request-id: abc-1\r\n"
+                        b"content-length: %d\r\n\r\n%s" % (len(STREAM), STREAM), methods=["POST"])
+        post(h, b"{bad")
+        h.on_loop(h.gw.access_log.flush)
+    lines = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert len(lines) == 3
+    assert all(line["request_id"] and line["path"] == "/v1/chat/completions" for line in lines)
+    ok, streamed, bad = lines
+    assert ok["status"] == 200 and ok["worker"].startswith("http://127.0.0.1:") and ok["policy"] == "round_robin"
+    assert ok["request_id"].startswith("chatcmpl-") and ok["bytes"] > 0 and ok["duration_ms"] >= 0
+    assert streamed["request_id"] == "abc-1" and streamed["ttft_ms"] >= 0
+    assert bad["status"] == 400 and bad["worker"] == ""
+
+
+def test_timing_and_worker_headers(make_gateway):
+    h = make_gateway(expose_overhead_header=True, expose_worker_header=True)
+    st, headers, _ = post(h, CHAT)
+    assert st == 200
+    assert float(headers["x-smg-overhead-ms"]) >= 0
+    assert headers["x-smg-worker"] in {w.url for w in h.workers}
+    plain = make_gateway()
+    _, headers, _ = post(plain, CHAT)
+    assert "x-smg-overhead-ms" not in headers and "x-smg-worker" not in headers
