@@ -57,56 +57,91 @@ def setup_logging(level: str, json_lines: bool = False, log_dir: str = "") -> lo
 
 
 class AccessLog:
-    """One line per request, buffered and flushed by the gateway tick."""
+    """One line per request, buffered and flushed by the gateway tick.
 
-    __slots__ = ("_json", "_buf", "_write", "_flush")
+    Lines are built as bytes with one %-format (no logging.LogRecord, no str decoding);
+    the wall-clock prefix is recomputed once per second.
+    """
+
+    __slots__ = ("_json", "_buf", "_stream", "_sec", "_prefix", "_labels")
 
     def __init__(self, stream, json_lines: bool) -> None:
         self._json = json_lines
         self._buf: list = []
-        self._write = stream.write
-        self._flush = stream.flush
+        self._stream = stream
+        self._sec = -1
+        self._prefix = b""
+        self._labels: dict = {}  # str -> bytes for worker/policy/model names
+
+    def _b(self, s) -> bytes:
+        if s is None:
+            return b"-"
+        b = self._labels.get(s)
+        if b is None:
+            if len(self._labels) > 4096:
+                self._labels.clear()
+            b = self._labels[s] = (s.encode() if s else b"-")
+        return b
 
     def record(self, rid: bytes, method: bytes, path: bytes, status: int, worker: str, policy: str,
-               model: str, duration: float, ttft: float | None, nbytes: int) -> None:
+               model, duration: float, ttft: float | None, nbytes: int) -> None:
         now = time.time()
+        sec = int(now)
+        if sec != self._sec:
+            self._sec = sec
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode()
+        ms = int((now - sec) * 1000)
         if self._json:
-            doc = {"ts": _iso(now), "level": "info", "logger": "smg.access", "request_id": rid.decode("latin-1"),
-                   "method": method.decode("latin-1"), "path": path.decode("latin-1"), "status": status,
-                   "worker": worker, "policy": policy, "model": model,
+            # rid/method/path are validated visible ASCII (or the parser's token/vchar sets), so
+            # they need no escaping beyond what orjson does for the strings below.
+            doc = {"ts": b"%s.%03dZ" % (self._prefix, ms), "level": "info", "logger": "smg.access",
+                   "request_id": rid, "method": method, "path": path, "status": status,
+                   "worker": worker, "policy": policy, "model": model or "",
                    "duration_ms": round(duration * 1000, 3), "bytes": nbytes}
             if ttft is not None:
                 doc["ttft_ms"] = round(ttft * 1000, 3)
-            self._buf.append(orjson.dumps(doc).decode())
+            for k in ("ts", "request_id", "method", "path"):
+                doc[k] = doc[k].decode("latin-1")
+            self._buf.append(orjson.dumps(doc))
         else:
-            self._buf.append(
-                f"{_iso(now)} INFO smg.access: request_id={rid.decode('latin-1')} method={method.decode('latin-1')} "
-                f"path={path.decode('latin-1')} status={status} worker={worker or '-'} policy={policy or '-'} "
-                f"model={model or '-'} duration_ms={duration * 1000:.3f} "
-                f"ttft_ms={'-' if ttft is None else format(ttft * 1000, '.3f')} bytes={nbytes}")
+            self._buf.append(b"%s.%03dZ INFO smg.access: request_id=%s method=%s path=%s status=%d worker=%s "
+                             b"policy=%s model=%s duration_ms=%.3f ttft_ms=%s bytes=%d" % (
+                                 self._prefix, ms, rid, method or b"-", path or b"-", status, self._b(worker),
+                                 self._b(policy), self._b(model), duration * 1000,
+                                 b"-" if ttft is None else b"%.3f" % (ttft * 1000), nbytes))
 
     def flush(self) -> None:
         buf = self._buf
         if buf:
             self._buf = []
-            self._write("\n".join(buf) + "\n")
-            self._flush()
+            buf.append(b"")
+            self._stream.write(b"\n".join(buf))
+            self._stream.flush()
 
 
 class HandlerStream:
-    """Adapts a logging.Handler's stream (plain or rotating file) for AccessLog."""
+    """Adapts a logging.Handler's stream (stderr or the rotating file) to the bytes the
+    AccessLog writes."""
 
     def __init__(self, handler: logging.Handler) -> None:
         self._h = handler
 
-    def write(self, text: str) -> None:
+    def write(self, data: bytes) -> None:
         h = self._h
         if isinstance(h, logging.handlers.TimedRotatingFileHandler):
             if h.shouldRollover(None):  # type: ignore[arg-type]
                 h.doRollover()
             if h.stream is None:
                 h.stream = h._open()
-        h.stream.write(text)
+        stream = h.stream
+        buf = getattr(stream, "buffer", None)
+        if buf is not None:
+            stream.flush()
+            buf.write(data)
+        else:
+            stream.write(data.decode("utf-8", "replace"))
 
     def flush(self) -> None:
-        self._h.flush()
+        stream = self._h.stream
+        buf = getattr(stream, "buffer", None)
+        (buf or stream).flush()

@@ -41,6 +41,13 @@ class CounterVec:
             c = self.cells[key] = [0]
         c[0] += amount
 
+    def cell(self, key: tuple) -> list:
+        """The mutable one-element list holding ``key``'s value (callers do ``c[0] += n``)."""
+        c = self.cells.get(key)
+        if c is None:
+            c = self.cells[key] = [0]
+        return c
+
     def value(self, key: tuple) -> float:
         c = self.cells.get(key)
         return c[0] if c is not None else 0
@@ -53,11 +60,16 @@ class CounterVec:
 
 
 class _HistCell:
-    __slots__ = ("counts", "sum")
+    __slots__ = ("counts", "sum", "bounds")
 
-    def __init__(self, n: int) -> None:
-        self.counts = [0] * (n + 1)
+    def __init__(self, bounds: tuple) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
 
 
 class HistogramVec:
@@ -71,11 +83,13 @@ class HistogramVec:
         self.cells: dict = {}
 
     def observe(self, key: tuple, value: float) -> None:
+        self.cell(key).observe(value)
+
+    def cell(self, key: tuple) -> _HistCell:
         c = self.cells.get(key)
         if c is None:
-            c = self.cells[key] = _HistCell(len(self.bounds))
-        c.counts[bisect_left(self.bounds, value)] += 1
-        c.sum += value
+            c = self.cells[key] = _HistCell(self.bounds)
+        return c
 
     def count(self, key: tuple) -> int:
         c = self.cells.get(key)

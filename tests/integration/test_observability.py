@@ -129,7 +129,7 @@ def test_trace_context_reaches_worker():
 
 
 def test_json_access_log_lines_carry_request_id():
-    buf = io.StringIO()
+    buf = io.BytesIO()
     with GatewayHarness(access_log=AccessLog(buf, json_lines=True)) as h:
         post(h, CHAT)
         rawhttp.request(h.port, b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-request-id: abc-1\r\n"
