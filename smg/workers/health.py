@@ -1,0 +1,401 @@
+"""Worker health: the status state machine (sans-I/O) and the prober that drives it.
+
+Rule 1: every status transition a health probe can cause lives in ``TRANSITIONS``
+below. ``HealthTracker`` only counts probe outcomes and looks rows up; it holds no
+transition logic of its own.
+Rule 2: ``HealthTracker`` touches no socket, loop or clock. ``HealthChecker`` is the
+I/O shell: it probes workers over HTTP, feeds outcomes to one tracker per worker and
+reports status changes through callbacks; the gateway applies them to the registry
+(``registry.set_status``), so the registry stays the one place membership changes.
+
+Theory of operation. Statuses are SMG's (``smg/workers/worker.py``): ``pending``,
+``ready``, ``not_ready``, ``failed``, ``draining``; only ``ready`` is routable. A
+tracker keeps three counters, updated before each lookup:
+
+- ``successes``: consecutive successful probes (a failure zeroes it),
+- ``failures``: consecutive failed probes (a success zeroes it),
+- ``probes``: probes seen since the tracker entered its current status.
+
+A row maps ``(status, input)`` to guards ``(counter, limit, next_status)`` tried in
+order; the first whose counter has reached its limit fires. An empty tuple means
+"stay". Limits are named and resolved from the thresholds:
+
+======================  ========================================================
+``SUCCESS_LIMIT``       ``success_threshold`` (SMG default 2)
+``FAILURE_LIMIT``       ``failure_threshold`` (SMG default 3)
+``PENDING_LIMIT``       ``10 x failure_threshold`` probes while pending
+``NOT_READY_LIMIT``     ``3 x failure_threshold`` consecutive failures
+======================  ========================================================
+
+The rules (SMG 1.9 ``docs`` + smg#1102, smg#2468):
+
+- pending -> ready after ``success_threshold`` consecutive successes; pending ->
+  failed after ``10 x failure_threshold`` probes without getting there (a worker
+  that never comes up must not stay "pending" forever).
+- ready -> not_ready after ``failure_threshold`` consecutive failures.
+- not_ready -> ready after ``success_threshold`` consecutive successes; not_ready ->
+  failed when the failure streak (counted from the last success, so including the
+  ``failure_threshold`` failures that made it not_ready) reaches ``3 x failure_threshold``.
+- failed keeps being probed and rejoins (-> ready) after ``success_threshold``
+  consecutive successes (smg#2468: before that fix failed workers never came back).
+- ``DRAIN`` moves any status to draining; draining is terminal: probes no longer
+  change it (the worker is on its way out of the registry).
+
+Counters are not reset by a transition, except ``probes``. An input the table has no
+row for is a bug in this module and raises ``ValueError`` (the hypothesis tests walk
+every row).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from smg.errors import UpstreamError
+from smg.upstream import client
+from smg.workers.worker import DRAINING, FAILED, NOT_READY, PENDING, READY, Worker
+
+log = logging.getLogger("smg.workers.health")
+
+STATUSES = (PENDING, READY, NOT_READY, FAILED, DRAINING)
+
+# Inputs.
+PROBE_OK = "probe_ok"
+PROBE_FAIL = "probe_fail"
+DRAIN = "drain"
+INPUTS = (PROBE_OK, PROBE_FAIL, DRAIN)
+
+# Counters.
+SUCCESSES = "successes"
+FAILURES = "failures"
+PROBES = "probes"
+ALWAYS = None  # a guard that fires unconditionally
+
+# Limits.
+SUCCESS_LIMIT = "success"
+FAILURE_LIMIT = "failure"
+PENDING_LIMIT = "pending"
+NOT_READY_LIMIT = "not_ready"
+
+# SMG: Pending -> Failed after 10 x failure_threshold probes; NotReady -> Failed after
+# 3 x failure_threshold. With the CLI defaults (3 failures, 60 s interval) that is
+# 30 minutes for a worker that never became ready, 9 minutes for one that went away.
+PENDING_PROBE_FACTOR = 10
+NOT_READY_FAILURE_FACTOR = 3
+
+TRANSITIONS: dict = {
+    (PENDING, PROBE_OK): ((SUCCESSES, SUCCESS_LIMIT, READY), (PROBES, PENDING_LIMIT, FAILED)),
+    (PENDING, PROBE_FAIL): ((PROBES, PENDING_LIMIT, FAILED),),
+    (PENDING, DRAIN): ((ALWAYS, None, DRAINING),),
+    (READY, PROBE_OK): (),
+    (READY, PROBE_FAIL): ((FAILURES, FAILURE_LIMIT, NOT_READY),),
+    (READY, DRAIN): ((ALWAYS, None, DRAINING),),
+    (NOT_READY, PROBE_OK): ((SUCCESSES, SUCCESS_LIMIT, READY),),
+    (NOT_READY, PROBE_FAIL): ((FAILURES, NOT_READY_LIMIT, FAILED),),
+    (NOT_READY, DRAIN): ((ALWAYS, None, DRAINING),),
+    (FAILED, PROBE_OK): ((SUCCESSES, SUCCESS_LIMIT, READY),),
+    (FAILED, PROBE_FAIL): (),
+    (FAILED, DRAIN): ((ALWAYS, None, DRAINING),),
+    (DRAINING, PROBE_OK): (),
+    (DRAINING, PROBE_FAIL): (),
+    (DRAINING, DRAIN): (),
+}
+
+
+class HealthTracker:
+    """The health status of one worker, driven by probe outcomes.
+
+    Pure: no I/O, no clock. ``status`` is one of ``STATUSES``.
+    """
+
+    __slots__ = ("success_threshold", "failure_threshold", "status", "successes", "failures",
+                 "probes", "_limits")
+
+    def __init__(self, success_threshold: int = 2, failure_threshold: int = 3,
+                 initial: str = PENDING) -> None:
+        if success_threshold < 1 or failure_threshold < 1:
+            raise ValueError("health thresholds must be at least 1")
+        if initial not in STATUSES:
+            raise ValueError(f"unknown worker status {initial!r}")
+        self.success_threshold = success_threshold
+        self.failure_threshold = failure_threshold
+        self._limits = {
+            SUCCESS_LIMIT: success_threshold,
+            FAILURE_LIMIT: failure_threshold,
+            PENDING_LIMIT: PENDING_PROBE_FACTOR * failure_threshold,
+            NOT_READY_LIMIT: NOT_READY_FAILURE_FACTOR * failure_threshold,
+        }
+        self.status = initial
+        self.successes = 0
+        self.failures = 0
+        self.probes = 0
+
+    def limit(self, name: str) -> int:
+        return self._limits[name]
+
+    def on_probe(self, ok: bool) -> str | None:
+        """Counts one probe outcome.
+
+        Returns:
+            The new status if this probe changed it, else None.
+        """
+        if ok:
+            self.successes += 1
+            self.failures = 0
+        else:
+            self.failures += 1
+            self.successes = 0
+        self.probes += 1
+        return self._apply(PROBE_OK if ok else PROBE_FAIL)
+
+    def drain(self) -> str | None:
+        """Moves to draining (terminal). Returns DRAINING, or None if already there."""
+        return self._apply(DRAIN)
+
+    def reset(self, status: str = PENDING) -> None:
+        """Forces ``status`` and zeroes the counters (re-registration, admin override)."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown worker status {status!r}")
+        self.status = status
+        self.successes = self.failures = self.probes = 0
+
+    def _apply(self, event: str) -> str | None:
+        try:
+            guards = TRANSITIONS[(self.status, event)]
+        except KeyError:
+            raise ValueError(f"no health transition for ({self.status}, {event})") from None
+        for counter, limit, target in guards:
+            if counter is ALWAYS or getattr(self, counter) >= self._limits[limit]:
+                if target == self.status:
+                    return None
+                self.status = target
+                self.probes = 0
+                return target
+        return None
+
+    def __repr__(self) -> str:
+        return (f"HealthTracker({self.status}, successes={self.successes}, failures={self.failures}, "
+                f"probes={self.probes})")
+
+
+# -- the prober (I/O shell)
+
+# Probes run concurrently, but at most this many at once: with thousands of workers an
+# unbounded fan-out opens thousands of sockets in the same millisecond every interval
+# (smg#1694: probe latency at fleet scale).
+DEFAULT_PROBE_CONCURRENCY = 64
+
+
+class _Entry:
+    __slots__ = ("worker", "tracker", "api_key", "interval", "due")
+
+    def __init__(self, worker: Worker, tracker: HealthTracker, api_key: str | None,
+                 interval: float | None, due: float) -> None:
+        self.worker = worker
+        self.tracker = tracker
+        self.api_key = api_key
+        self.interval = interval
+        self.due = due
+
+
+class HealthChecker:
+    """Probes workers every ``interval`` seconds (with jitter) and reports status changes.
+
+    Each worker has its own due time: it is probed as soon as it is added, then every
+    ``interval`` x (1 +- ``jitter``) seconds (``startup_interval`` while it is still
+    pending), so probes of a large fleet spread out instead of arriving together.
+
+    Callbacks (plain functions, called on the loop; they must not block):
+    - ``on_status(worker, status)``: after every status change the probes cause.
+    - ``on_failed(worker)``: with ``remove_unhealthy``, when a worker reaches failed
+      (after ``on_status``); the worker is no longer probed afterwards.
+    - ``on_result(worker, ok)``: after every probe (metrics:
+      ``smg_worker_health_checks_total``).
+
+    ``probe`` replaces the HTTP probe (``async probe(worker, api_key) -> bool``);
+    ``clock``, ``sleep`` and ``rng`` (a ``random.Random``) are injectable for tests.
+    """
+
+    def __init__(self, on_status: Callable[[Worker, str], None], *, endpoint: str = "/health",
+                 interval: float = 60.0, timeout: float = 5.0, success_threshold: int = 2,
+                 failure_threshold: int = 3, api_key: str | None = None, jitter: float = 0.1,
+                 startup_interval: float | None = None, remove_unhealthy: bool = False,
+                 on_failed: Callable[[Worker], None] | None = None,
+                 on_result: Callable[[Worker, bool], None] | None = None,
+                 probe: Callable[[Worker, str | None], Awaitable[bool]] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable] = asyncio.sleep,
+                 rng: random.Random | None = None,
+                 concurrency: int = DEFAULT_PROBE_CONCURRENCY) -> None:
+        if interval <= 0:
+            raise ValueError("health check interval must be positive")
+        if not 0 <= jitter < 1:
+            raise ValueError("jitter must be in [0, 1)")
+        self.on_status = on_status
+        self.endpoint = endpoint if endpoint.startswith("/") else "/" + endpoint
+        self.interval = interval
+        self.startup_interval = startup_interval
+        self.timeout = timeout
+        self.success_threshold = success_threshold
+        self.failure_threshold = failure_threshold
+        self.api_key = api_key
+        self.jitter = jitter
+        self.remove_unhealthy = remove_unhealthy
+        self.on_failed = on_failed
+        self.on_result = on_result
+        self._probe = probe or self.http_probe
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._sem = asyncio.Semaphore(max(1, concurrency))
+        self._entries: dict = {}  # worker id -> _Entry
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    # -- membership
+
+    def add(self, worker: Worker, *, api_key: str | None = None, success_threshold: int | None = None,
+            failure_threshold: int | None = None, interval: float | None = None,
+            initial: str | None = None) -> HealthTracker:
+        """Starts probing ``worker`` (first probe as soon as the loop runs).
+
+        ``initial`` defaults to the worker's current status (pending for a new one).
+        Per-worker values override the checker's (WorkerSpec ``health``).
+        """
+        status = initial or worker.status
+        if status not in STATUSES:
+            status = PENDING
+        tracker = HealthTracker(success_threshold or self.success_threshold,
+                                failure_threshold or self.failure_threshold, status)
+        self._entries[worker.id] = _Entry(worker, tracker, api_key, interval, self._clock())
+        if self._wake is not None:
+            self._wake.set()
+        return tracker
+
+    def remove(self, worker: Worker) -> None:
+        self._entries.pop(worker.id, None)
+
+    def drain(self, worker: Worker) -> None:
+        """Marks ``worker`` draining (reported through ``on_status``) and stops probing it."""
+        e = self._entries.pop(worker.id, None)
+        if e is not None and e.tracker.drain() is not None:
+            self.on_status(worker, DRAINING)
+
+    def tracker(self, worker: Worker) -> HealthTracker | None:
+        e = self._entries.get(worker.id)
+        return e.tracker if e is not None else None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # -- probing
+
+    async def http_probe(self, worker: Worker, api_key: str | None) -> bool:
+        """``GET {url}{endpoint}``; True on 2xx. Transport errors and timeouts are False."""
+        headers = [("authorization", f"Bearer {api_key}")] if api_key else None
+        try:
+            status, _, _ = await client.request(worker.url, "GET", self.endpoint, headers=headers,
+                                                timeout=self.timeout)
+        except UpstreamError as e:
+            log.debug("health probe %s failed: %s", worker.url, e)
+            return False
+        return 200 <= status < 300
+
+    async def _probe_one(self, e: _Entry) -> bool:
+        async with self._sem:
+            try:
+                return bool(await self._probe(e.worker, e.api_key or self.api_key))
+            except (UpstreamError, OSError, asyncio.TimeoutError) as exc:
+                log.debug("health probe %s failed: %s", e.worker.url, exc)
+                return False
+
+    def _next_due(self, e: _Entry, now: float) -> float:
+        base = e.interval or self.interval
+        if e.tracker.status == PENDING and self.startup_interval:
+            base = min(base, self.startup_interval)
+        if self.jitter:
+            base *= 1.0 + self.jitter * (2.0 * self._rng.random() - 1.0)
+        return now + base
+
+    def apply(self, worker: Worker, ok: bool) -> str | None:
+        """Feeds one probe outcome for ``worker`` and fires the callbacks.
+
+        Returns the new status, or None (no change, or the worker is not tracked).
+        """
+        e = self._entries.get(worker.id)
+        if e is None:
+            return None
+        if self.on_result is not None:
+            self.on_result(worker, ok)
+        new = e.tracker.on_probe(ok)
+        if new is not None:
+            log.info("worker %s (%s) health: -> %s", worker.id, worker.url, new)
+            self.on_status(worker, new)
+            if new == FAILED and self.remove_unhealthy:
+                self._entries.pop(worker.id, None)
+                if self.on_failed is not None:
+                    self.on_failed(worker)
+        return new
+
+    async def check_once(self, force: bool = False) -> int:
+        """Probes every worker that is due (every worker with ``force``).
+
+        Returns:
+            The number of workers probed.
+        """
+        now = self._clock()
+        due = [e for e in self._entries.values() if force or e.due <= now]
+        if not due:
+            return 0
+        results = await asyncio.gather(*(self._probe_one(e) for e in due))
+        now = self._clock()
+        for e, ok in zip(due, results):
+            if self._entries.get(e.worker.id) is not e:
+                continue  # removed (or re-added) while the probe was in flight
+            self.apply(e.worker, ok)
+            e.due = self._next_due(e, now)
+        return len(due)
+
+    def next_wakeup(self) -> float:
+        """Seconds until the earliest due probe (``interval`` when nothing is tracked)."""
+        if not self._entries:
+            return self.interval
+        return max(0.0, min(e.due for e in self._entries.values()) - self._clock())
+
+    async def run(self, rounds: int | None = None) -> None:
+        """Probes until cancelled (or for ``rounds`` wake-ups, for tests)."""
+        self._wake = asyncio.Event()
+        n = 0
+        try:
+            while rounds is None or n < rounds:
+                n += 1
+                await self.check_once()
+                delay = self.next_wakeup()
+                if delay <= 0:
+                    continue
+                self._wake.clear()
+                sleeper = asyncio.ensure_future(self._sleep(delay))
+                waker = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    sleeper.cancel()
+                    waker.cancel()
+        finally:
+            self._wake = None
+
+    def start(self) -> asyncio.Task:
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self.run())
+        return self._task
+
+    async def stop(self) -> None:
+        t, self._task = self._task, None
+        if t is not None:
+            t.cancel()
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass

@@ -1,0 +1,122 @@
+"""Retry policy: attempts, retryable outcomes, backoff with jitter."""
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smg.errors import UpstreamError
+from smg.workers.retry import RETRYABLE_STATUS, RetryPolicy
+
+
+def test_defaults_are_smg():
+    p = RetryPolicy()
+    assert (p.max_retries, p.initial_backoff_ms, p.max_backoff_ms, p.multiplier, p.jitter_factor) == \
+        (5, 50, 30000, 1.5, 0.2)
+    assert set(p.retryable_status) == {408, 429, 500, 502, 503, 504}
+    assert RETRYABLE_STATUS == (408, 429, 500, 502, 503, 504)
+
+
+def test_max_retries_is_total_attempts_min_one():
+    assert RetryPolicy(max_retries=0).max_retries == 1
+    assert RetryPolicy(max_retries=-3).max_retries == 1
+    p = RetryPolicy(max_retries=3)
+    assert [p.should_retry(a, 503) for a in range(4)] == [True, True, False, False]
+    assert RetryPolicy.disabled().should_retry(0, 503) is False
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_retryable_statuses(status):
+    p = RetryPolicy()
+    assert p.is_retryable(status)
+    assert p.should_retry(0, status)
+
+
+@pytest.mark.parametrize("status", [200, 400, 401, 403, 404, 413, 422, 501, 505])
+def test_non_retryable_statuses(status):
+    p = RetryPolicy()
+    assert not p.is_retryable(status)
+    assert not p.should_retry(0, status)
+
+
+def test_transport_errors_are_retried():
+    p = RetryPolicy()
+    assert p.should_retry(0, None)
+    assert p.should_retry(0, UpstreamError("reset"))
+    assert p.should_retry(0, TimeoutError())
+    assert not p.should_retry(4, UpstreamError("reset"))  # out of attempts
+
+
+def test_custom_retryable_set():
+    p = RetryPolicy(retryable_status=(503,))
+    assert p.should_retry(0, 503) and not p.should_retry(0, 500)
+
+
+def test_base_delay_schedule():
+    p = RetryPolicy(initial_backoff_ms=100, max_backoff_ms=1000, multiplier=2.0)
+    assert [p.base_delay(n) for n in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert p.base_delay(10**6) == 1.0  # no overflow
+    with pytest.raises(ValueError):
+        p.base_delay(-1)
+
+
+def test_delay_without_jitter_is_exact():
+    p = RetryPolicy(jitter_factor=0.0)
+    assert p.delay(0) == 0.05
+    assert p.delay(1) == pytest.approx(0.075)
+
+
+def test_delay_jitter_uses_rng():
+    p = RetryPolicy(initial_backoff_ms=1000, jitter_factor=0.2)
+    a = [p.delay(0, random.Random(1)) for _ in range(3)]
+    assert a[0] == a[1] == a[2]
+    ds = [p.delay(0, random.Random(i)) for i in range(200)]
+    assert all(0.8 <= d <= 1.2 for d in ds)
+    assert min(ds) < 0.85 and max(ds) > 1.15
+
+
+def test_validation():
+    for kw in ({"initial_backoff_ms": -1}, {"multiplier": 0.5}, {"jitter_factor": 1.5}):
+        with pytest.raises(ValueError):
+            RetryPolicy(**kw)
+
+
+def test_from_config():
+    cfg = SimpleNamespace(retry_max_retries=3, retry_initial_backoff_ms=10, retry_max_backoff_ms=500,
+                          retry_backoff_multiplier=2.0, retry_jitter_factor=0.1, disable_retries=False)
+    p = RetryPolicy.from_config(cfg)
+    assert (p.max_retries, p.initial_backoff_ms, p.max_backoff_ms, p.multiplier, p.jitter_factor) == \
+        (3, 10, 500, 2.0, 0.1)
+    cfg.disable_retries = True
+    assert RetryPolicy.from_config(cfg).max_retries == 1
+    assert RetryPolicy.from_config(SimpleNamespace()) == RetryPolicy()
+
+
+@settings(max_examples=300, deadline=None)
+@given(initial=st.floats(0, 5000), cap=st.floats(0, 60000), mult=st.floats(1.0, 4.0),
+       jitter=st.floats(0, 1), attempt=st.integers(0, 200), seed=st.integers(0, 2**32))
+def test_delay_bounds(initial, cap, mult, jitter, attempt, seed):
+    p = RetryPolicy(initial_backoff_ms=initial, max_backoff_ms=cap, multiplier=mult, jitter_factor=jitter)
+    base = p.base_delay(attempt)
+    assert 0 <= base <= cap / 1000.0 + 1e-12
+    assert base <= max(initial, 0) / 1000.0 * mult ** attempt + 1e-9 or base == cap / 1000.0
+    if attempt:
+        assert p.base_delay(attempt - 1) <= base + 1e-12  # never shrinks
+    d = p.delay(attempt, random.Random(seed))
+    assert max(0.0, base * (1 - jitter)) - 1e-9 <= d <= base * (1 + jitter) + 1e-9
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(-5, 20), outcomes=st.lists(st.one_of(st.integers(100, 599), st.none()), max_size=30))
+def test_attempts_never_exceed_max(n, outcomes):
+    p = RetryPolicy(max_retries=n)
+    attempts = 0
+    for i, o in enumerate(outcomes):
+        attempts += 1
+        if not p.should_retry(i, o):
+            break
+    assert 1 <= attempts or not outcomes
+    assert attempts <= p.max_retries
