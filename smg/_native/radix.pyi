@@ -1,0 +1,46 @@
+"""Type stub for smg._native.radix (the pure-Python twin smg.routing.radix_py has the
+same API; its module docstring defines the semantics)."""
+
+from collections.abc import Iterable
+
+MAX_KEY_UNITS: int
+
+class _Tree:
+    def insert(self, key: object, tenant: str) -> None:
+        """Record that ``tenant`` holds every prefix of ``key``; refresh its stamps on
+        the path. Empty keys are ignored.
+
+        Raises:
+            TypeError: wrong key type (or a non-integer token), or ``tenant`` not a str.
+            OverflowError: a token id outside ``[0, 2**32)``.
+            ValueError: key longer than ``MAX_KEY_UNITS``.
+        """
+    def match(self, key: object) -> tuple[int, str | None]:
+        """Longest prefix held by any tenant: ``(matched_units, most recently used tenant
+        among those holding it)``, ``(0, None)`` if none. Refreshes that tenant's stamps
+        on the matched path; changes nothing else."""
+    def match_tenant(self, key: object, tenant: str) -> int:
+        """Longest prefix (units) held by ``tenant``; read-only."""
+    def remove_tenant(self, tenant: str) -> None:
+        """Drop ``tenant`` everywhere; unheld nodes are freed."""
+    def evict(self, max_size: int) -> int:
+        """While ``size() > max_size`` drop the LRU (tenant, leaf) holding; returns units
+        evicted. Bound is for the whole tree. Raises ValueError if ``max_size < 0``."""
+    def size(self) -> int:
+        """Units held, summed over tenants (shared prefixes count once per tenant)."""
+    def tenant_size(self, tenant: str) -> int: ...
+    def tenants(self) -> list[str]:
+        """Tenants holding anything, sorted."""
+    def node_count(self) -> int:
+        """Diagnostic: nodes, root excluded."""
+    def _check(self) -> None: ...
+
+class StringTree(_Tree):
+    def insert(self, key: str, tenant: str) -> None: ...
+    def match(self, key: str) -> tuple[int, str | None]: ...
+    def match_tenant(self, key: str, tenant: str) -> int: ...
+
+class TokenTree(_Tree):
+    def insert(self, key: Iterable[int], tenant: str) -> None: ...
+    def match(self, key: Iterable[int]) -> tuple[int, str | None]: ...
+    def match_tenant(self, key: Iterable[int], tenant: str) -> int: ...
