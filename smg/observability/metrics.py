@@ -26,6 +26,16 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 
 TPOT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
+_CB_VALUES = {"closed": 0, "open": 1, "half_open": 2}
+_ENGINE = (
+    ("smg_engine_running_requests", "num_running_reqs", "Requests running in the engine"),
+    ("smg_engine_waiting_requests", "num_waiting_reqs", "Requests queued in the engine"),
+    ("smg_engine_token_usage", "token_usage", "KV cache usage (0-1)"),
+    ("smg_engine_gen_throughput", "gen_throughput", "Generation throughput (tokens/s)"),
+    ("smg_engine_cache_hit_rate", "cache_hit_rate", "Prefix cache hit rate"),
+)
+
+
 class CounterVec:
     __slots__ = ("name", "doc", "labels", "cells")
 
@@ -170,6 +180,30 @@ class Metrics:
                            ("worker_type", "connection_mode", "model", "policy"))
         self.worker_errors = c("smg_worker_errors_total", "Worker transport/protocol errors",
                                ("worker_type", "connection_mode", "error_type"))
+        self.health_checks = c("smg_worker_health_checks_total", "Health probes", ("worker_type", "result"))
+        # circuit breakers
+        g("smg_worker_cb_state", "Breaker state (0 closed, 1 open, 2 half-open)", ("worker",),
+          lambda: [((w.url,), _CB_VALUES.get(w.breaker.state, 0)) for w in gw.registry.all() if w.breaker])
+        self.cb_transitions = c("smg_worker_cb_transitions_total", "Breaker transitions", ("worker", "from", "to"))
+        self.cb_outcomes = c("smg_worker_cb_outcomes_total", "Outcomes counted by breakers", ("worker", "outcome"))
+        g("smg_worker_cb_consecutive_failures", "Breaker failure streak", ("worker",),
+          lambda: [((w.url,), w.breaker.consecutive_failures) for w in gw.registry.all() if w.breaker])
+        g("smg_worker_cb_consecutive_successes", "Breaker success streak", ("worker",),
+          lambda: [((w.url,), w.breaker.consecutive_successes) for w in gw.registry.all() if w.breaker])
+        # retries
+        self.retries = c("smg_worker_retries_total", "Retried attempts", ("worker_type", "endpoint"))
+        self.retries_exhausted = c("smg_worker_retries_exhausted_total", "Requests out of attempts",
+                                   ("worker_type", "endpoint"))
+        self.retry_backoff = h("smg_worker_retry_backoff_seconds", "Backoff before a retry", ("attempt",),
+                               (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+        # engine gauges re-exported from load polls
+        for name, field, doc in _ENGINE:
+            g(name, doc, ("worker", "model", "dp_rank"), self._engine(field))
+        # discovery
+        self.discovery_registrations = c("smg_discovery_registrations_total", "Workers registered by discovery",
+                                         ("source", "result"))
+        self.discovery_deregistrations = c("smg_discovery_deregistrations_total",
+                                           "Workers removed by discovery", ("source", "reason"))
 
     def _counter(self, name, doc, labels) -> CounterVec:
         m = CounterVec(name, doc, labels)
@@ -185,6 +219,22 @@ class Metrics:
         m = GaugeFn(name, doc, labels, fn)
         self.families.append(m)
         return m
+
+    def _engine(self, field: str):
+        def values():
+            out = []
+            for w in self.gw.registry.all():
+                rep = w.engine
+                if not rep:
+                    continue
+                model = w.models[0] if w.models else "*"
+                ranks = rep.get("loads") or [dict(rep, dp_rank=0)]
+                for r in ranks:
+                    v = r.get(field)
+                    if isinstance(v, (int, float)):
+                        out.append(((w.url, model, str(r.get("dp_rank", 0))), v))
+            return out
+        return values
 
     def _pool_sizes(self):
         counts: dict = {}

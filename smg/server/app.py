@@ -17,9 +17,11 @@ from smg.routing.policies import PolicyRegistry
 from smg.server.protocol import HTTPServerProtocol
 from smg.server.routes import Handlers
 from smg.server.timers import TimerWheel
-from smg.upstream import client
-from smg.upstream.pool import UpstreamPool
+from smg.server.workers_api import WorkersAPI
+from smg.workers.manager import WorkerManager
 from smg.workers.registry import WorkerRegistry
+from smg.workers.retry import RetryPolicy
+from smg.workers.spec import validate
 from smg.workers.worker import READY, Worker
 
 log = logging.getLogger("smg.gateway")
@@ -63,7 +65,11 @@ class Gateway:
         self.timers = TimerWheel(TICK)
         self.registry = WorkerRegistry()
         self.policies = PolicyRegistry(self.registry, config.policy, config)
-        self.routes = Handlers(self).table()
+        api = WorkersAPI(self)
+        self.routes = {**Handlers(self).table(), **api.routes()}
+        self.prefix_routes = api.prefix_routes()
+        self.retry = RetryPolicy.from_config(config)
+        self.workers = WorkerManager(self)
         self.request_id_headers = tuple(h.encode() for h in config.request_id_headers)
         self.draining = False
         self.metrics = None if config.disable_metrics else Metrics(
@@ -76,52 +82,44 @@ class Gateway:
         self.metrics_server: asyncio.base_events.Server | None = None
         self._tick_handle = None
         self._next_sweep = 0.0
-        self._tasks: set = set()
 
     # -- workers ----------------------------------------------------------------------
 
-    def add_worker(self, url: str, models: tuple = ()) -> Worker:
-        """Registers a worker (PENDING) and starts discovering its models."""
-        cfg = self.config
-        w = Worker(url, models)
-        w.pool = UpstreamPool(self.loop, w.host, w.port, idle_timeout=cfg.upstream_pool_idle_timeout_secs,
-                              max_idle=cfg.upstream_pool_max_idle, connect_timeout=cfg.connect_timeout_secs)
-        self.registry.add(w)
-        self._spawn(self._discover(w))
-        return w
+    def add_worker(self, url: str, **spec) -> Worker:
+        """Registers the worker at ``url`` (spec fields as in POST /workers)."""
+        return self.workers.add(validate(dict(spec, url=url)))
 
-    def _spawn(self, coro) -> None:
-        t = self.loop.create_task(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+    def record_outcome(self, w: Worker, ok: bool) -> None:
+        self.workers.record_outcome(w, ok)
+        if self.metrics is not None:
+            self.metrics.cb_outcomes.inc((w.url, "success" if ok else "failure"))
 
-    async def _discover(self, w: Worker) -> None:
-        """Asks the worker for its models (GET /v1/models) until it answers; then READY.
+    # -- observability hooks (no-ops without metrics) ------------------------------------
 
-        A worker without /v1/models that answers /health becomes READY serving any model.
-        """
-        delay = 0.1
-        while self.registry.get(w.id) is w:
-            try:
-                data = await client.get_json(w.url, "/v1/models", timeout=5.0)
-                cards = [m for m in (data.get("data") or []) if isinstance(m, dict) and isinstance(m.get("id"), str)] \
-                    if isinstance(data, dict) else []
-                self.registry.set_models(w, tuple(c["id"] for c in cards), cards)
-                self.registry.set_status(w, READY)
-                log.info("worker %s ready, models %s", w.url, list(w.models) or "any")
-                return
-            except UpstreamError as e:
-                try:
-                    status, _, _ = await client.request(w.url, "GET", "/health", timeout=5.0)
-                except UpstreamError:
-                    status = 0
-                if 200 <= status < 300:
-                    self.registry.set_status(w, READY)
-                    log.info("worker %s ready (no model list: %s)", w.url, e)
-                    return
-                log.warning("worker %s not answering yet: %s", w.url, e)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    def on_retry(self, ex, delay: float) -> None:
+        m = self.metrics
+        if m is not None:
+            m.retries.inc((ex.worker.worker_type, ex.proto_path.decode("latin-1")))
+            m.retry_backoff.observe((str(ex.attempt),), delay)
+
+    def on_retries_exhausted(self, ex) -> None:
+        if self.metrics is not None:
+            self.metrics.retries_exhausted.inc((ex.worker.worker_type, ex.proto_path.decode("latin-1")))
+
+    def on_breaker_transition(self, worker_id: str, url: str, old: str, new: str) -> None:
+        if self.metrics is not None:
+            self.metrics.cb_transitions.inc((url, old, new))
+
+    def on_health_check(self, w: Worker, ok: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.health_checks.inc((w.worker_type, "success" if ok else "failure"))
+
+    def on_discovery(self, source: str, kind: str, result: str) -> None:
+        if self.metrics is not None:
+            if kind == "registration":
+                self.metrics.discovery_registrations.inc((source, result))
+            else:
+                self.metrics.discovery_deregistrations.inc((source, result))
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -133,6 +131,7 @@ class Gateway:
         self.now = self.loop.time()
         for url in self.config.worker_urls:
             self.add_worker(url)
+        self.workers.start()
         self.server = await self.loop.create_server(
             lambda: HTTPServerProtocol(self), self.config.host, self.config.port, backlog=4096)
         if self.metrics is not None:
@@ -173,6 +172,7 @@ class Gateway:
                 c.check_timeouts(now, cfg)
             for w in self.registry.all():
                 w.pool.sweep(now)
+            self.workers.sweep(now)
             self.policies.maintain(now)
         self._tick_handle = self.loop.call_later(TICK, self._tick)
 
@@ -193,12 +193,9 @@ class Gateway:
             await asyncio.sleep(0.05)
         for c in list(self.connections):
             c.close()
-        for t in list(self._tasks):
-            t.cancel()
+        await self.workers.stop()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
-        for w in self.registry.all():
-            w.pool.close()
         if self.access_log is not None:
             self.access_log.flush()
         if self.tracing is not None:

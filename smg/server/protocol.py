@@ -196,6 +196,11 @@ class HTTPServerProtocol(asyncio.Protocol):
         self.body = []
         self.busy = True  # a handler answering synchronously clears it via finish()
         methods = self.gw.routes.get(self.path)
+        if methods is None:
+            for prefix, m in self.gw.prefix_routes:
+                if self.path.startswith(prefix):
+                    methods = m
+                    break
         try:
             if methods is None:
                 self.reply_error(404, f"no route for {self.path.decode('latin-1')}", code="not_found")

@@ -1,20 +1,28 @@
 """ProxyExchange: one request forwarded to a worker and its answer streamed back.
 
-Theory of operation: ``start`` takes a pooled connection (or opens one), writes the
-request head and buffered body in one write, and registers the request deadline.
+Theory of operation: ``start`` dispatches the first attempt: take a pooled
+connection (or open one), write the request head and buffered body in one write.
 Each batch of response events is turned into downstream bytes and written in one
 write. The response is re-framed for the client (Content-Length passes through,
 anything else is chunked for HTTP/1.1 clients, close-delimited for HTTP/1.0).
 
+Attempts and retries: while nothing has been sent to the client, a transport error
+or a retryable status (408/429/500/502/503/504) ends the attempt and, if the retry
+policy allows another, a new attempt runs after the backoff with a freshly selected
+worker. The last attempt's worker answer is relayed as it is.
+
 Rules:
+- Every attempt ends exactly once (``_end_attempt``): the worker's in-flight count is
+  decremented there and nowhere else, and the outcome goes to the policy and the
+  worker's circuit breaker (a client hanging up is nobody's failure).
 - ``finished`` is set exactly once, on every path (complete, error, timeout, client
-  gone); the worker's in-flight count is decremented there and nowhere else.
+  gone); the request deadline spans all attempts.
 - A worker connection is pooled again only after a complete response it allows to be
   kept alive; on any other end it is aborted, which is how an engine learns that the
   generation is no longer wanted.
 - Backpressure: when the client's transport is full, reading from the worker pauses.
-- A reused pooled connection that dies before any response byte is retried once on a
-  fresh connection (the worker closed it while idle; the request never reached it).
+- A reused pooled connection that dies before any response byte is re-sent once on a
+  fresh connection without counting as an attempt (the worker closed it while idle).
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ import orjson
 from smg.http1 import writer
 from smg.http1.events import Data, EndOfMessage, Response
 from smg.observability.observer import parse_usage
+from smg.server.forward import upstream_head
 from smg.streaming.sse import SSEScanner
 
 log = logging.getLogger("smg.proxy")
@@ -37,22 +46,27 @@ _GENERATIVE = frozenset({b"/v1/chat/completions", b"/v1/completions", b"/generat
 
 
 class ProxyExchange:
-    __slots__ = ("gw", "proto", "worker", "policy", "method", "request_bytes", "conn",
-                 "connect_task", "timer_key", "finished", "head_sent", "chunked",
-                 "close_delimited", "upstream_keep", "is_sse", "retried", "paused",
+    __slots__ = ("gw", "proto", "worker", "policy", "method", "target", "headers", "body", "route_req",
+                 "request_bytes", "conn", "connect_task", "timer_key", "finished", "head_sent", "chunked",
+                 "close_delimited", "upstream_keep", "is_sse", "resent", "paused", "attempt",
+                 "in_attempt", "retry_handle", "retries_left",
                  # what the observer records
                  "model", "proto_path", "observe", "scanner", "body_parts", "first_t", "last_t",
-                 "n_events", "ttft", "tpot", "gen_time", "usage", "bytes_out", "upstream_status",
-                 "error_type", "dispatch_t")
+                 "ttft", "tpot", "gen_time", "usage", "bytes_out", "upstream_status", "error_type",
+                 "dispatch_t")
 
-    def __init__(self, gw, proto, worker, policy, method: bytes, request_bytes: bytes,
+    def __init__(self, gw, proto, worker, policy, req, body: bytes, route_req=None,
                  model: str | None = None) -> None:
         self.gw = gw
         self.proto = proto
         self.worker = worker
         self.policy = policy
-        self.method = method
-        self.request_bytes = request_bytes
+        self.method = req.method
+        self.target = req.target
+        self.headers = req.headers
+        self.body = body
+        self.route_req = route_req
+        self.request_bytes = b""
         self.conn = None
         self.connect_task = None
         self.timer_key = 0
@@ -62,8 +76,13 @@ class ProxyExchange:
         self.close_delimited = False
         self.upstream_keep = False
         self.is_sse = False
-        self.retried = False
+        self.resent = False
         self.paused = False
+        self.attempt = 0
+        self.in_attempt = False
+        self.retry_handle = None
+        # retries need the selection inputs and a body small enough to have been kept
+        self.retries_left = route_req is not None and len(body) <= gw.config.max_buffered_request_bytes
         self.model = model
         self.proto_path = proto.path
         self.observe = gw.metrics is not None and proto.path in _GENERATIVE
@@ -71,7 +90,6 @@ class ProxyExchange:
         self.body_parts = None
         self.first_t = None
         self.last_t = 0.0
-        self.n_events = 0
         self.ttft = None
         self.tpot = None
         self.gen_time = 0.0
@@ -85,27 +103,42 @@ class ProxyExchange:
 
     def start(self) -> None:
         gw = self.gw
-        self.worker.inflight += 1
         self.proto.busy = self
+        self.timer_key = gw.timers.add(self, gw.now + gw.config.request_timeout_secs)
         if gw.config.expose_overhead_header:
             self.dispatch_t = gw.clock()
-        self.timer_key = gw.timers.add(self, gw.now + gw.config.request_timeout_secs)
-        conn = self.worker.pool.take()
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        w = self.worker
+        w.inflight += 1
+        self.in_attempt = True
+        proto = self.proto
+        trace = self.gw.tracing.inject(proto.span) if proto.span is not None else None
+        body = self.body
+        if w.dp_rank is not None and self.route_req is not None:
+            # DP-aware: the rank this logical worker stands for goes into the JSON body
+            body = orjson.dumps(dict(self.route_req.body, data_parallel_rank=w.dp_rank))
+        self.request_bytes = upstream_head(self.method, self.target, w, proto.rid, self.headers,
+                                           len(body), trace) + body
+        conn = w.pool.take()
         if conn is None:
-            self.connect_task = self.worker.pool.connect(self._on_connected)
+            self.connect_task = w.pool.connect(self._on_connected)
         else:
             self.conn = conn
+            if self.paused:
+                conn.pause_reading()
             conn.send(self, self.request_bytes, self.method)
 
     def _on_connected(self, conn, err) -> None:
         self.connect_task = None
-        if self.finished:
+        if self.finished or not self.in_attempt:
             if conn is not None:
                 self.worker.pool.put(conn)
             return
         if err is not None:
-            self.error_type = "connect_timeout" if err.status_hint == 504 else "connect_failed"
-            self._fail(err.status_hint, f"worker {self.worker.url} unreachable: {err}")
+            self._attempt_failed(None, "connect_timeout" if err.status_hint == 504 else "connect_failed",
+                                 err.status_hint, f"worker {self.worker.url} unreachable: {err}")
             return
         self.conn = conn
         if self.paused:
@@ -140,6 +173,10 @@ class ProxyExchange:
                 else:
                     out.append(d)
             elif t is Response:
+                st = ev.status_code
+                if self.retries_left and st in self.gw.retry.retryable_status and self._can_retry(st):
+                    self._attempt_failed(st, None, st, f"worker {self.worker.url} answered {st}")
+                    return
                 out.append(self._response_head(ev))
                 chunked = self.chunked
             elif t is EndOfMessage:
@@ -149,9 +186,8 @@ class ProxyExchange:
                 break
             # InformationalResponse: a worker's 1xx is not relayed (the gateway already
             # answered any Expect: 100-continue itself)
-        transport = self.proto.transport
         if out:
-            transport.write(b"".join(out) if len(out) > 1 else out[0])
+            self.proto.transport.write(b"".join(out) if len(out) > 1 else out[0])
         if done:
             self._complete()
 
@@ -200,28 +236,78 @@ class ProxyExchange:
         conn = self.conn
         self.conn = None
         if not self.head_sent:
-            if conn is not None and conn.reused and not conn.got_bytes and not self.retried:
-                self.retried = True
+            if conn is not None and conn.reused and not conn.got_bytes and not self.resent:
+                # the worker closed an idle pooled connection as we reused it: send again
+                self.resent = True
                 self.connect_task = self.worker.pool.connect(self._on_connected)
                 return
-            self.error_type = "upstream_protocol" if "malformed" in str(err) else "upstream_closed"
-            self._fail(err.status_hint, f"worker {self.worker.url} failed: {err}")
+            kind = "upstream_protocol" if "malformed" in str(err) else "upstream_closed"
+            self._attempt_failed(None, kind, err.status_hint, f"worker {self.worker.url} failed: {err}")
             return
         self.error_type = "upstream_closed_mid_response"
         self._cut(f"worker {self.worker.url} failed mid-response: {err}")
 
-    # -- endings ---------------------------------------------------------------------
+    # -- attempts and retries ---------------------------------------------------------
 
-    def _finish(self, ok: bool) -> None:
-        self.finished = True
-        self.gw.timers.remove(self, self.timer_key)
+    def _can_retry(self, status_or_none) -> bool:
+        return self.gw.retry.should_retry(self.attempt, status_or_none)
+
+    def _end_attempt(self, ok: bool | None) -> None:
+        """Ends the current attempt exactly once; ``ok`` None = no verdict on the worker."""
+        if not self.in_attempt:
+            return
+        self.in_attempt = False
         w = self.worker
         w.inflight -= 1
         w.processed += 1
-        self.policy.on_complete(w, ok)
+        self.policy.on_complete(w, bool(ok))
+        if ok is not None:
+            self.gw.record_outcome(w, ok)
+
+    def _attempt_failed(self, status, kind: str | None, fail_status: int, message: str) -> None:
+        """The attempt failed before anything reached the client: retry or give up."""
+        self._end_attempt(False)
+        self._drop_upstream()
+        gw = self.gw
+        if self.retries_left and self._can_retry(status):
+            delay = gw.retry.delay(self.attempt)
+            self.attempt += 1
+            gw.on_retry(self, delay)
+            log.info("request %s: %s; retry %d in %.3f s", self.proto.rid.decode(), message, self.attempt, delay)
+            self.retry_handle = gw.loop.call_later(delay, self._retry)
+            return
+        if self.attempt:
+            gw.on_retries_exhausted(self)
+        self.error_type = kind or f"upstream_{status}"
+        self._fail(fail_status, message)
+
+    def _retry(self) -> None:
+        self.retry_handle = None
+        if self.finished:
+            return
+        gw = self.gw
+        workers = gw.registry.candidates(self.model)
+        worker = self.policy.select(workers, self.route_req) if workers else None
+        if worker is None:
+            self.error_type = "no_healthy_workers"
+            self._fail(503, "no healthy worker is available for a retry")
+            return
+        self.worker = worker
+        self.resent = False
+        self._dispatch()
+
+    # -- endings ---------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        self.finished = True
+        self.gw.timers.remove(self, self.timer_key)
+        if self.retry_handle is not None:
+            self.retry_handle.cancel()
+            self.retry_handle = None
 
     def _complete(self) -> None:
-        self._finish(True)
+        self._end_attempt(self.upstream_status not in self.gw.retry.retryable_status)
+        self._finish()
         conn = self.conn
         self.conn = None
         if conn is not None:
@@ -242,14 +328,16 @@ class ProxyExchange:
 
     def _fail(self, status: int, message: str) -> None:
         """Fails before anything was sent to the client: an error response."""
-        self._finish(False)
+        self._end_attempt(False)
+        self._finish()
         self._drop_upstream()
         log.warning("request %s: %s", self.proto.rid.decode(), message)
         self.proto.reply_error(status, message, code="upstream_timeout" if status == 504 else None)
 
     def _cut(self, message: str) -> None:
         """Fails after the response head went out: end the stream visibly, then close."""
-        self._finish(False)
+        self._end_attempt(False)
+        self._finish()
         self._drop_upstream()
         log.warning("request %s: %s", self.proto.rid.decode(), message)
         proto = self.proto
@@ -269,7 +357,8 @@ class ProxyExchange:
         if self.finished:
             return
         self.error_type = "client_disconnected"
-        self._finish(False)
+        self._end_attempt(None)
+        self._finish()
         self._drop_upstream()
 
     def on_timeout(self) -> None:
@@ -286,8 +375,7 @@ class ProxyExchange:
         sc = self.scanner
         if sc is not None:
             if self.first_t is not None:
-                t0 = self.proto.t0
-                self.ttft = self.first_t - t0
+                self.ttft = self.first_t - self.proto.t0
                 if sc.last_data is not None:
                     self.usage = parse_usage(sc.last_data)
                 tokens = self.usage[1] if self.usage else sc.data_events - (1 if sc.done else 0)

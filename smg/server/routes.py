@@ -9,17 +9,11 @@ import orjson
 
 from smg.api.validate import check
 from smg.routing.text import routing_text
-from smg.http1 import writer
 from smg.server.proxy import ProxyExchange
 
 PROXIED = (b"/v1/chat/completions", b"/v1/completions", b"/generate", b"/v1/embeddings",
            b"/v1/rerank", b"/rerank", b"/v1/messages")
 PROXIED_GET = (b"/get_model_info", b"/get_server_info")
-
-_SKIP_REQUEST = writer.HOP_BY_HOP | {b"x-request-id"}
-# with tracing on, the gateway's own span context replaces the client's
-_SKIP_TRACED = _SKIP_REQUEST | {b"traceparent", b"tracestate"}
-
 
 class RouteRequest:
     """What a policy may look at (see smg/routing/policy.py)."""
@@ -43,27 +37,6 @@ class RouteRequest:
             if n == name:
                 return v
         return None
-
-
-def upstream_head(method: bytes, target: bytes, worker, rid: bytes, headers: list,
-                  body_len: int, trace: list | None = None) -> bytes:
-    """The request head sent to ``worker``: end-to-end headers forwarded, hop-by-hop
-    ones (RFC 9110 §7.6.1) dropped, Host/Content-Length/x-request-id set by us."""
-    parts = [b"%s %s HTTP/1.1\r\nhost: %s\r\nx-request-id: %s\r\n" % (method, target, worker.host_header, rid)]
-    if trace:
-        for n, v in trace:
-            parts.append(b"%s: %s\r\n" % (n, v))
-    if body_len or method in (b"POST", b"PUT", b"PATCH"):
-        parts.append(b"content-length: %d\r\n" % body_len)
-    skip = _SKIP_TRACED if trace else _SKIP_REQUEST
-    for n, v in headers:
-        if n in skip:
-            if n == b"connection" and v.lower() not in (b"close", b"keep-alive"):
-                skip = skip | writer.connection_tokens(headers)
-            continue
-        parts.append(b"%s: %s\r\n" % (n, v))
-    parts.append(b"\r\n")
-    return b"".join(parts)
 
 
 class Handlers:
@@ -107,13 +80,12 @@ class Handlers:
                 proto.reply_error(503, "no healthy worker is available", code="no_healthy_workers")
             return
         policy = gw.policies.get(model)
-        worker = policy.select(workers, RouteRequest(req.headers, obj, path))
+        rreq = RouteRequest(req.headers, obj, path)
+        worker = policy.select(workers, rreq)
         if worker is None:
             proto.reply_error(503, f"policy {policy.name} selected no worker", code="no_worker_selected")
             return
-        trace = gw.tracing.inject(proto.span) if proto.span is not None else None
-        head = upstream_head(req.method, req.target, worker, proto.rid, req.headers, len(body), trace)
-        ProxyExchange(gw, proto, worker, policy, req.method, head + body, model).start()
+        ProxyExchange(gw, proto, worker, policy, req, body, rreq, model).start()
 
     def proxy_get(self, proto, req, body: bytes) -> None:
         workers = self.gw.registry.candidates(None)
@@ -122,9 +94,7 @@ class Handlers:
             return
         self._info_rr += 1
         worker = workers[self._info_rr % len(workers)]
-        trace = self.gw.tracing.inject(proto.span) if proto.span is not None else None
-        head = upstream_head(b"GET", req.target, worker, proto.rid, req.headers, 0, trace)
-        ProxyExchange(self.gw, proto, worker, self.gw.policies.get(None), b"GET", head).start()
+        ProxyExchange(self.gw, proto, worker, self.gw.policies.get(None), req, b"").start()
 
     # -- gateway-owned -----------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from smg.workers.worker import READY, Worker
 ADDED = "added"
 REMOVED = "removed"
 STATUS = "status"
+BREAKER = "breaker"
 
 
 class WorkerRegistry:
@@ -52,6 +53,13 @@ class WorkerRegistry:
             if worker.id in self._workers:
                 self._emit(STATUS, worker)
 
+    def set_breaker_open(self, worker: Worker, is_open: bool) -> None:
+        """The worker's circuit breaker opened (out of routing) or left open."""
+        if worker.breaker_open != is_open:
+            worker.breaker_open = is_open
+            if worker.id in self._workers:
+                self._emit(BREAKER, worker)
+
     def set_models(self, worker: Worker, models: tuple, cards: list) -> None:
         """Changes what a worker serves (as a remove + add pair of events)."""
         present = worker.id in self._workers
@@ -76,10 +84,11 @@ class WorkerRegistry:
         return list(self._workers.values())
 
     def candidates(self, model: str | None) -> list:
-        """READY workers serving ``model`` (None: every READY worker)."""
+        """READY workers serving ``model`` whose breaker is not open (None: every model)."""
         c = self._candidates.get(model)
         if c is None:
-            c = [w for w in self._workers.values() if w.status == READY and w.serves(model)]
+            c = [w for w in self._workers.values()
+                 if w.status == READY and not w.breaker_open and w.serves(model)]
             self._candidates[model] = c
         return c
 

@@ -23,7 +23,8 @@ class Worker:
     """
 
     __slots__ = ("id", "url", "host", "port", "host_header", "models", "model_cards", "status",
-                 "inflight", "processed", "pool", "worker_type", "engine", "__weakref__")
+                 "inflight", "processed", "pool", "worker_type", "engine", "breaker", "breaker_open",
+                 "api_key", "spec", "runtime", "dp_rank", "dp_size", "base_url", "__weakref__")
 
     def __init__(self, url: str, models: tuple = (), worker_id: str | None = None,
                  worker_type: str = "regular") -> None:
@@ -44,6 +45,14 @@ class Worker:
         # {"token_usage": 0.4, "num_waiting_uncached_tokens": 900, "gen_throughput": 2500.0,
         #  "num_running_reqs": 3}; None when the engine has not reported.
         self.engine = None
+        self.breaker = None        # smg.workers.breaker.CircuitBreaker, set by the gateway
+        self.breaker_open = False  # kept by the breaker's transition callback
+        self.api_key = None        # bytes: sent as Bearer to the worker; never echoed
+        self.spec: dict = {}       # the WorkerSpec it was registered with (api_key removed)
+        self.runtime = "unspecified"
+        self.dp_rank = None        # DP-aware: this logical worker's rank on base_url
+        self.dp_size = None
+        self.base_url = self.url
 
     def serves(self, model: str | None) -> bool:
         return model is None or not self.models or model in self.models

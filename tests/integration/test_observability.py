@@ -39,7 +39,8 @@ def post(h, body, path=b"/v1/chat/completions"):
 
 
 def test_http_and_router_counters(make_gateway):
-    h = make_gateway(workers=[MockConfig(worker_id="a"), MockConfig(worker_id="b", fail_mode="reset")])
+    h = make_gateway(workers=[MockConfig(worker_id="a"), MockConfig(worker_id="b", fail_mode="reset")],
+                     disable_retries=True)
     statuses = [post(h, CHAT)[0] for _ in range(4)] + [post(h, STREAM)[0], post(h, b"{bad")[0]]
     statuses.append(post(h, CHAT, b"/v1/nothing")[0])
     for i in range(5):  # random paths must not create labels
@@ -155,3 +156,22 @@ def test_timing_and_worker_headers(make_gateway):
     plain = make_gateway()
     _, headers, _ = post(plain, CHAT)
     assert "x-smg-overhead-ms" not in headers and "x-smg-worker" not in headers
+
+
+def test_retry_and_breaker_metrics(make_gateway):
+    # b answers 503 to everything: each request to b is retried on a; b's breaker opens
+    h = make_gateway(workers=[MockConfig(worker_id="a"), MockConfig(worker_id="b", fail_status=503)],
+                     cb_failure_threshold=2, retry_initial_backoff_ms=1, cb_timeout_duration_secs=60)
+    assert [post(h, CHAT)[0] for _ in range(6)] == [200] * 6
+    m = scrape(h)
+    a, b = (w.url for w in h.workers)
+    assert val(m, "smg_worker_retries_total", worker_type="regular", endpoint="/v1/chat/completions") == 2
+    assert val(m, "smg_worker_cb_outcomes_total", worker=b, outcome="failure") == 2
+    assert val(m, "smg_worker_cb_outcomes_total", worker=a, outcome="success") == 6
+    assert val(m, "smg_worker_cb_transitions_total", worker=b, **{"from": "closed", "to": "open"}) == 1
+    assert val(m, "smg_worker_cb_state", worker=b) == 1
+    assert val(m, "smg_worker_cb_state", worker=a) == 0
+    assert val(m, "smg_worker_retry_backoff_seconds_count", attempt="1") == 2
+    assert h.workers[1].stats.requests - h.workers[1].stats.paths.get("/health", 0) \
+        - h.workers[1].stats.paths.get("/v1/models", 0) - h.workers[1].stats.paths.get("/v1/loads", 0) \
+        - h.workers[1].stats.paths.get("/metrics", 0) - h.workers[1].stats.paths.get("/get_load", 0) == 2
