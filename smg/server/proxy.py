@@ -286,9 +286,19 @@ class ProxyExchange:
         if self.finished:
             return
         gw = self.gw
-        workers = gw.registry.candidates(self.model)
+        registry = gw.registry
+        failed = self.worker
+        workers = registry.candidates(self.model) or registry.fallback(self.model)
+        if len(workers) > 1 and failed in workers:
+            workers = [w for w in workers if w is not failed]  # not the one that just failed
         worker = self.policy.select(workers, self.route_req) if workers else None
         if worker is None:
+            if self._can_retry(None):
+                # nobody to try right now: wait one more backoff (workers come back)
+                delay = gw.retry.delay(self.attempt)
+                self.attempt += 1
+                self.retry_handle = gw.loop.call_later(delay, self._retry)
+                return
             self.error_type = "no_healthy_workers"
             self._fail(503, "no healthy worker is available for a retry")
             return

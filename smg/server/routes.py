@@ -72,7 +72,7 @@ class Handlers:
             return
         gw = self.gw
         model = obj.get("model")
-        workers = gw.registry.candidates(model)
+        workers = gw.registry.candidates(model) or gw.registry.fallback(model)
         if not workers:
             if model is not None and len(gw.registry) and not gw.registry.knows_model(model):
                 proto.reply_error(404, f"model '{model}' is not served by any worker", code="model_not_found")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from smg.workers.worker import READY, Worker
+from smg.workers.worker import FAILED, NOT_READY, READY, Worker
 
 ADDED = "added"
 REMOVED = "removed"
@@ -91,6 +91,14 @@ class WorkerRegistry:
                  if w.status == READY and not w.breaker_open and w.serves(model)]
             self._candidates[model] = c
         return c
+
+    def fallback(self, model: str | None) -> list:
+        """Panic set, for when ``candidates`` is empty: every worker serving ``model`` that
+        is not draining and has been verified once (ready with an open breaker, not_ready,
+        failed). Health checks and breakers lag reality; when they exclude everyone, trying
+        the workers beats refusing the request outright."""
+        return [w for w in self._workers.values()
+                if w.status in (READY, NOT_READY, FAILED) and w.serves(model)]
 
     def knows_model(self, model: str) -> bool:
         """True if any registered worker (whatever its status) serves ``model``."""
