@@ -35,7 +35,7 @@ SETTINGS: tuple = (
     Setting("host", str, "0.0.0.0", "Address to listen on."),
     Setting("port", int, 30000, "Port to listen on.", minimum=0),
     Setting("worker_urls", list, [], "Worker base URLs (space-separated list or repeated flag)."),
-    Setting("policy", str, "round_robin", "Load-balancing policy.", choices=POLICIES),
+    Setting("policy", str, "cache_aware", "Load-balancing policy (per model).", choices=POLICIES),
     Setting("cache_threshold", float, 0.3,
             "cache_aware: minimum prefix match rate to route to the matching worker.", minimum=0.0,
             aliases=("--cache-match-threshold",)),

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 from typing import Callable
 
+from smg.routing.bucket import BucketPolicy
+from smg.routing.cache_aware import CacheAwarePolicy
+from smg.routing.consistent_hashing import ConsistentHashingPolicy
+from smg.routing.least_load import LeastLoadPolicy
+from smg.routing.manual import ManualPolicy
 from smg.routing.policy import Policy
+from smg.routing.power_of_two import PowerOfTwoPolicy
+from smg.routing.prefix_hash import PrefixHashPolicy
 from smg.routing.random import RandomPolicy
 from smg.routing.round_robin import RoundRobinPolicy
 from smg.workers.registry import ADDED, REMOVED, WorkerRegistry
 
-FACTORIES: dict = {
-    "round_robin": RoundRobinPolicy,
-    "random": RandomPolicy,
-}
+FACTORIES: dict = {cls.name: cls for cls in (
+    CacheAwarePolicy, PowerOfTwoPolicy, ConsistentHashingPolicy, PrefixHashPolicy, ManualPolicy, BucketPolicy,
+    LeastLoadPolicy, RoundRobinPolicy, RandomPolicy)}
 
 
 def make_policy(name: str, config=None) -> Policy:

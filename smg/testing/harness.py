@@ -77,7 +77,9 @@ class GatewayHarness:
     async def _start(self) -> None:
         for c in self.worker_configs:
             self.workers.append(await MockWorker(c).start("127.0.0.1", 0))
+        # tests name their policy; the default here is round_robin so that spreading is predictable
         values = {"host": "127.0.0.1", "port": 0, "log_level": "warning", "prometheus_host": "127.0.0.1",
+                  "policy": "round_robin",
                   "prometheus_port": 0,
                   "worker_urls": [w.url for w in self.workers] + self.extra_worker_urls}
         values.update(self.settings)

@@ -62,8 +62,14 @@ def test_demo_mode_routes_to_builtin_mock_workers():
     p = smg_proxy("--host", "127.0.0.1", "--port", str(port))
     try:
         wait_ready(port)
-        workers = {post(port)[1]["x-mock-worker"] for _ in range(4)}
-        assert workers == {"mock-1", "mock-2"}
+        # the default policy is cache_aware: distinct prompts spread over both idle workers,
+        # and a repeated prompt stays where its prefix is cached
+        prompts = [b"alpha", b"bravo", b"charlie", b"delta"]
+        workers = [post(port, b'{"model":"mock-model","messages":[{"role":"user","content":"%s"}]}' % p)[1]
+                   ["x-mock-worker"] for p in prompts]
+        assert set(workers) == {"mock-1", "mock-2"}
+        again = post(port, b'{"model":"mock-model","messages":[{"role":"user","content":"alpha"}]}')
+        assert again[1]["x-mock-worker"] == workers[0]
     finally:
         code, _, err = stop(p)
     assert code == 0
@@ -78,7 +84,8 @@ def test_worker_urls_space_separated_and_mock_worker_subcommand():
                   f"http://127.0.0.1:{wp1}", f"http://127.0.0.1:{wp2}", "--policy", "round_robin")
     try:
         wait_ready(gp)
-        assert [post(gp)[1]["x-mock-worker"] for _ in range(4)] == ["one", "two", "one", "two"]
+        seq = [post(gp)[1]["x-mock-worker"] for _ in range(4)]
+        assert set(seq) == {"one", "two"} and all(a != b for a, b in zip(seq, seq[1:]))  # alternates
     finally:
         code, _, _ = stop(g)
         stop(w1)
