@@ -253,6 +253,44 @@ def lua_script(path: Path, body: dict) -> Path:
     return path
 
 
+def prefix_bodies(stream: bool, conversations: int = 500, prompts: int = 50, prompt_chars: int = 7600,
+                  seed: int = 7) -> list:
+    """~8 KB chat bodies: one of ``prompts`` shared system prompts plus a short unique
+    user turn (the cache_aware workload of issue 3)."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["gateway", "token", "cache", "prefix", "route", "worker", "model", "stream", "batch", "kernel",
+             "tensor", "decode", "prefill", "latency", "policy", "replica", "shard", "queue"]
+    systems = []
+    for i in range(prompts):
+        text = f"System prompt {i}: you are assistant number {i}. "
+        while len(text) < prompt_chars:
+            text += rng.choice(words) + " "
+        systems.append(text)
+    out = []
+    for j in range(conversations):
+        body = {"model": MODEL, "messages": [{"role": "system", "content": systems[j % prompts]},
+                                             {"role": "user", "content": f"question {j}: " + " ".join(
+                                                 rng.choice(words) for _ in range(12))}]}
+        if stream:
+            body["stream"] = True
+        out.append(json.dumps(body, separators=(",", ":")))
+    return out
+
+
+def lua_multi_script(path: Path, bodies: list) -> Path:
+    """A wrk script sending one of ``bodies`` (chosen at random) per request."""
+    items = ",\n".join("[==[" + b + "]==]" for b in bodies)
+    path.write_text(
+        "local bodies = {\n" + items + "\n}\n"
+        "local headers = {[\"Content-Type\"] = \"application/json\"}\n"
+        "request = function()\n"
+        "  return wrk.format(\"POST\", nil, headers, bodies[math.random(#bodies)])\n"
+        "end\n")
+    return path
+
+
 # --------------------------------------------------------------------------- backends
 
 
@@ -405,11 +443,28 @@ def _smg_proxy_available() -> str | None:
         (r.stderr.strip().splitlines() or ["?"])[-1]
 
 
+POLICY = {"name": "round_robin"}  # set from --policy
+
+
 def _smg_proxy_cmd(port: int, urls: list, workdir: Path) -> list:
     # The metrics listener stays on (as for smg-rust) but on loopback and a free port.
     return _smg_proxy_argv() + ["--host", "127.0.0.1", "--port", str(port), "--worker-urls", *urls,
-                                "--policy", "round_robin", "--log-level", "warning",
+                                "--policy", POLICY["name"], "--log-level", "warning",
                                 "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port())]
+
+
+def _smg_proxy_obs_cmd(port: int, urls: list, workdir: Path) -> list:
+    # Observability fully on: metrics and one access-log line per request (to a file).
+    return _smg_proxy_argv() + ["--host", "127.0.0.1", "--port", str(port), "--worker-urls", *urls,
+                                "--policy", POLICY["name"], "--log-level", "info",
+                                "--log-dir", str(workdir / f"smg-obs-{port}"),
+                                "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port())]
+
+
+def _smg_proxy_bare_cmd(port: int, urls: list, workdir: Path) -> list:
+    # Observability off: no metrics, no access log.
+    return _smg_proxy_argv() + ["--host", "127.0.0.1", "--port", str(port), "--worker-urls", *urls,
+                                "--policy", POLICY["name"], "--log-level", "warning", "--disable-metrics"]
 
 
 def _smg_rust_cmd(port: int, urls: list, workdir: Path) -> list:
@@ -417,7 +472,7 @@ def _smg_rust_cmd(port: int, urls: list, workdir: Path) -> list:
     # the Prometheus listener (on by default, 0.0.0.0:29000) moved to loopback on a free port.
     # Health checks, retries, circuit breaker and load monitoring stay at their defaults (a
     # health probe per 60 s and a load poll per 10 s do not show in a 10 s run).
-    return [str(_venv_bin("smg-rust", "smg")), "launch", "--worker-urls", *urls, "--policy", "round_robin",
+    return [str(_venv_bin("smg-rust", "smg")), "launch", "--worker-urls", *urls, "--policy", POLICY["name"],
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warn",
             "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port())]
 
@@ -465,6 +520,10 @@ TARGETS = {
     "direct": Target("direct", "wrk straight to the first backend (the load side's ceiling)", lambda: None),
     "smg-proxy": Target("smg-proxy", "this repo's gateway", _smg_proxy_available, _smg_proxy_cmd,
                         repo_on_path=True),
+    "smg-proxy-obs": Target("smg-proxy-obs", "this repo's gateway, metrics + access log on",
+                            _smg_proxy_available, _smg_proxy_obs_cmd, repo_on_path=True),
+    "smg-proxy-bare": Target("smg-proxy-bare", "this repo's gateway, metrics and access log off",
+                             _smg_proxy_available, _smg_proxy_bare_cmd, repo_on_path=True),
     "smg-rust": Target("smg-rust", "Shepherd Model Gateway (PyPI smg, Rust)",
                        _need(_venv_bin("smg-rust", "smg"), "smg-rust"), _smg_rust_cmd),
     "nginx": Target("nginx", "nginx reverse proxy, upstream keepalive (a floor for proxy overhead)",
@@ -505,8 +564,13 @@ def median(xs: list):
 
 
 def run_mode(mode: str, targets: list, args: argparse.Namespace, workdir: Path) -> dict:
-    body = json.dumps(BODIES[mode], separators=(",", ":")).encode()
-    script = lua_script(workdir / f"{mode}.lua", BODIES[mode])
+    if args.workload == "prefix8k":
+        bodies = prefix_bodies(mode == "stream")
+        body = bodies[0].encode()
+        script = lua_multi_script(workdir / f"{mode}.lua", bodies)
+    else:
+        body = json.dumps(BODIES[mode], separators=(",", ":")).encode()
+        script = lua_script(workdir / f"{mode}.lua", BODIES[mode])
     if args.backend == "nginx":
         backend = start_nginx_backend(args.workers, args.load_cpu, workdir, mode, args.num_chunks)
     else:
@@ -575,6 +639,7 @@ def summarize(result: dict) -> None:
                 ratios[f"{a}/{b}"]["per_core"] = round(ts[a]["median_rps_per_core"] / ts[b]["median_rps_per_core"], 4)
 
     ratio("smg-proxy", "smg-rust")
+    ratio("smg-proxy-obs", "smg-proxy-bare")  # the cost of metrics + access logs
     for name in ts:
         if name != "direct":
             ratio(name, "direct")
@@ -663,11 +728,15 @@ def main(argv: list | None = None) -> int:
     ap.add_argument("--backend", choices=["mock", "nginx"], default="mock",
                     help="mock: smg.testing.mock_worker processes; nginx: canned bodies (default: mock)")
     ap.add_argument("--num-chunks", type=int, default=8, help="tokens per answer (default: 8)")
+    ap.add_argument("--policy", default="round_robin", help="routing policy for smg-proxy and smg-rust")
+    ap.add_argument("--workload", choices=["hello", "prefix8k"], default="hello",
+                    help="hello: one tiny chat body; prefix8k: ~8 KB bodies from 50 shared system prompts")
     ap.add_argument("--gateway-cpu", default="0", help="CPU list for gateways, '' = no pinning (default: 0)")
     ap.add_argument("--load-cpu", default="1", help="CPU list for wrk and backends, '' = no pinning (default: 1)")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default: bench/results/compare-<time>.json)")
     ap.add_argument("--keep-logs", action="store_true", help="keep the gateways' logs (path printed)")
     args = ap.parse_args(argv)
+    POLICY["name"] = args.policy
 
     if shutil.which("wrk") is None:
         ap.error("wrk not found: bash bench/rig/setup_refs.sh wrk")
