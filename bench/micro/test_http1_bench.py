@@ -25,35 +25,8 @@ from smg.http1.parser import (
 )
 from smg.testing.twins import twin_params
 
-CHAT_BODY = (
-    b'{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"system","content":'
-    b'"You are a helpful assistant."},{"role":"user","content":"Write a haiku about HTTP '
-    b'request smuggling, and explain each line in one sentence."}],"temperature":0.7,'
-    b'"top_p":0.95,"max_tokens":512,"stream":true,"stream_options":{"include_usage":true},'
-    b'"user":"user-1234","seed":42}'
-)
-CHAT_POST = (
-    b"POST /v1/chat/completions HTTP/1.1\r\n"
-    b"Host: gateway.internal:30000\r\n"
-    b"User-Agent: OpenAI/Python 1.54.4\r\n"
-    b"Accept: application/json\r\n"
-    b"Accept-Encoding: gzip, deflate\r\n"
-    b"Connection: keep-alive\r\n"
-    b"Content-Type: application/json\r\n"
-    b"Authorization: Bearer sk-proj-0123456789abcdefghijklmnopqrstuvwxyzABCDEF\r\n"
-    b"X-Stainless-Lang: python\r\n"
-    b"X-Stainless-Package-Version: 1.54.4\r\n"
-    b"X-Stainless-OS: Linux\r\n"
-    b"X-Stainless-Arch: x64\r\n"
-    b"X-Stainless-Runtime: CPython\r\n"
-    b"X-Stainless-Runtime-Version: 3.11.7\r\n"
-    b"X-Stainless-Async: async:asyncio\r\n"
-    b"X-Stainless-Retry-Count: 0\r\n"
-    b"X-Request-Id: 7f3c2a9e-1b4d-4e8f-9a6b-2c5d8e1f0a3b\r\n"
-    b"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
-    b"Content-Length: " + str(len(CHAT_BODY)).encode() + b"\r\n"
-    b"\r\n" + CHAT_BODY
-)
+from tests.native.http1_corpus import REALISTIC_BODY as CHAT_BODY  # noqa: E402
+from tests.native.http1_corpus import REALISTIC_POST as CHAT_POST  # noqa: E402
 assert 900 <= len(CHAT_POST) <= 1200
 
 PIPELINED_20 = b"".join(

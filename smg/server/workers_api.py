@@ -65,7 +65,10 @@ class WorkersAPI:
         obj = self._body(proto, body)
         if obj is SpecError:
             return
-        spec = self._spec(proto, obj)
+        self._register(proto, self._spec(proto, obj))
+
+    def _register(self, proto, spec: dict | None) -> None:
+        """Registers a validated spec (None: the error was already answered)."""
         if spec is None:
             return
         if any(w.base_url == spec["url"] for w in self.gw.registry.all()):
@@ -137,14 +140,7 @@ class WorkersAPI:
 
     def legacy_add(self, proto, req, body: bytes) -> None:
         url = self._query(req.target).get("url")
-        spec = self._spec(proto, {"url": url} if url else {})
-        if spec is None:
-            return
-        if any(w.base_url == spec["url"] for w in self.gw.registry.all()):
-            proto.reply_error(409, f"a worker with url {spec['url']} is already registered", code="worker_exists")
-            return
-        w = self.gw.workers.add(spec)
-        self._accepted(proto, w, "worker registration started")
+        self._register(proto, self._spec(proto, {"url": url} if url else {}))
 
     def legacy_remove(self, proto, req, body: bytes) -> None:
         url = (self._query(req.target).get("url") or "").rstrip("/")

@@ -58,6 +58,7 @@ import orjson
 from smg.errors import ConfigError, RemoteProtocolError, SmgError, UpstreamError
 from smg.http1.events import Data, EndOfMessage, Response
 from smg.http1.parser import ResponseParser
+from smg.workers.background import Background
 
 log = logging.getLogger("smg.workers.discovery")
 
@@ -185,7 +186,7 @@ class _Routing:
 
 # -- file discovery
 
-class FileDiscovery:
+class FileDiscovery(Background):
     """Workers from a JSON manifest, re-read on change and every ``interval`` seconds.
 
     ``check()`` is synchronous and returns True when the manifest was (re)applied.
@@ -262,20 +263,6 @@ class FileDiscovery:
             if rounds is not None and n >= rounds:
                 break
             await self._sleep(self.interval)
-
-    def start(self) -> asyncio.Task:
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self.run())
-        return self._task
-
-    async def stop(self) -> None:
-        t, self._task = self._task, None
-        if t is not None:
-            t.cancel()
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass
 
 
 # -- Kubernetes: selectors and pods (pure)
@@ -768,7 +755,7 @@ def _status_message(body: bytes) -> str:
 
 # -- Kubernetes discovery
 
-class KubeDiscovery:
+class KubeDiscovery(Background):
     """Keeps the routing set equal to the ready pods matching ``selector``.
 
     One instance watches one selector and gives its workers ``worker_type``; for PD,
@@ -951,17 +938,3 @@ class KubeDiscovery:
                 log.warning("kubernetes discovery: %s (retrying in %.1fs)", e, backoff)
                 delay, backoff = backoff, min(backoff * 2, self.max_backoff)
             await self._sleep(delay)
-
-    def start(self) -> asyncio.Task:
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self.run())
-        return self._task
-
-    async def stop(self) -> None:
-        t, self._task = self._task, None
-        if t is not None:
-            t.cancel()
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass

@@ -56,6 +56,7 @@ from collections.abc import Awaitable, Callable
 from smg.errors import UpstreamError
 from smg.upstream import client
 from smg.workers.worker import DRAINING, FAILED, NOT_READY, PENDING, READY, Worker
+from smg.workers.background import Background
 
 log = logging.getLogger("smg.workers.health")
 
@@ -200,7 +201,7 @@ class _Entry:
         self.due = due
 
 
-class HealthChecker:
+class HealthChecker(Background):
     """Probes workers every ``interval`` seconds (with jitter) and reports status changes.
 
     Each worker has its own due time: it is probed as soon as it is added, then every
@@ -385,17 +386,3 @@ class HealthChecker:
                     waker.cancel()
         finally:
             self._wake = None
-
-    def start(self) -> asyncio.Task:
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self.run())
-        return self._task
-
-    async def stop(self) -> None:
-        t, self._task = self._task, None
-        if t is not None:
-            t.cancel()
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass

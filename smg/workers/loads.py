@@ -44,6 +44,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from smg.errors import UpstreamError
 from smg.upstream import client
 from smg.workers.worker import Worker
+from smg.workers.background import Background
 
 log = logging.getLogger("smg.workers.loads")
 
@@ -347,7 +348,7 @@ class _Watched:
         self.failures = 0
 
 
-class LoadMonitor:
+class LoadMonitor(Background):
     """Polls each worker's engine load every ``interval`` seconds.
 
     ``on_load(worker, report)`` gets each new report; ``report`` is None after
@@ -445,17 +446,3 @@ class LoadMonitor:
             if rounds is not None and n >= rounds:
                 break
             await self._sleep(self.interval)
-
-    def start(self) -> asyncio.Task:
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self.run())
-        return self._task
-
-    async def stop(self) -> None:
-        t, self._task = self._task, None
-        if t is not None:
-            t.cancel()
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass

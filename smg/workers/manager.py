@@ -76,9 +76,7 @@ class WorkerManager:
 
     async def stop(self) -> None:
         for src in self._sources:
-            r = src.stop()
-            if asyncio.iscoroutine(r):
-                await r
+            await src.stop()
         if self.health is not None:
             await self.health.stop()
         if self.loads is not None:
