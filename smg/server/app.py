@@ -36,7 +36,7 @@ class _MetricsSite:
     def __init__(self, gw: "Gateway") -> None:
         self.gw = gw
         self.config = gw.config
-        self.request_id_headers = gw.request_id_headers
+        self.request_id_priority = gw.request_id_priority
         self.connections: set = set()
         self.observer = None
         self.tracing = None
@@ -70,7 +70,7 @@ class Gateway:
         self.prefix_routes = api.prefix_routes()
         self.retry = RetryPolicy.from_config(config)
         self.workers = WorkerManager(self)
-        self.request_id_headers = tuple(h.encode() for h in config.request_id_headers)
+        self.request_id_priority = {h.encode(): i for i, h in enumerate(config.request_id_headers)}
         self.draining = False
         self.metrics = None if config.disable_metrics else Metrics(
             self, tuple(config.prometheus_duration_buckets) or DEFAULT_DURATION_BUCKETS)

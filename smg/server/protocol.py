@@ -159,13 +159,13 @@ class HTTPServerProtocol(asyncio.Protocol):
         self.path = path
         self.family = api_errors.ANTHROPIC if path == b"/v1/messages" else api_errors.OPENAI
         rid = None
-        for name in self.gw.request_id_headers:
-            for n, v in req.headers:
-                if n == name:
-                    rid = v
-                    break
-            if rid is not None:
-                break
+        best = 1 << 30
+        prio = self.gw.request_id_priority  # header name -> rank in --request-id-headers
+        for n, v in req.headers:
+            p = prio.get(n)
+            if p is not None and p < best:
+                rid = v
+                best = p
         self.rid = rid if rid is not None and is_valid(rid) else new_id(path)
         self.body = []
         self.body_len = 0
