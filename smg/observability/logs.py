@@ -59,11 +59,13 @@ def setup_logging(level: str, json_lines: bool = False, log_dir: str = "") -> lo
 class AccessLog:
     """One line per request, buffered and flushed by the gateway tick.
 
-    Lines are built as bytes with one %-format (no logging.LogRecord, no str decoding);
-    the wall-clock prefix is recomputed once per second.
+    The labels that depend only on the request's shape (method, path, status, worker,
+    policy, model) are pre-rendered once per shape (``labels``); a line then costs one
+    %-format (no logging.LogRecord, no str decoding). The wall-clock prefix is
+    recomputed once per second.
     """
 
-    __slots__ = ("_json", "_buf", "_stream", "_sec", "_prefix", "_labels")
+    __slots__ = ("_json", "_buf", "_stream", "_sec", "_prefix")
 
     def __init__(self, stream, json_lines: bool) -> None:
         self._json = json_lines
@@ -71,20 +73,18 @@ class AccessLog:
         self._stream = stream
         self._sec = -1
         self._prefix = b""
-        self._labels: dict = {}  # str -> bytes for worker/policy/model names
 
-    def _b(self, s) -> bytes:
-        if s is None:
-            return b"-"
-        b = self._labels.get(s)
-        if b is None:
-            if len(self._labels) > 4096:
-                self._labels.clear()
-            b = self._labels[s] = (s.encode() if s else b"-")
-        return b
+    def labels(self, method: bytes, path: bytes, status: int, worker: str, policy: str, model: str):
+        """The pre-rendered part of a line for one request shape."""
+        if self._json:
+            return {"level": "info", "logger": "smg.access", "method": method.decode("latin-1"),
+                    "path": path.decode("latin-1"), "status": status, "worker": worker, "policy": policy,
+                    "model": model}
+        return b"method=%s path=%s status=%d worker=%s policy=%s model=%s" % (
+            method or b"-", path or b"-", status, worker.encode() or b"-", policy.encode() or b"-",
+            model.encode() or b"-")
 
-    def record(self, rid: bytes, method: bytes, path: bytes, status: int, worker: str, policy: str,
-               model, duration: float, ttft: float | None, nbytes: int) -> None:
+    def record(self, rid: bytes, labels, duration: float, ttft: float | None, nbytes: int) -> None:
         now = time.time()
         sec = int(now)
         if sec != self._sec:
@@ -92,23 +92,20 @@ class AccessLog:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode()
         ms = int((now - sec) * 1000)
         if self._json:
-            # rid/method/path are validated visible ASCII (or the parser's token/vchar sets), so
-            # they need no escaping beyond what orjson does for the strings below.
-            doc = {"ts": b"%s.%03dZ" % (self._prefix, ms), "level": "info", "logger": "smg.access",
-                   "request_id": rid, "method": method, "path": path, "status": status,
-                   "worker": worker, "policy": policy, "model": model or "",
-                   "duration_ms": round(duration * 1000, 3), "bytes": nbytes}
+            doc = dict(labels)
+            doc["ts"] = (b"%s.%03dZ" % (self._prefix, ms)).decode()
+            doc["request_id"] = rid.decode("latin-1")
+            doc["duration_ms"] = round(duration * 1000, 3)
+            doc["bytes"] = nbytes
             if ttft is not None:
                 doc["ttft_ms"] = round(ttft * 1000, 3)
-            for k in ("ts", "request_id", "method", "path"):
-                doc[k] = doc[k].decode("latin-1")
             self._buf.append(orjson.dumps(doc))
+        elif ttft is None:
+            self._buf.append(b"%s.%03dZ INFO smg.access: request_id=%s %s duration_ms=%.3f ttft_ms=- bytes=%d" % (
+                self._prefix, ms, rid, labels, duration * 1000, nbytes))
         else:
-            self._buf.append(b"%s.%03dZ INFO smg.access: request_id=%s method=%s path=%s status=%d worker=%s "
-                             b"policy=%s model=%s duration_ms=%.3f ttft_ms=%s bytes=%d" % (
-                                 self._prefix, ms, rid, method or b"-", path or b"-", status, self._b(worker),
-                                 self._b(policy), self._b(model), duration * 1000,
-                                 b"-" if ttft is None else b"%.3f" % (ttft * 1000), nbytes))
+            self._buf.append(b"%s.%03dZ INFO smg.access: request_id=%s %s duration_ms=%.3f ttft_ms=%.3f bytes=%d" % (
+                self._prefix, ms, rid, labels, duration * 1000, ttft * 1000, nbytes))
 
     def flush(self) -> None:
         buf = self._buf

@@ -118,6 +118,85 @@ class HistogramVec:
         return f
 
 
+class Shape:
+    """Accumulators for one request shape: every request with the same labels (method,
+    path, status, error code; for proxied requests also model, endpoint, streaming,
+    worker type, policy, upstream status, error type) updates the same Shape, and the
+    families of both layers (HTTP and router) are folded from the shapes at scrape time.
+    A request thus costs one dict lookup and a few increments, however many families
+    it appears in."""
+
+    __slots__ = ("labels", "count", "dur", "ttft", "tpot", "gen", "tok_in", "tok_out")
+
+    def __init__(self, labels: dict, dur_bounds: tuple) -> None:
+        self.labels = labels
+        self.count = 0
+        self.dur = _HistCell(dur_bounds)
+        self.ttft = _HistCell(TTFT_BUCKETS)
+        self.tpot = _HistCell(TPOT_BUCKETS)
+        self.gen = _HistCell(dur_bounds)
+        self.tok_in = 0
+        self.tok_out = 0
+
+
+class _Derived:
+    """A family folded from the shapes: ``items(shape)`` yields the shape's (label tuple,
+    contribution) pairs (none when the shape is not part of the family)."""
+
+    __slots__ = ("name", "doc", "labels", "shapes", "items", "hist")
+
+    def __init__(self, name, doc, labels, shapes: dict, items, hist: bool) -> None:
+        self.name = name
+        self.doc = doc
+        self.labels = labels
+        self.shapes = shapes
+        self.items = items
+        self.hist = hist
+
+    def folded(self) -> dict:
+        out: dict = {}
+        for sh in list(self.shapes.values()):
+            for k, v in self.items(sh):
+                self._add(out, k, v)
+        return out
+
+    def _add(self, out: dict, k, v) -> None:
+        if not k:
+            return
+        if self.hist:
+            if not any(v.counts):
+                return
+            acc = out.get(k)
+            if acc is None:
+                out[k] = [list(v.counts), v.sum, v.bounds]
+            else:
+                acc[0] = [a + b for a, b in zip(acc[0], v.counts)]
+                acc[1] += v.sum
+        elif v:
+            out[k] = out.get(k, 0) + v
+
+    def family(self):
+        if not self.hist:
+            f = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+            for k, v in self.folded().items():
+                f.add_metric(k, v)
+            return f
+        f = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        for k, (counts, total, bounds) in self.folded().items():
+            acc = 0
+            buckets = []
+            for b, n in zip(bounds, counts):
+                acc += n
+                buckets.append((repr(float(b)), acc))
+            buckets.append(("+Inf", acc + counts[-1]))
+            f.add_metric(k, buckets, total)
+        return f
+
+
+def _router(sh: Shape):
+    return sh.labels.get("rk")
+
+
 class GaugeFn:
     """A gauge family computed at scrape time by ``fn() -> iterable of (labels, value)``."""
 
@@ -142,31 +221,40 @@ class Metrics:
     def __init__(self, gw, duration_buckets: tuple = DEFAULT_DURATION_BUCKETS) -> None:
         self.gw = gw
         self.families: list = []
-        c, h, g = self._counter, self._histogram, self._gauge
-        # Layer 1: HTTP
-        self.http_requests = c("smg_http_requests_total", "HTTP requests received", ("method", "path"))
-        self.http_duration = h("smg_http_request_duration_seconds", "HTTP request duration",
-                               ("method", "path"), duration_buckets)
-        self.http_responses = c("smg_http_responses_total", "HTTP responses sent",
-                                ("path", "status_code", "error_code"))
+        self.duration_buckets = tuple(sorted(duration_buckets))
+        self.shapes: dict = {}  # shape key -> Shape (see Observer)
+        c, h, g, d = self._counter, self._histogram, self._gauge, self._derived
+        # Layer 1: HTTP (folded from the request shapes)
+        d("smg_http_requests_total", "HTTP requests received", ("method", "path"),
+          lambda sh: (sh.labels["method"], sh.labels["path"]), lambda sh: sh.count)
+        d("smg_http_request_duration_seconds", "HTTP request duration", ("method", "path"),
+          lambda sh: (sh.labels["method"], sh.labels["path"]), lambda sh: sh.dur, hist=True)
+        d("smg_http_responses_total", "HTTP responses sent", ("path", "status_code", "error_code"),
+          lambda sh: (sh.labels["path"], sh.labels["status"], sh.labels["error_code"]), lambda sh: sh.count)
         g("smg_http_connections_active", "Open client connections", (),
           lambda: [((), len(gw.connections))])
-        self.rate_limit = c("smg_http_rate_limit_total", "Admission decisions", ("result",))
         # Layer 2: router
         rl = ("router_type", "backend_type", "connection_mode", "model", "endpoint")
-        self.router_requests = c("smg_router_requests_total", "Requests routed", rl + ("streaming",))
-        self.router_duration = h("smg_router_request_duration_seconds", "Routed request duration", rl,
-                                 duration_buckets)
-        self.router_errors = c("smg_router_request_errors_total", "Routed requests that failed",
-                               rl + ("error_type",))
-        self.upstream_responses = c("smg_router_upstream_responses_total", "Worker responses by status",
-                                    ("router_type", "status_code", "error_code"))
+        d("smg_router_requests_total", "Requests routed", rl + ("streaming",),
+          lambda sh: _router(sh) and _router(sh) + (sh.labels["streaming"],), lambda sh: sh.count)
+        d("smg_router_request_duration_seconds", "Routed request duration", rl, _router, lambda sh: sh.dur,
+          hist=True)
+        d("smg_router_request_errors_total", "Routed requests that failed", rl + ("error_type",),
+          lambda sh: _router(sh) and sh.labels["router_error"] and _router(sh) + (sh.labels["router_error"],),
+          lambda sh: sh.count)
+        d("smg_router_upstream_responses_total", "Worker responses by status",
+          ("router_type", "status_code", "error_code"),
+          lambda sh: sh.labels.get("upstream") and ("http", sh.labels["upstream"], ""), lambda sh: sh.count)
         tl = ("router_type", "backend_type", "model", "endpoint")
-        self.ttft = h("smg_router_ttft_seconds", "Time to first token (streams)", tl, TTFT_BUCKETS)
-        self.tpot = h("smg_router_tpot_seconds", "Time per output token (streams)", tl, TPOT_BUCKETS)
-        self.tokens = c("smg_router_tokens_total", "Tokens reported in usage", tl + ("token_type",))
-        self.generation = h("smg_router_generation_duration_seconds", "First to last token (streams)", tl,
-                            duration_buckets)
+        d("smg_router_ttft_seconds", "Time to first token (streams)", tl, lambda sh: sh.labels.get("tl"),
+          lambda sh: sh.ttft, hist=True)
+        d("smg_router_tpot_seconds", "Time per output token (streams)", tl, lambda sh: sh.labels.get("tl"),
+          lambda sh: sh.tpot, hist=True)
+        d("smg_router_tokens_total", "Tokens reported in usage", tl + ("token_type",),
+          lambda sh: ((sh.labels["tl"] + ("input",), sh.tok_in), (sh.labels["tl"] + ("output",), sh.tok_out))
+          if sh.labels.get("tl") else ())
+        d("smg_router_generation_duration_seconds", "First to last token (streams)", tl,
+          lambda sh: sh.labels.get("tl"), lambda sh: sh.gen, hist=True)
         # Layer 3: workers
         g("smg_worker_pool_size", "Workers registered", ("worker_type", "connection_mode", "model"),
           self._pool_sizes)
@@ -176,10 +264,11 @@ class Metrics:
           lambda: [((w.url,), w.inflight) for w in gw.registry.all()])
         g("smg_worker_health", "1 if the worker is ready", ("worker",),
           lambda: [((w.url,), 1 if w.status == "ready" else 0) for w in gw.registry.all()])
-        self.selection = c("smg_worker_selection_total", "Worker selections",
-                           ("worker_type", "connection_mode", "model", "policy"))
-        self.worker_errors = c("smg_worker_errors_total", "Worker transport/protocol errors",
-                               ("worker_type", "connection_mode", "error_type"))
+        d("smg_worker_selection_total", "Worker selections", ("worker_type", "connection_mode", "model", "policy"),
+          lambda sh: sh.labels.get("selection"), lambda sh: sh.count)
+        d("smg_worker_errors_total", "Worker transport/protocol errors",
+          ("worker_type", "connection_mode", "error_type"), lambda sh: sh.labels.get("worker_error"),
+          lambda sh: sh.count)
         self.health_checks = c("smg_worker_health_checks_total", "Health probes", ("worker_type", "result"))
         # circuit breakers
         g("smg_worker_cb_state", "Breaker state (0 closed, 1 open, 2 half-open)", ("worker",),
@@ -212,6 +301,14 @@ class Metrics:
 
     def _histogram(self, name, doc, labels, bounds) -> HistogramVec:
         m = HistogramVec(name, doc, labels, bounds)
+        self.families.append(m)
+        return m
+
+    def _derived(self, name, doc, labels, key, value=None, hist: bool = False) -> _Derived:
+        """``key(shape)`` → label tuple or None, ``value(shape)`` → contribution; or, with
+        ``value`` None, ``key`` is ``items(shape)`` → [(labels, contribution), ...]."""
+        items = key if value is None else (lambda sh: ((key(sh), value(sh)),))
+        m = _Derived(name, doc, labels, self.shapes, items, hist)
         self.families.append(m)
         return m
 

@@ -4,13 +4,15 @@
 The protocol and the proxy exchange keep the raw facts (times, status, worker, the
 SSE scanner's findings); this module turns them into bounded labels.
 
-Cost: requests of the same shape (method, path, status, ...) update the same metric
-cells, so each shape's cells are resolved once and cached; a request then costs one
-dict lookup per layer plus the increments.
+Cost: requests of the same shape (method, path, status, model, worker, ...) update the
+same metric cells and share the same access-log labels, so everything that depends
+only on the shape is resolved once and cached; a request then costs one dict lookup
+plus the increments and one line format.
 """
 from __future__ import annotations
 
-import orjson
+import re
+from bisect import bisect_left
 
 ENDPOINTS = {
     b"/v1/chat/completions": "chat", b"/v1/completions": "completions", b"/generate": "generate",
@@ -19,35 +21,50 @@ ENDPOINTS = {
 }
 _METHODS = {m: m.decode() for m in (b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD", b"OPTIONS")}
 
-# Cached cell tuples are bounded: past this many shapes the caches are cleared and rebuilt.
+# Cached shapes are bounded: past this many the cache is cleared and rebuilt.
 MAX_SHAPES = 4096
 
+# Token counts of an OpenAI/Anthropic ``usage`` object or SGLang ``meta_info``, found
+# from the key on with ``find`` and an anchored digits match instead of parsing the whole
+# answer: only two numbers are wanted, and answers can be large.
+_DIGITS = re.compile(rb"\s*:\s*(\d+)")
+_INPUT_KEYS = (b'"prompt_tokens"', b'"input_tokens"')
+_OUTPUT_KEYS = (b'"completion_tokens"', b'"output_tokens"')
 
-def usage_of(doc) -> tuple | None:
-    """(input tokens, output tokens) from an OpenAI/Anthropic ``usage`` or SGLang ``meta_info``."""
-    if not isinstance(doc, dict):
-        return None
-    u = doc.get("usage")
-    if not isinstance(u, dict):
-        u = doc.get("meta_info")
-        if not isinstance(u, dict):
+
+def _count(data: bytes, start: int, keys: tuple):
+    for k in keys:
+        i = data.find(k, start)
+        if i >= 0:
+            m = _DIGITS.match(data, i + len(k))
+            if m is not None:
+                return int(m.group(1))
+    return None
+
+
+# The common layout (OpenAI, SGLang, vLLM): the two counts adjacent, in this order.
+_ADJACENT = re.compile(rb'"(?:prompt|input)_tokens"\s*:\s*(\d+)\s*,\s*"(?:completion|output)_tokens"\s*:\s*(\d+)')
+
+
+def parse_usage(data: bytes) -> tuple | None:
+    """(input tokens, output tokens) from a JSON answer or SSE event, or None."""
+    start = data.rfind(b'"usage"')
+    if start < 0:
+        start = data.rfind(b'"meta_info"')
+        if start < 0:
             return None
-    i = u.get("prompt_tokens", u.get("input_tokens"))
-    o = u.get("completion_tokens", u.get("output_tokens"))
-    if not isinstance(i, int) and not isinstance(o, int):
+    m = _ADJACENT.search(data, start)
+    if m is not None:
+        return (int(m.group(1)), int(m.group(2)))
+    i = _count(data, start, _INPUT_KEYS)
+    o = _count(data, start, _OUTPUT_KEYS)
+    if i is None and o is None:
         return None
-    return (i if isinstance(i, int) else 0, o if isinstance(o, int) else 0)
-
-
-def parse_usage(data: bytes):
-    try:
-        return usage_of(orjson.loads(data))
-    except orjson.JSONDecodeError:
-        return None
+    return (i or 0, o or 0)
 
 
 class Observer:
-    __slots__ = ("gw", "metrics", "access", "tracing", "route_labels", "clock", "_http", "_router")
+    __slots__ = ("gw", "metrics", "access", "tracing", "route_labels", "clock", "_access_labels")
 
     def __init__(self, gw, metrics, access, tracing) -> None:
         self.gw = gw
@@ -56,30 +73,46 @@ class Observer:
         self.tracing = tracing
         self.route_labels = {p: p.decode() for p in gw.routes}
         self.clock = None
-        self._http: dict = {}
-        self._router: dict = {}
+        self._access_labels: dict = {}
 
     def request_done(self, proto, ex, status: int) -> None:
         dur = self.clock() - proto.t0
-        if ex is not None:
+        if ex is None:
+            key = (proto.method, proto.path, status, proto.error_code)
+        else:
             ex.settle_usage()
+            key = (proto.method, proto.path, status, proto.error_code, ex.model, ex.is_sse, ex.worker.worker_type,
+                   ex.policy.name, ex.upstream_status, ex.error_type)
         m = self.metrics
         if m is not None:
-            key = (proto.method, proto.path, status, proto.error_code)
-            cells = self._http.get(key)
-            if cells is None:
-                cells = self._http_cells(m, key)
-            cells[0][0] += 1
-            cells[1].observe(dur)
-            cells[2][0] += 1
+            sh = m.shapes.get(key)
+            if sh is None:
+                sh = self._shape(m, key)
+            sh.count += 1
+            h = sh.dur
+            h.counts[bisect_left(h.bounds, dur)] += 1
+            h.sum += dur
             if ex is not None:
-                self._router_done(m, ex, status, dur)
+                if ex.ttft is not None:
+                    sh.ttft.observe(ex.ttft)
+                    if ex.tpot is not None:
+                        sh.tpot.observe(ex.tpot)
+                        sh.gen.observe(ex.gen_time)
+                u = ex.usage
+                if u is not None:
+                    sh.tok_in += u[0]
+                    sh.tok_out += u[1]
         if self.access is not None:
-            if ex is not None:
-                self.access.record(proto.rid, proto.method, proto.path, status, ex.worker.url, ex.policy.name,
-                                   ex.model, dur, ex.ttft, ex.bytes_out)
-            else:
-                self.access.record(proto.rid, proto.method, proto.path, status, "", "", None, dur, None, 0)
+            akey = key if ex is None else (key, ex.worker)
+            labels = self._access_labels.get(akey)
+            if labels is None:
+                if len(self._access_labels) >= MAX_SHAPES:
+                    self._access_labels.clear()
+                labels = self._access_labels[akey] = self.access.labels(
+                    proto.method, proto.path, status, ex.worker.url if ex else "", ex.policy.name if ex else "",
+                    (ex.model if ex else None) or "")
+            self.access.record(proto.rid, labels, dur, None if ex is None else ex.ttft,
+                               0 if ex is None else ex.bytes_out)
         if proto.span is not None:
             attrs = {}
             if ex is not None:
@@ -88,63 +121,33 @@ class Observer:
             self.tracing.end(proto.span, status, attrs)
             proto.span = None
 
-    def _http_cells(self, m, key: tuple) -> tuple:
-        method, path, status, error_code = key
-        method = _METHODS.get(method, "other")
-        path = self.route_labels.get(path, "unmatched")
-        cells = (m.http_requests.cell((method, path)), m.http_duration.cell((method, path)),
-                 m.http_responses.cell((path, str(status), error_code or "")))
-        if len(self._http) >= MAX_SHAPES:
-            self._http.clear()
-        self._http[key] = cells
-        return cells
+    def _shape(self, m, key: tuple):
+        """The metric Shape for a new request shape, with its labels rendered once.
 
-    def _router_done(self, m, ex, status: int, dur: float) -> None:
-        key = (ex.model, ex.proto_path, ex.is_sse, ex.worker.worker_type, ex.policy.name, ex.upstream_status,
-               ex.error_type, status)
-        c = self._router.get(key)
-        if c is None:
-            c = self._router_cells(m, key)
-        req, rdur, sel, up, err, werr, ttft, tpot, gen, tin, tout = c
-        req[0] += 1
-        rdur.observe(dur)
-        sel[0] += 1
-        if up is not None:
-            up[0] += 1
-        if err is not None:
-            err[0] += 1
-        if werr is not None:
-            werr[0] += 1
-        if ex.ttft is not None:
-            ttft.observe(ex.ttft)
-            if ex.tpot is not None:
-                tpot.observe(ex.tpot)
-                gen.observe(ex.gen_time)
-        u = ex.usage
-        if u is not None:
-            tin[0] += u[0]
-            tout[0] += u[1]
+        Every label comes from a bounded set (route paths, registered models, status
+        codes, fixed names), so the number of shapes is bounded too.
+        """
+        from smg.observability.metrics import Shape
 
-    def _router_cells(self, m, key: tuple) -> tuple:
-        model, path, is_sse, worker_type, policy, upstream_status, error_type, status = key
-        model = model or "unknown"
-        endpoint = ENDPOINTS.get(path, "other")
-        rk = ("http", "regular", "http", model, endpoint)
-        tl = ("http", "regular", model, endpoint)
-        if error_type is not None:
-            err = m.router_errors.cell(rk + (error_type,))
-        elif status >= 400:
-            err = m.router_errors.cell(rk + ("upstream_" + str(status),))
-        else:
-            err = None
-        werr = m.worker_errors.cell((worker_type, "http", error_type)) \
-            if error_type is not None and error_type != "client_disconnected" else None
-        cells = (m.router_requests.cell(rk + ("true" if is_sse else "false",)), m.router_duration.cell(rk),
-                 m.selection.cell((worker_type, "http", model, policy)),
-                 m.upstream_responses.cell(("http", str(upstream_status), "")) if upstream_status else None,
-                 err, werr, m.ttft.cell(tl), m.tpot.cell(tl), m.generation.cell(tl),
-                 m.tokens.cell(tl + ("input",)), m.tokens.cell(tl + ("output",)))
-        if len(self._router) >= MAX_SHAPES:
-            self._router.clear()
-        self._router[key] = cells
-        return cells
+        method_b, path_b, status, error_code = key[:4]
+        labels = {"method": _METHODS.get(method_b, "other"), "path": self.route_labels.get(path_b, "unmatched"),
+                  "status": str(status), "error_code": error_code or ""}
+        if len(key) > 4:
+            model, is_sse, worker_type, policy, upstream_status, error_type = key[4:]
+            model = model or "unknown"
+            endpoint = ENDPOINTS.get(path_b, "other")
+            labels["rk"] = ("http", "regular", "http", model, endpoint)
+            labels["tl"] = ("http", "regular", model, endpoint)
+            labels["streaming"] = "true" if is_sse else "false"
+            labels["selection"] = (worker_type, "http", model, policy)
+            labels["upstream"] = str(upstream_status) if upstream_status else None
+            if error_type is not None:
+                labels["router_error"] = error_type
+            elif status >= 400:
+                labels["router_error"] = "upstream_" + str(status)
+            else:
+                labels["router_error"] = None
+            labels["worker_error"] = (worker_type, "http", error_type) \
+                if error_type is not None and error_type != "client_disconnected" else None
+        sh = m.shapes[key] = Shape(labels, m.duration_buckets)
+        return sh

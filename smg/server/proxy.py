@@ -394,7 +394,8 @@ class ProxyExchange:
                     self.tpot = self.gen_time / (tokens - 1)
             self.scanner = None
         elif self.body_parts:
-            self.usage = parse_usage(b"".join(self.body_parts))
+            parts = self.body_parts
+            self.usage = parse_usage(parts[0] if len(parts) == 1 else b"".join(parts))
             self.body_parts = None
 
     # -- backpressure -------------------------------------------------------------------

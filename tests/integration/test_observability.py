@@ -1,6 +1,7 @@
 """Metrics scraped after real traffic, TTFT/TPOT from known token delays, traces, logs."""
 import io
 import json
+import time
 import urllib.request
 
 import openai
@@ -175,3 +176,22 @@ def test_retry_and_breaker_metrics(make_gateway):
     assert h.workers[1].stats.requests - h.workers[1].stats.paths.get("/health", 0) \
         - h.workers[1].stats.paths.get("/v1/models", 0) - h.workers[1].stats.paths.get("/v1/loads", 0) \
         - h.workers[1].stats.paths.get("/metrics", 0) - h.workers[1].stats.paths.get("/get_load", 0) == 2
+
+
+def test_engine_gauges_from_load_polls(make_gateway):
+    # the mock worker serves /v1/loads; the load monitor re-exports it as smg_engine_* gauges
+    h = make_gateway(workers=[MockConfig(worker_id="a")], load_monitor_interval=0.1)
+    url = h.workers[0].url
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        m = scrape(h)
+        if any(k[0] == "smg_engine_token_usage" for k in m):
+            break
+        time.sleep(0.1)
+    engine = {k: v for k, v in m.items() if k[0].startswith("smg_engine_")}
+    assert engine, "no engine gauges after load polls"
+    assert all(dict(k[1])["worker"] == url and dict(k[1])["model"] == "mock-model" for k in engine)
+    report = h.on_loop(lambda: h.gw.registry.all()[0].engine)
+    assert val(m, "smg_engine_token_usage", worker=url, model="mock-model",
+               dp_rank=str((report.get("loads") or [{}])[0].get("dp_rank", 0))) == pytest.approx(
+        (report.get("loads") or [report])[0]["token_usage"])
