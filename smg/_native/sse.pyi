@@ -31,3 +31,6 @@ class SSEScanner:
     @property
     def last_data(self) -> bytes | None:
         """Data of the most recent data event other than [DONE], or None."""
+
+def usage_counts(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
+    """(input tokens, output tokens) named by a usage/meta_info object in ``data``, or None."""

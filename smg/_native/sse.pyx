@@ -305,3 +305,89 @@ cdef class SSEScanner:
             f"SSE event larger than max_event_size ({self.max_event_size} bytes)",
             status_hint=502,
         )
+
+
+# -- token usage (twin: smg/streaming/sse_py.py usage_counts; same rules, documented there) --
+
+cdef extern from "string.h":
+    # glibc; Python.h (pyconfig.h) defines _GNU_SOURCE, which declares it.
+    void* memmem(const void* haystack, size_t hlen, const void* needle, size_t nlen) nogil
+
+cdef inline Py_ssize_t _mem_find(const char* p, Py_ssize_t start, Py_ssize_t n,
+                                 const char* needle, Py_ssize_t m) noexcept:
+    if start > n - m:
+        return -1
+    cdef const char* r = <const char*>memmem(p + start, <size_t>(n - start), needle, <size_t>m)
+    return -1 if r == NULL else <Py_ssize_t>(r - p)
+
+cdef inline Py_ssize_t _mem_rfind(const char* p, Py_ssize_t n, const char* needle, Py_ssize_t m) noexcept:
+    # the last occurrence: forward searches from just after each hit (answers name it once)
+    cdef Py_ssize_t last = -1
+    cdef Py_ssize_t i = _mem_find(p, 0, n, needle, m)
+    while i >= 0:
+        last = i
+        i = _mem_find(p, i + 1, n, needle, m)
+    return last
+
+cdef inline bint _is_ws(char c) noexcept:
+    return c == b' ' or c == b'\t' or c == b'\r' or c == b'\n'
+
+cdef long long _count_after(const char* p, Py_ssize_t n, Py_ssize_t start, const char* k1, Py_ssize_t m1,
+                            const char* k2, Py_ssize_t m2) noexcept:
+    # -1: no count found under either key
+    cdef const char* keys[2]
+    cdef Py_ssize_t lens[2]
+    cdef Py_ssize_t i, j, e
+    cdef long long v
+    cdef int t
+    keys[0] = k1
+    keys[1] = k2
+    lens[0] = m1
+    lens[1] = m2
+    for t in range(2):
+        i = _mem_find(p, start, n, keys[t], lens[t])
+        if i < 0:
+            continue
+        j = i + lens[t]
+        while j < n and _is_ws(p[j]):
+            j += 1
+        if j >= n or p[j] != b':':
+            continue
+        j += 1
+        while j < n and _is_ws(p[j]):
+            j += 1
+        e = j
+        v = 0
+        while e < n and b'0' <= p[e] <= b'9' and e - j < 19:
+            v = v * 10 + (p[e] - 48)
+            e += 1
+        if e == j or e - j > 18:
+            continue
+        return v
+    return -1
+
+
+def usage_counts(data):
+    """(input tokens, output tokens) named in ``data``, or None (see the twin's docstring)."""
+    cdef Py_buffer view
+    cdef const char* p
+    cdef Py_ssize_t n, start
+    cdef long long i, o
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("usage_counts() takes bytes-like data")
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        p = <const char*>view.buf
+        n = view.len
+        start = _mem_rfind(p, n, b'"usage"', 7)
+        if start < 0:
+            start = _mem_rfind(p, n, b'"meta_info"', 11)
+            if start < 0:
+                return None
+        i = _count_after(p, n, start, b'"prompt_tokens"', 15, b'"input_tokens"', 14)
+        o = _count_after(p, n, start, b'"completion_tokens"', 19, b'"output_tokens"', 15)
+    finally:
+        PyBuffer_Release(&view)
+    if i < 0 and o < 0:
+        return None
+    return (i if i >= 0 else 0, o if o >= 0 else 0)

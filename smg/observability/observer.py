@@ -11,7 +11,6 @@ plus the increments and one line format.
 """
 from __future__ import annotations
 
-import re
 from bisect import bisect_left
 
 ENDPOINTS = {
@@ -23,45 +22,6 @@ _METHODS = {m: m.decode() for m in (b"GET", b"POST", b"PUT", b"PATCH", b"DELETE"
 
 # Cached shapes are bounded: past this many the cache is cleared and rebuilt.
 MAX_SHAPES = 4096
-
-# Token counts of an OpenAI/Anthropic ``usage`` object or SGLang ``meta_info``, found
-# from the key on with ``find`` and an anchored digits match instead of parsing the whole
-# answer: only two numbers are wanted, and answers can be large.
-_DIGITS = re.compile(rb"\s*:\s*(\d+)")
-_INPUT_KEYS = (b'"prompt_tokens"', b'"input_tokens"')
-_OUTPUT_KEYS = (b'"completion_tokens"', b'"output_tokens"')
-
-
-def _count(data: bytes, start: int, keys: tuple):
-    for k in keys:
-        i = data.find(k, start)
-        if i >= 0:
-            m = _DIGITS.match(data, i + len(k))
-            if m is not None:
-                return int(m.group(1))
-    return None
-
-
-# The common layout (OpenAI, SGLang, vLLM): the two counts adjacent, in this order.
-_ADJACENT = re.compile(rb'"(?:prompt|input)_tokens"\s*:\s*(\d+)\s*,\s*"(?:completion|output)_tokens"\s*:\s*(\d+)')
-
-
-def parse_usage(data: bytes) -> tuple | None:
-    """(input tokens, output tokens) from a JSON answer or SSE event, or None."""
-    start = data.rfind(b'"usage"')
-    if start < 0:
-        start = data.rfind(b'"meta_info"')
-        if start < 0:
-            return None
-    m = _ADJACENT.search(data, start)
-    if m is not None:
-        return (int(m.group(1)), int(m.group(2)))
-    i = _count(data, start, _INPUT_KEYS)
-    o = _count(data, start, _OUTPUT_KEYS)
-    if i is None and o is None:
-        return None
-    return (i or 0, o or 0)
-
 
 class Observer:
     __slots__ = ("gw", "metrics", "access", "tracing", "route_labels", "clock", "_access_labels")

@@ -32,9 +32,8 @@ import orjson
 
 from smg.http1 import writer
 from smg.http1.events import Data, EndOfMessage, Response
-from smg.observability.observer import parse_usage
 from smg.server.forward import upstream_head
-from smg.streaming.sse import SSEScanner
+from smg.streaming.sse import SSEScanner, usage_counts
 
 log = logging.getLogger("smg.proxy")
 
@@ -387,7 +386,7 @@ class ProxyExchange:
             if self.first_t is not None:
                 self.ttft = self.first_t - self.proto.t0
                 if sc.last_data is not None:
-                    self.usage = parse_usage(sc.last_data)
+                    self.usage = usage_counts(sc.last_data)
                 tokens = self.usage[1] if self.usage else sc.data_events - (1 if sc.done else 0)
                 if tokens > 1 and self.last_t > self.first_t:
                     self.gen_time = self.last_t - self.first_t
@@ -395,7 +394,7 @@ class ProxyExchange:
             self.scanner = None
         elif self.body_parts:
             parts = self.body_parts
-            self.usage = parse_usage(parts[0] if len(parts) == 1 else b"".join(parts))
+            self.usage = usage_counts(parts[0] if len(parts) == 1 else b"".join(parts))
             self.body_parts = None
 
     # -- backpressure -------------------------------------------------------------------

@@ -11,9 +11,13 @@ from __future__ import annotations
 from smg._native import load
 from smg.streaming.sse_py import DEFAULT_MAX_EVENT_SIZE
 from smg.streaming.sse_py import SSEScanner as SSEScannerPy
+from smg.streaming.sse_py import usage_counts as usage_countsPy
 
 _m = load("sse")
 SSEScannerC = _m.SSEScanner if _m else None
 SSEScanner = SSEScannerC or SSEScannerPy
+usage_countsC = _m.usage_counts if _m else None
+usage_counts = usage_countsC or usage_countsPy
 
-__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEScanner", "SSEScannerC", "SSEScannerPy"]
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEScanner", "SSEScannerC", "SSEScannerPy", "usage_counts", "usage_countsC",
+           "usage_countsPy"]

@@ -307,3 +307,64 @@ class SSEScanner:
         raise RemoteProtocolError(
             f"SSE event larger than max_event_size ({self._max} bytes)", status_hint=502
         )
+
+
+# -- token usage -------------------------------------------------------------------------
+# The gateway counts tokens from the ``usage`` object of an answer (OpenAI, Anthropic) or
+# SGLang's ``meta_info``, in a whole JSON body or the last SSE data event. Only two
+# numbers are wanted, so they are found, not parsed: the last ``"usage"`` key (else the
+# last ``"meta_info"``), then after it the first ``"prompt_tokens"`` (else
+# ``"input_tokens"``) and ``"completion_tokens"`` (else ``"output_tokens"``), each
+# followed by optional whitespace, a colon, optional whitespace and 1 to 18 digits.
+
+_USAGE_ANCHORS = (b'"usage"', b'"meta_info"')
+USAGE_INPUT_KEYS = (b'"prompt_tokens"', b'"input_tokens"')
+USAGE_OUTPUT_KEYS = (b'"completion_tokens"', b'"output_tokens"')
+_WS = b" \t\r\n"
+MAX_COUNT_DIGITS = 18
+
+
+def _count_after(data: bytes, start: int, keys: tuple):
+    n = len(data)
+    for k in keys:
+        i = data.find(k, start)
+        if i < 0:
+            continue
+        j = i + len(k)
+        while j < n and data[j] in _WS:
+            j += 1
+        if j >= n or data[j] != 0x3A:  # ':'
+            continue
+        j += 1
+        while j < n and data[j] in _WS:
+            j += 1
+        e = j
+        while e < n and 0x30 <= data[e] <= 0x39:
+            e += 1
+        if e == j or e - j > MAX_COUNT_DIGITS:
+            continue
+        return int(data[j:e])
+    return None
+
+
+def usage_counts(data) -> tuple | None:
+    """(input tokens, output tokens) named in ``data``, or None when it names neither.
+
+    Raises:
+        TypeError: ``data`` is not bytes-like.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("usage_counts() takes bytes-like data")
+    data = bytes(data)
+    start = -1
+    for anchor in _USAGE_ANCHORS:
+        start = data.rfind(anchor)
+        if start >= 0:
+            break
+    if start < 0:
+        return None
+    i = _count_after(data, start, USAGE_INPUT_KEYS)
+    o = _count_after(data, start, USAGE_OUTPUT_KEYS)
+    if i is None and o is None:
+        return None
+    return (i or 0, o or 0)
