@@ -18,3 +18,13 @@ def test_proxied_request(benchmark, metrics, access):
     benchmark(pb.one)
     assert pb.worker.processed > 1
     pb.close()
+
+
+@pytest.mark.parametrize("metrics, access", [(False, False), (True, False), (True, True)],
+                         ids=["bare", "metrics", "metrics+access_log"])
+def test_proxied_stream(benchmark, metrics, access):
+    pb = PathBench(metrics, access)
+    pb.one_stream()
+    assert pb.worker.inflight == 0 and pb.proto.busy is None
+    benchmark(pb.one_stream)
+    pb.close()

@@ -150,6 +150,8 @@ class ProxyExchange:
         if self.finished:
             return
         out = []
+        # body pieces of this batch the observer wants (None: not observing)
+        seen = [] if (self.scanner is not None or self.body_parts is not None) else None
         done = False
         chunked = self.chunked
         for ev in events:
@@ -157,14 +159,8 @@ class ProxyExchange:
             if t is Data:
                 d = ev.data
                 self.bytes_out += len(d)
-                if self.scanner is not None:
-                    if self.scanner.feed(d):
-                        now = self.gw.clock()
-                        if self.first_t is None:
-                            self.first_t = now
-                        self.last_t = now
-                elif self.body_parts is not None:
-                    self.body_parts.append(d)
+                if seen is not None:
+                    seen.append(d)
                 if chunked:
                     out.append(b"%x\r\n" % len(d))
                     out.append(d)
@@ -178,6 +174,8 @@ class ProxyExchange:
                     return
                 out.append(self._response_head(ev))
                 chunked = self.chunked
+                if seen is None and (self.scanner is not None or self.body_parts is not None):
+                    seen = []
             elif t is EndOfMessage:
                 if chunked:
                     out.append(writer.LAST_CHUNK)
@@ -187,8 +185,22 @@ class ProxyExchange:
             # answered any Expect: 100-continue itself)
         if out:
             self.proto.transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if seen:
+            self._observe(seen)
         if done:
             self._complete()
+
+    def _observe(self, pieces: list) -> None:
+        """Feeds one read's worth of body to the stream observer: one scanner call and
+        at most one clock read per read, however many events it carried."""
+        if self.scanner is not None:
+            if self.scanner.feed(pieces[0] if len(pieces) == 1 else b"".join(pieces)):
+                now = self.gw.clock()
+                if self.first_t is None:
+                    self.first_t = now
+                self.last_t = now
+        else:
+            self.body_parts.extend(pieces)
 
     def _response_head(self, ev: Response) -> bytes:
         self.head_sent = True

@@ -28,6 +28,20 @@ RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-mock-worker
             b"content-length: %d\r\n\r\n%s" % (len(_BODY), _BODY))
 
 
+def _sse_response(n: int = 8) -> bytes:
+    chunk = (b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"mock-model",'
+             b'"choices":[{"index":0,"delta":{"content":" token"},"finish_reason":null}]}\n\n')
+    usage = (b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"mock-model",'
+             b'"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":8,"total_tokens":13}}\n\n')
+    events = [chunk] * n + [usage, b"data: [DONE]\n\n"]
+    body = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
+    return (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            + body)
+
+
+STREAM_RESPONSE = _sse_response()
+
+
 class MemoryTransport:
     """The transport methods the protocols call; writes are kept in ``out``."""
 
@@ -46,6 +60,10 @@ class MemoryTransport:
 
     def is_closing(self) -> bool:
         return self.closing
+
+    def one_stream(self) -> None:
+        """One proxied streamed request: 10 SSE events, then [DONE]."""
+        self.one(STREAM_RESPONSE)
 
     def close(self) -> None:
         self.closing = True
@@ -83,16 +101,20 @@ class PathBench:
         self.proto = HTTPServerProtocol(gw)
         self.proto.connection_made(self.client)
 
-    def one(self) -> None:
-        """One proxied request, start to end."""
+    def one(self, response: bytes = RESPONSE) -> None:
+        """One proxied request, start to end (``response``: the worker's bytes, one read)."""
         self.proto.data_received(REQUEST)
-        self.conn.data_received(RESPONSE)
+        self.conn.data_received(response)
         self.client.out.clear()
         self.conn.transport.out.clear()
         if self.gw.access_log is not None:
             self.gw.access_log.flush()
             self.log.seek(0)
             self.log.truncate()
+
+    def one_stream(self) -> None:
+        """One proxied streamed request: 10 SSE events, then [DONE]."""
+        self.one(STREAM_RESPONSE)
 
     def close(self) -> None:
         self.loop.close()
