@@ -10,7 +10,6 @@ import asyncio
 import logging
 
 from smg.config.schema import GatewayConfig
-from smg.errors import UpstreamError
 from smg.observability.metrics import DEFAULT_DURATION_BUCKETS, Metrics, exposition
 from smg.observability.observer import Observer
 from smg.routing.policies import PolicyRegistry
@@ -43,6 +42,7 @@ class _MetricsSite:
         self.draining = False
         self._registry = gw.metrics.registry()
         self.routes = {b"/metrics": {b"GET": self._metrics}}
+        self.prefix_routes: list = []
 
     @property
     def now(self) -> float:
@@ -160,6 +160,14 @@ class Gateway:
         return True
 
     def _tick(self) -> None:
+        # rescheduled first: a failure below must never stop the clock, deadlines and sweeps
+        self._tick_handle = self.loop.call_later(TICK, self._tick)
+        try:
+            self._tick_once()
+        except Exception:
+            log.exception("periodic gateway sweep failed")
+
+    def _tick_once(self) -> None:
         now = self.now = self.loop.time()
         for ex in self.timers.expire(now):
             ex.on_timeout()
@@ -174,7 +182,6 @@ class Gateway:
                 w.pool.sweep(now)
             self.workers.sweep(now)
             self.policies.maintain(now)
-        self._tick_handle = self.loop.call_later(TICK, self._tick)
 
     def inflight(self) -> int:
         return sum(1 for c in self.connections if c.busy is not None)

@@ -1,6 +1,5 @@
 """smg-proxy as users run it: demo mode, flags, config file, SIGTERM."""
 import json
-import os
 import signal
 import socket
 import subprocess

@@ -195,3 +195,14 @@ def test_engine_gauges_from_load_polls(make_gateway):
     assert val(m, "smg_engine_token_usage", worker=url, model="mock-model",
                dp_rank=str((report.get("loads") or [{}])[0].get("dp_rank", 0))) == pytest.approx(
         (report.get("loads") or [report])[0]["token_usage"])
+
+
+def test_metrics_listener_answers_other_paths_cleanly(gateway):
+    port = gateway.gw.metrics_port
+    (st, _, body), = rawhttp.request(port, b"GET /nope HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert st == 404 and json.loads(body)["error"]["code"] == "not_found"
+    (st, headers, _), = rawhttp.request(port, b"POST /metrics HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+                                        methods=["POST"])
+    assert st == 405 and headers["allow"] == "GET"
+    (st, _, body), = rawhttp.request(port, b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert st == 200 and b"smg_http_connections_active" in body
