@@ -182,3 +182,13 @@ def test_curl(gateway):
                           "-H", "content-type: application/json", "-d", STREAM.decode()],
                          capture_output=True, timeout=20, check=True).stdout
     assert out.rstrip().endswith(b"data: [DONE]")
+
+
+def test_half_closed_client_still_gets_its_answer(gateway):
+    """A client that shuts down its sending side after the request is answered, then closed."""
+    with rawhttp.connect(gateway.port) as s:
+        s.sendall(chat_req(body=STREAM))
+        s.shutdown(socket.SHUT_WR)
+        (st, _, body), = rawhttp.read_responses(s, 1, ["POST"])
+        assert st == 200 and body.rstrip().endswith(b"data: [DONE]")
+        assert rawhttp.closed_by_peer(s)

@@ -1,6 +1,7 @@
 """Metrics scraped after real traffic, TTFT/TPOT from known token delays, traces, logs."""
 import io
 import json
+import re
 import time
 import urllib.request
 
@@ -143,8 +144,9 @@ def test_json_access_log_lines_carry_request_id():
     assert all(line["request_id"] and line["path"] == "/v1/chat/completions" for line in lines)
     ok, streamed, bad = lines
     assert ok["status"] == 200 and ok["worker"].startswith("http://127.0.0.1:") and ok["policy"] == "round_robin"
-    assert ok["request_id"].startswith("chatcmpl-") and ok["bytes"] > 0 and ok["duration_ms"] >= 0
-    assert streamed["request_id"] == "abc-1" and streamed["ttft_ms"] >= 0
+    assert ok["request_id"].startswith("chatcmpl-") and ok["bytes"] > 0
+    assert isinstance(ok["duration_ms"], float) and "ttft_ms" not in ok   # no first token: not streamed
+    assert streamed["request_id"] == "abc-1" and isinstance(streamed["ttft_ms"], float)
     assert bad["status"] == 400 and bad["worker"] == ""
 
 
@@ -152,7 +154,7 @@ def test_timing_and_worker_headers(make_gateway):
     h = make_gateway(expose_overhead_header=True, expose_worker_header=True)
     st, headers, _ = post(h, CHAT)
     assert st == 200
-    assert float(headers["x-smg-overhead-ms"]) >= 0
+    assert re.fullmatch(r"\d+\.\d{3}", headers["x-smg-overhead-ms"])
     assert headers["x-smg-worker"] in {w.url for w in h.workers}
     plain = make_gateway()
     _, headers, _ = post(plain, CHAT)

@@ -494,10 +494,8 @@ def test_fail_cut_mid_stream():
 def test_fail_hang_client_times_out():
     async def t(w):
         async with oai(w, timeout=0.3) as c:
-            t0 = time.monotonic()
             with pytest.raises(openai.APITimeoutError):
                 await c.chat.completions.create(**CHAT)
-            assert time.monotonic() - t0 < 3
         await wait_for(lambda: w.stats.aborted == 1)
         w.config.fail_mode = None  # steer it back: answers again
         [r] = await exchange(w, post("/v1/chat/completions", CHAT))
