@@ -3,10 +3,10 @@
 # Twin: smg/streaming/sse_py.py (same API, same limits, same errors).
 # Stub: smg/_native/sse.pyi.  Only smg/streaming/sse.py imports this module.
 #
-# Lifetime rule: `_dptr` may point into the caller's buffer, which is only valid for the
-# duration of one feed() call; _scan() copies it into `_data` before returning, and every
-# exit path that does not return (an exception) puts the scanner into the failed state,
-# which never reads `_dptr` again.
+# Lifetime rule: `_dptr` and `_lptr` may point into the caller's buffer, which is only
+# valid for the duration of one feed()/observe() call; _scan() copies them (into `_data`,
+# `_last`) before returning, and every exit path that does not return (an exception) puts
+# the scanner into the failed state, which never reads them again.
 
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
@@ -77,7 +77,8 @@ cdef class SSEScanner:
     cdef readonly Py_ssize_t bytes_seen    # bytes accepted by feed()
     cdef readonly bint done                # an event whose data is exactly b"[DONE]" completed
     cdef readonly bint truncated           # feed_eof() found a partial event pending
-    cdef readonly bytes last_data          # data of the latest non-[DONE] data event, or None
+    cdef readonly double first_t           # observe(): clock when data events first completed (0: never)
+    cdef readonly double last_t            # observe(): clock when data events last completed
 
     # --- the event being assembled ---
     cdef SSEBuf _line        # pending unterminated line; only ever holds bytes of ONE line
@@ -89,6 +90,15 @@ cdef class SSEScanner:
     cdef bint _has_data      # the current event has seen a data field
     cdef bint _ev_lines      # the current event has seen a non-blank line
 
+    # --- the latest non-[DONE] data value (the property last_data) ---
+    cdef object _last_obj    # as bytes (feed() made one), or None
+    cdef SSEBuf _last        # as raw bytes (observe()), valid when _last_in_buf
+    cdef bint _last_in_buf   # _last holds the latest value; _last_obj is None or a copy of it
+    cdef bint _lpending      # the latest value is still at _lptr/_llen in the caller's buffer
+    cdef const char* _lptr
+    cdef bint _hold_last     # observe(list): _lptr points into a bytes item the list keeps alive
+    cdef Py_ssize_t _llen
+
     # --- stream state ---
     cdef int _bom_held       # 0..2 bytes of a possible leading BOM held back at stream start
     cdef bint _at_start      # no byte after a possible BOM has been consumed yet
@@ -96,8 +106,11 @@ cdef class SSEScanner:
     cdef bint _failed        # an error was raised; feed() refuses further input
     cdef bint _eof           # feed_eof() was called; feed() ignores further input
 
-    cdef list _scan(self, const char* p, Py_ssize_t n)
+    cdef object _last_usage(self)
+    cdef int _feed_one(self, object data, list out, str who) except -1
+    cdef int _scan(self, const char* p, Py_ssize_t n, list out) except -1
     cdef int _on_line(self, const char* s, Py_ssize_t m, bint stable, list out) except -1
     cdef int _dispatch(self, list out) except -1
+    cdef int _settle_last(self) except -1
     cdef int _flush_deferred(self) except -1
     cdef int _too_big(self) except -1

@@ -9,6 +9,11 @@ class SSEScanner:
     def __init__(self, *, max_event_size: int = ...) -> None: ...
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Data of every event this piece completed. Raises TypeError, RemoteProtocolError(502)."""
+    def observe(self, data: bytes | bytearray | memoryview | list | tuple) -> int:
+        """Like feed() for one piece or a list of pieces, but returns only how many data
+        events completed; reads the monotonic clock into first_t/last_t when any did."""
+    def usage(self) -> tuple[int, int] | None:
+        """usage_counts(last_data) without building last_data."""
     def feed_eof(self) -> list[bytes]:
         """End of stream: always [], sets `truncated` if an event was left unfinished."""
     @property
@@ -28,6 +33,12 @@ class SSEScanner:
     @property
     def truncated(self) -> bool:
         """True if feed_eof() found part of an event pending (or the stream had failed)."""
+    @property
+    def first_t(self) -> float:
+        """observe(): time.monotonic() when data events first completed (0.0: never)."""
+    @property
+    def last_t(self) -> float:
+        """observe(): time.monotonic() when data events last completed (0.0: never)."""
     @property
     def last_data(self) -> bytes | None:
         """Data of the most recent data event other than [DONE], or None."""

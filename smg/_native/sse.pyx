@@ -39,6 +39,7 @@ from cpython.bytes cimport (
     PyBytes_GET_SIZE,
 )
 from libc.string cimport memchr, memcmp
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from operator import index as _index
 
@@ -84,7 +85,12 @@ cdef class SSEScanner:
         self.bytes_seen = 0
         self.done = False
         self.truncated = False
-        self.last_data = None
+        self.first_t = 0.0
+        self.last_t = 0.0
+        self._last_obj = None
+        self._last_in_buf = False
+        self._lpending = False
+        self._hold_last = False
         self._line.len = 0
         self._data.len = 0
         self._dptr = NULL
@@ -102,6 +108,15 @@ cdef class SSEScanner:
     def __dealloc__(self):
         ssebuf_free(&self._line)
         ssebuf_free(&self._data)
+        ssebuf_free(&self._last)
+
+    @property
+    def last_data(self):
+        """Data of the most recent data event other than [DONE], or None (built on first read
+        after observe(), which keeps it as raw bytes)."""
+        if self._last_obj is None and self._last_in_buf:
+            self._last_obj = PyBytes_FromStringAndSize(self._last.buf, self._last.len)
+        return self._last_obj
 
     def feed(self, data):
         """Consume the next piece of the stream.
@@ -113,18 +128,86 @@ cdef class SSEScanner:
             RemoteProtocolError: (status_hint 502) an event exceeded max_event_size, or an
                 earlier call raised. Any other exception is a bug.
         """
+        cdef list out = []
+        self._feed_one(data, out, "feed")
+        return out
+
+    def observe(self, data):
+        """Consume the next piece(s) of the stream, keeping counts but no event list.
+
+        ``data`` is one bytes-like piece or a list/tuple of items fed in order, as if
+        concatenated: an item is a bytes-like piece or an object with a bytes ``data``
+        attribute (an HTTP Data event); items without one (other HTTP events) are skipped.
+        When at least one data event (``[DONE]`` included) completed, the monotonic clock
+        (``time.monotonic()``'s) is read once: ``first_t`` keeps the first such reading,
+        ``last_t`` the latest. ``last_data`` is kept without making a bytes object per event.
+
+        Returns:
+            the number of data events completed (int).
+        Raises:
+            as feed().
+        """
+        cdef Py_ssize_t before = self.data_events
+        cdef Py_ssize_t i
+        cdef timespec ts
+        cdef double now
+        if PyBytes_CheckExact(data):
+            self._scan(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), None)
+        elif type(data) is list or type(data) is tuple:
+            try:
+                for i in range(len(data)):
+                    item = data[i]
+                    if not PyBytes_CheckExact(item) and not isinstance(item, (bytearray, memoryview)):
+                        item = getattr(item, "data", None)
+                        if item is None:
+                            continue
+                    if PyBytes_CheckExact(item):
+                        # immutable and kept alive by `data`: the last value may stay where
+                        # it is until the whole list is scanned (one copy, not one per item)
+                        self._hold_last = True
+                        self._scan(PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item), None)
+                    else:
+                        self._hold_last = False
+                        self._settle_last()
+                        self._feed_one(item, None, "observe")
+            finally:
+                self._hold_last = False
+            self._settle_last()
+        else:
+            self._feed_one(data, None, "observe")
+        if self.data_events == before:
+            return 0
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        now = <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+        if self.first_t == 0.0:
+            self.first_t = now
+        self.last_t = now
+        return self.data_events - before
+
+    def usage(self):
+        """usage_counts(last_data), without building last_data: (input, output) or None."""
+        return self._last_usage()
+
+    cdef object _last_usage(self):
+        if self._last_obj is not None:
+            return _usage(PyBytes_AS_STRING(self._last_obj), PyBytes_GET_SIZE(self._last_obj))
+        if self._last_in_buf:
+            return _usage(self._last.buf, self._last.len)
+        return None
+
+    cdef int _feed_one(self, object data, list out, str who) except -1:
         cdef Py_buffer view
         if PyBytes_CheckExact(data):
-            return self._scan(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+            return self._scan(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), out)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(
-                f"SSEScanner.feed() needs bytes, bytearray or memoryview, not {type(data).__name__}"
+                f"SSEScanner.{who}() needs bytes, bytearray or memoryview, not {type(data).__name__}"
             )
         if isinstance(data, memoryview) and not data.c_contiguous:
             data = bytes(data)  # PyBUF_SIMPLE refuses strided views; the twin copies too
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            return self._scan(<const char*>view.buf, view.len)
+            return self._scan(<const char*>view.buf, view.len, out)
         finally:
             PyBuffer_Release(&view)
 
@@ -152,8 +235,8 @@ cdef class SSEScanner:
         ssebuf_free(&self._data)
         return []
 
-    cdef list _scan(self, const char* p, Py_ssize_t n):
-        cdef list out
+    cdef int _scan(self, const char* p, Py_ssize_t n, list out) except -1:
+        # out: the list completed data values go to (feed), or None (observe: counts only)
         cdef Py_ssize_t pos = 0
         cdef Py_ssize_t lf = -1   # next LF at or after pos (n: none), valid while lf >= pos
         cdef Py_ssize_t cr = -1   # next CR, same convention
@@ -163,9 +246,8 @@ cdef class SSEScanner:
                 "SSE stream already failed; further input is refused", status_hint=502
             )
         if self._eof:
-            return []
+            return 0
         self.bytes_seen += n
-        out = []
         try:
             if self._at_start:
                 # Hold back up to two bytes that may still turn out to be a BOM.
@@ -176,7 +258,7 @@ cdef class SSEScanner:
                     self._at_start = False  # a BOM: dropped
                     self._bom_held = 0
                 elif pos == n:
-                    return out              # still undecided
+                    return 0                # still undecided
                 else:
                     # Not a BOM: the held bytes start the first line (they hold no CR/LF).
                     ssebuf_append(&self._line, SSE_BOM, self._bom_held)
@@ -223,11 +305,21 @@ cdef class SSEScanner:
                 ssebuf_append(&self._line, p + pos, n - pos)
             if self._deferred:
                 self._flush_deferred()  # p is only valid until we return
+            if not self._hold_last:
+                self._settle_last()  # p is only valid until we return
         except BaseException:
             self._failed = True
             self._deferred = False
+            # the pending last value (in p or in an earlier item of an observed list) is
+            # still readable here: keep it, as feed() would have
+            try:
+                self._settle_last()
+            except MemoryError:
+                self._lpending = False
+                self._last_in_buf = False
+                self._last_obj = None
             raise
-        return out
+        return 0
 
     cdef int _on_line(self, const char* s, Py_ssize_t m, bint stable, list out) except -1:
         # One complete line, terminator excluded. `stable`: s points into the caller's
@@ -272,8 +364,37 @@ cdef class SSEScanner:
 
     cdef int _dispatch(self, list out) except -1:
         cdef bytes d
+        cdef SSEBuf tmp
         self.events += 1
-        if self._has_data:
+        if self._has_data and out is None:
+            # observe(): no bytes object; the value is remembered where it lies
+            self._has_data = False
+            self.data_events += 1
+            if self._deferred:
+                self._deferred = False
+                if self._dlen == 6 and memcmp(self._dptr, SSE_DONE, 6) == 0:
+                    self.done = True
+                else:
+                    self._lpending = True   # copied at the end of _scan, if still the last
+                    self._lptr = self._dptr
+                    self._llen = self._dlen
+                    self._last_in_buf = True
+                    self._last_obj = None
+            elif self._data.len == 6 and memcmp(self._data.buf, SSE_DONE, 6) == 0:
+                self.done = True
+                self._data.len = 0
+            else:
+                # the joined value becomes the last one by swapping buffers, no copy
+                self._lpending = False
+                tmp = self._last
+                self._last = self._data
+                self._data = tmp
+                self._data.len = 0
+                self._last_in_buf = True
+                self._last_obj = None
+            if self._data.cap > SSE_KEEP_BUFFER_MAX:
+                ssebuf_free(&self._data)
+        elif self._has_data:
             if self._deferred:
                 d = PyBytes_FromStringAndSize(<char*>self._dptr, self._dlen)
                 self._deferred = False
@@ -288,9 +409,19 @@ cdef class SSEScanner:
             if PyBytes_GET_SIZE(d) == 6 and memcmp(PyBytes_AS_STRING(d), SSE_DONE, 6) == 0:
                 self.done = True
             else:
-                self.last_data = d
+                self._last_obj = d
+                self._last_in_buf = False
+                self._lpending = False
         self._ev_lines = False
         self._ev_size = 0
+        return 0
+
+    cdef int _settle_last(self) except -1:
+        # The latest data value, if still in a caller's buffer, is copied into _last.
+        if self._lpending:
+            self._lpending = False
+            self._last.len = 0
+            ssebuf_append(&self._last, self._lptr, self._llen)
         return 0
 
     cdef int _flush_deferred(self) except -1:
@@ -367,27 +498,30 @@ cdef long long _count_after(const char* p, Py_ssize_t n, Py_ssize_t start, const
     return -1
 
 
+cdef object _usage(const char* p, Py_ssize_t n):
+    cdef Py_ssize_t start
+    cdef long long i, o
+    start = _mem_rfind(p, n, b'"usage"', 7)
+    if start < 0:
+        start = _mem_rfind(p, n, b'"meta_info"', 11)
+        if start < 0:
+            return None
+    i = _count_after(p, n, start, b'"prompt_tokens"', 15, b'"input_tokens"', 14)
+    o = _count_after(p, n, start, b'"completion_tokens"', 19, b'"output_tokens"', 15)
+    if i < 0 and o < 0:
+        return None
+    return (i if i >= 0 else 0, o if o >= 0 else 0)
+
+
 def usage_counts(data):
     """(input tokens, output tokens) named in ``data``, or None (see the twin's docstring)."""
     cdef Py_buffer view
-    cdef const char* p
-    cdef Py_ssize_t n, start
-    cdef long long i, o
+    if PyBytes_CheckExact(data):
+        return _usage(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("usage_counts() takes bytes-like data")
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
-        p = <const char*>view.buf
-        n = view.len
-        start = _mem_rfind(p, n, b'"usage"', 7)
-        if start < 0:
-            start = _mem_rfind(p, n, b'"meta_info"', 11)
-            if start < 0:
-                return None
-        i = _count_after(p, n, start, b'"prompt_tokens"', 15, b'"input_tokens"', 14)
-        o = _count_after(p, n, start, b'"completion_tokens"', 19, b'"output_tokens"', 15)
+        return _usage(<const char*>view.buf, view.len)
     finally:
         PyBuffer_Release(&view)
-    if i < 0 and o < 0:
-        return None
-    return (i if i >= 0 else 0, o if o >= 0 else 0)

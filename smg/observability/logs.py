@@ -16,6 +16,8 @@ import time
 
 import orjson
 
+from smg.observability.tally import AccessBuffer
+
 _LEVELS = {"warn": "WARNING"}
 
 
@@ -60,59 +62,35 @@ class AccessLog:
     """One line per request, buffered and flushed by the gateway tick.
 
     The labels that depend only on the request's shape (method, path, status, worker,
-    policy, model) are pre-rendered once per shape (``labels``); a line then costs one
-    %-format (no logging.LogRecord, no str decoding). The wall-clock prefix is
-    recomputed once per second.
+    policy, model) are rendered once per shape (``labels``) and kept by the shape's
+    Tally, which formats the rest of the line into ``buffer`` (smg.observability.tally:
+    in C when the extension is built). ``flush`` writes what accumulated with one write
+    and refreshes the wall-clock offset the lines' timestamps are computed with.
     """
 
-    __slots__ = ("_json", "_buf", "_stream", "_sec", "_prefix")
+    __slots__ = ("_json", "_stream", "buffer")
 
     def __init__(self, stream, json_lines: bool) -> None:
         self._json = json_lines
-        self._buf: list = []
         self._stream = stream
-        self._sec = -1
-        self._prefix = b""
+        self.buffer = AccessBuffer(json_lines)
+        self.buffer.offset = time.time() - time.monotonic()
 
-    def labels(self, method: bytes, path: bytes, status: int, worker: str, policy: str, model: str):
-        """The pre-rendered part of a line for one request shape."""
+    def labels(self, method: bytes, path: bytes, status: int, worker: str, policy: str, model: str) -> bytes:
+        """The pre-rendered part of a line for one request shape (JSON: members, no braces)."""
         if self._json:
-            return {"level": "info", "logger": "smg.access", "method": method.decode("latin-1"),
-                    "path": path.decode("latin-1"), "status": status, "worker": worker, "policy": policy,
-                    "model": model}
+            return orjson.dumps({"level": "info", "logger": "smg.access", "method": method.decode("latin-1"),
+                                 "path": path.decode("latin-1"), "status": status, "worker": worker,
+                                 "policy": policy, "model": model})[1:-1]
         return b"method=%s path=%s status=%d worker=%s policy=%s model=%s" % (
             method or b"-", path or b"-", status, worker.encode() or b"-", policy.encode() or b"-",
             model.encode() or b"-")
 
-    def record(self, rid: bytes, labels, duration: float, ttft: float | None, nbytes: int) -> None:
-        now = time.time()
-        sec = int(now)
-        if sec != self._sec:
-            self._sec = sec
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode()
-        ms = int((now - sec) * 1000)
-        if self._json:
-            doc = dict(labels)
-            doc["ts"] = (b"%s.%03dZ" % (self._prefix, ms)).decode()
-            doc["request_id"] = rid.decode("latin-1")
-            doc["duration_ms"] = round(duration * 1000, 3)
-            doc["bytes"] = nbytes
-            if ttft is not None:
-                doc["ttft_ms"] = round(ttft * 1000, 3)
-            self._buf.append(orjson.dumps(doc))
-        elif ttft is None:
-            self._buf.append(b"%s.%03dZ INFO smg.access: request_id=%s %s duration_ms=%.3f ttft_ms=- bytes=%d" % (
-                self._prefix, ms, rid, labels, duration * 1000, nbytes))
-        else:
-            self._buf.append(b"%s.%03dZ INFO smg.access: request_id=%s %s duration_ms=%.3f ttft_ms=%.3f bytes=%d" % (
-                self._prefix, ms, rid, labels, duration * 1000, ttft * 1000, nbytes))
-
     def flush(self) -> None:
-        buf = self._buf
-        if buf:
-            self._buf = []
-            buf.append(b"")
-            self._stream.write(b"\n".join(buf))
+        buf = self.buffer
+        buf.offset = time.time() - time.monotonic()
+        if buf.pending:
+            self._stream.write(buf.take())
             self._stream.flush()
 
 

@@ -1,10 +1,14 @@
 """Prometheus metrics with SMG's names and label sets.
 
-Theory of operation: the event loop is single-threaded, so the hot path updates plain
-Python cells (a one-element list per label tuple for counters; bucket arrays for
-histograms) with no locks and no per-request dict building. prometheus-client reads
-them only at scrape time through a custom collector (``Metrics.collect``), and the
-exposition is served by the gateway's own HTTP protocol on ``--prometheus-port``.
+Theory of operation: the event loop is single-threaded, so nothing here takes a lock.
+Per request, the Observer updates one Tally per request shape (smg.observability.tally;
+``shapes``), from which the HTTP, router and worker-selection families are folded at
+scrape time. Rarer events (retries, health probes, breaker transitions, discovery)
+update plain cells (a one-element list per label tuple; Hist cells for histograms),
+and some families are read off state kept elsewhere (breaker totals, pool sizes,
+engine loads). prometheus-client reads all of it only at scrape time through a custom
+collector (``Metrics.collect``); the exposition is served by the gateway's own HTTP
+protocol on ``--prometheus-port``.
 
 Rules:
 - Label values come from bounded sets: route paths (``unmatched`` otherwise), models
@@ -14,10 +18,10 @@ Rules:
 """
 from __future__ import annotations
 
-from bisect import bisect_left
-
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from smg.observability.tally import Hist
 
 # Seconds. Request durations span sub-millisecond gateway answers to long generations.
 DEFAULT_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -69,19 +73,6 @@ class CounterVec:
         return f
 
 
-class _HistCell:
-    __slots__ = ("counts", "sum", "bounds")
-
-    def __init__(self, bounds: tuple) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-
-
 class HistogramVec:
     __slots__ = ("name", "doc", "labels", "bounds", "cells")
 
@@ -95,10 +86,10 @@ class HistogramVec:
     def observe(self, key: tuple, value: float) -> None:
         self.cell(key).observe(value)
 
-    def cell(self, key: tuple) -> _HistCell:
+    def cell(self, key: tuple) -> Hist:
         c = self.cells.get(key)
         if c is None:
-            c = self.cells[key] = _HistCell(self.bounds)
+            c = self.cells[key] = Hist(self.bounds)
         return c
 
     def count(self, key: tuple) -> int:
@@ -116,27 +107,6 @@ class HistogramVec:
             buckets.append(("+Inf", acc + c.counts[-1]))
             f.add_metric(k, buckets, c.sum)
         return f
-
-
-class Shape:
-    """Accumulators for one request shape: every request with the same labels (method,
-    path, status, error code; for proxied requests also model, endpoint, streaming,
-    worker type, policy, upstream status, error type) updates the same Shape, and the
-    families of both layers (HTTP and router) are folded from the shapes at scrape time.
-    A request thus costs one dict lookup and a few increments, however many families
-    it appears in."""
-
-    __slots__ = ("labels", "count", "dur", "ttft", "tpot", "gen", "tok_in", "tok_out")
-
-    def __init__(self, labels: dict, dur_bounds: tuple) -> None:
-        self.labels = labels
-        self.count = 0
-        self.dur = _HistCell(dur_bounds)
-        self.ttft = _HistCell(TTFT_BUCKETS)
-        self.tpot = _HistCell(TPOT_BUCKETS)
-        self.gen = _HistCell(dur_bounds)
-        self.tok_in = 0
-        self.tok_out = 0
 
 
 class _Derived:
@@ -193,23 +163,25 @@ class _Derived:
         return f
 
 
-def _router(sh: Shape):
+def _router(sh):
     return sh.labels.get("rk")
 
 
 class GaugeFn:
-    """A gauge family computed at scrape time by ``fn() -> iterable of (labels, value)``."""
+    """A gauge family computed at scrape time by ``fn() -> iterable of (labels, value)``
+    (``counter``: a counter family read off totals kept elsewhere, e.g. the breakers)."""
 
-    __slots__ = ("name", "doc", "labels", "fn")
+    __slots__ = ("name", "doc", "labels", "fn", "kind")
 
-    def __init__(self, name: str, doc: str, labels: tuple, fn) -> None:
+    def __init__(self, name: str, doc: str, labels: tuple, fn, counter: bool = False) -> None:
         self.name = name
         self.doc = doc
         self.labels = labels
         self.fn = fn
+        self.kind = CounterMetricFamily if counter else GaugeMetricFamily
 
     def family(self):
-        f = GaugeMetricFamily(self.name, self.doc, labels=self.labels)
+        f = self.kind(self.name, self.doc, labels=self.labels)
         for k, v in self.fn():
             f.add_metric(k, v)
         return f
@@ -222,7 +194,7 @@ class Metrics:
         self.gw = gw
         self.families: list = []
         self.duration_buckets = tuple(sorted(duration_buckets))
-        self.shapes: dict = {}  # shape key -> Shape (see Observer)
+        self.shapes: dict = {}  # shape key -> Tally (filled by the Observer)
         c, h, g, d = self._counter, self._histogram, self._gauge, self._derived
         # Layer 1: HTTP (folded from the request shapes)
         d("smg_http_requests_total", "HTTP requests received", ("method", "path"),
@@ -274,7 +246,11 @@ class Metrics:
         g("smg_worker_cb_state", "Breaker state (0 closed, 1 open, 2 half-open)", ("worker",),
           lambda: [((w.url,), _CB_VALUES.get(w.breaker.state, 0)) for w in gw.registry.all() if w.breaker])
         self.cb_transitions = c("smg_worker_cb_transitions_total", "Breaker transitions", ("worker", "from", "to"))
-        self.cb_outcomes = c("smg_worker_cb_outcomes_total", "Outcomes counted by breakers", ("worker", "outcome"))
+        # the breakers' own totals, read at scrape (no per-request metric update)
+        g("smg_worker_cb_outcomes_total", "Outcomes counted by breakers", ("worker", "outcome"),
+          lambda: [((w.url, o), n) for w in gw.registry.all() if w.breaker
+                   for o, n in (("success", w.breaker.total_successes), ("failure", w.breaker.total_failures))
+                   if n], counter=True)
         g("smg_worker_cb_consecutive_failures", "Breaker failure streak", ("worker",),
           lambda: [((w.url,), w.breaker.consecutive_failures) for w in gw.registry.all() if w.breaker])
         g("smg_worker_cb_consecutive_successes", "Breaker success streak", ("worker",),
@@ -312,8 +288,8 @@ class Metrics:
         self.families.append(m)
         return m
 
-    def _gauge(self, name, doc, labels, fn) -> GaugeFn:
-        m = GaugeFn(name, doc, labels, fn)
+    def _gauge(self, name, doc, labels, fn, counter: bool = False) -> GaugeFn:
+        m = GaugeFn(name, doc, labels, fn, counter)
         self.families.append(m)
         return m
 

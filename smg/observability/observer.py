@@ -5,13 +5,15 @@ The protocol and the proxy exchange keep the raw facts (times, status, worker, t
 SSE scanner's findings); this module turns them into bounded labels.
 
 Cost: requests of the same shape (method, path, status, model, worker, ...) update the
-same metric cells and share the same access-log labels, so everything that depends
-only on the shape is resolved once and cached; a request then costs one dict lookup
-plus the increments and one line format.
+same Tally (smg.observability.tally), which holds the shape's counters, histograms and
+pre-rendered access-log labels; a request then costs one dict lookup and one Tally call
+(native: histograms, TTFT/TPOT from the scanner, token usage and the access line in C).
 """
 from __future__ import annotations
 
-from bisect import bisect_left
+from smg.observability.metrics import DEFAULT_DURATION_BUCKETS, TPOT_BUCKETS, TTFT_BUCKETS
+from smg.observability.tally import Tally
+from smg.streaming.sse import usage_counts
 
 ENDPOINTS = {
     b"/v1/chat/completions": "chat", b"/v1/completions": "completions", b"/generate": "generate",
@@ -20,11 +22,10 @@ ENDPOINTS = {
 }
 _METHODS = {m: m.decode() for m in (b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD", b"OPTIONS")}
 
-# Cached shapes are bounded: past this many the cache is cleared and rebuilt.
-MAX_SHAPES = 4096
 
 class Observer:
-    __slots__ = ("gw", "metrics", "access", "tracing", "route_labels", "clock", "_access_labels")
+    __slots__ = ("gw", "metrics", "access", "tracing", "route_labels", "clock", "shapes", "_buffer",
+                 "_dur_bounds")
 
     def __init__(self, gw, metrics, access, tracing) -> None:
         self.gw = gw
@@ -33,46 +34,38 @@ class Observer:
         self.tracing = tracing
         self.route_labels = {p: p.decode() for p in gw.routes}
         self.clock = None
-        self._access_labels: dict = {}
+        # shape key -> Tally; never cleared (they hold counters), bounded by the label sets
+        self.shapes: dict = metrics.shapes if metrics is not None else {}
+        self._buffer = access.buffer if access is not None else None
+        self._dur_bounds = metrics.duration_buckets if metrics is not None else DEFAULT_DURATION_BUCKETS
 
     def request_done(self, proto, ex, status: int) -> None:
-        dur = self.clock() - proto.t0
+        now = self.clock()
         if ex is None:
             key = (proto.method, proto.path, status, proto.error_code)
+            t = self.shapes.get(key)
+            if t is None:
+                t = self._shape(key, "", "", "")
+            t.record(now, proto.t0, proto.rid, 0, None)
         else:
-            ex.settle_usage()
-            key = (proto.method, proto.path, status, proto.error_code, ex.model, ex.is_sse, ex.worker.worker_type,
+            w = ex.worker
+            key = (proto.method, proto.path, status, proto.error_code, ex.model, ex.is_sse, w.url, w.worker_type,
                    ex.policy.name, ex.upstream_status, ex.error_type)
-        m = self.metrics
-        if m is not None:
-            sh = m.shapes.get(key)
-            if sh is None:
-                sh = self._shape(m, key)
-            sh.count += 1
-            h = sh.dur
-            h.counts[bisect_left(h.bounds, dur)] += 1
-            h.sum += dur
-            if ex is not None:
-                if ex.ttft is not None:
-                    sh.ttft.observe(ex.ttft)
-                    if ex.tpot is not None:
-                        sh.tpot.observe(ex.tpot)
-                        sh.gen.observe(ex.gen_time)
-                u = ex.usage
-                if u is not None:
-                    sh.tok_in += u[0]
-                    sh.tok_out += u[1]
-        if self.access is not None:
-            akey = key if ex is None else (key, ex.worker)
-            labels = self._access_labels.get(akey)
-            if labels is None:
-                if len(self._access_labels) >= MAX_SHAPES:
-                    self._access_labels.clear()
-                labels = self._access_labels[akey] = self.access.labels(
-                    proto.method, proto.path, status, ex.worker.url if ex else "", ex.policy.name if ex else "",
-                    (ex.model if ex else None) or "")
-            self.access.record(proto.rid, labels, dur, None if ex is None else ex.ttft,
-                               0 if ex is None else ex.bytes_out)
+            t = self.shapes.get(key)
+            if t is None:
+                t = self._shape(key, w.url, ex.policy.name, ex.model or "")
+            sc = ex.scanner
+            if sc is not None:
+                ex.scanner = None
+                t.record_stream(now, proto.t0, proto.rid, ex.bytes_out, sc)
+            else:
+                parts = ex.body_parts
+                if parts:
+                    ex.body_parts = None
+                    t.record(now, proto.t0, proto.rid, ex.bytes_out,
+                             usage_counts(parts[0] if len(parts) == 1 else b"".join(parts)))
+                else:
+                    t.record(now, proto.t0, proto.rid, ex.bytes_out, None)
         if proto.span is not None:
             attrs = {}
             if ex is not None:
@@ -81,25 +74,23 @@ class Observer:
             self.tracing.end(proto.span, status, attrs)
             proto.span = None
 
-    def _shape(self, m, key: tuple):
-        """The metric Shape for a new request shape, with its labels rendered once.
+    def _shape(self, key: tuple, worker: str, policy: str, model: str):
+        """The Tally for a new request shape, with its labels rendered once.
 
-        Every label comes from a bounded set (route paths, registered models, status
-        codes, fixed names), so the number of shapes is bounded too.
+        Every label comes from a bounded set (route paths, registered models, worker
+        URLs, status codes, fixed names), so the number of shapes is bounded too.
         """
-        from smg.observability.metrics import Shape
-
         method_b, path_b, status, error_code = key[:4]
         labels = {"method": _METHODS.get(method_b, "other"), "path": self.route_labels.get(path_b, "unmatched"),
                   "status": str(status), "error_code": error_code or ""}
         if len(key) > 4:
-            model, is_sse, worker_type, policy, upstream_status, error_type = key[4:]
-            model = model or "unknown"
+            model_l, is_sse, _url, worker_type, policy_l, upstream_status, error_type = key[4:]
+            model_l = model_l or "unknown"
             endpoint = ENDPOINTS.get(path_b, "other")
-            labels["rk"] = ("http", "regular", "http", model, endpoint)
-            labels["tl"] = ("http", "regular", model, endpoint)
+            labels["rk"] = ("http", "regular", "http", model_l, endpoint)
+            labels["tl"] = ("http", "regular", model_l, endpoint)
             labels["streaming"] = "true" if is_sse else "false"
-            labels["selection"] = (worker_type, "http", model, policy)
+            labels["selection"] = (worker_type, "http", model_l, policy_l)
             labels["upstream"] = str(upstream_status) if upstream_status else None
             if error_type is not None:
                 labels["router_error"] = error_type
@@ -109,5 +100,6 @@ class Observer:
                 labels["router_error"] = None
             labels["worker_error"] = (worker_type, "http", error_type) \
                 if error_type is not None and error_type != "client_disconnected" else None
-        sh = m.shapes[key] = Shape(labels, m.duration_buckets)
-        return sh
+        access = self.access.labels(method_b, path_b, status, worker, policy, model) if self.access else b""
+        t = self.shapes[key] = Tally(labels, self._dur_bounds, TTFT_BUCKETS, TPOT_BUCKETS, access, self._buffer)
+        return t

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from smg.config.schema import GatewayConfig
 from smg.observability.metrics import DEFAULT_DURATION_BUCKETS, Metrics, exposition
@@ -90,9 +91,8 @@ class Gateway:
         return self.workers.add(validate(dict(spec, url=url)))
 
     def record_outcome(self, w: Worker, ok: bool) -> None:
+        # (smg_worker_cb_outcomes_total is read off the breaker's totals at scrape time)
         self.workers.record_outcome(w, ok)
-        if self.metrics is not None:
-            self.metrics.cb_outcomes.inc((w.url, "success" if ok else "failure"))
 
     # -- observability hooks (no-ops without metrics) ------------------------------------
 
@@ -125,7 +125,10 @@ class Gateway:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.clock = self.loop.time
+        # request timing (durations, TTFT, the overhead header) needs sub-millisecond
+        # resolution, which loop.time() (libuv's coarse clock) does not give; the native
+        # SSE scanner reads the same CLOCK_MONOTONIC
+        self.clock = time.monotonic
         if self.observer is not None:
             self.observer.clock = self.clock
         self.now = self.loop.time()

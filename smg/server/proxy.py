@@ -33,7 +33,7 @@ import orjson
 from smg.http1 import writer
 from smg.http1.events import Data, EndOfMessage, Response
 from smg.server.forward import upstream_head
-from smg.streaming.sse import SSEScanner, usage_counts
+from smg.streaming.sse import SSEScanner
 
 log = logging.getLogger("smg.proxy")
 
@@ -50,9 +50,8 @@ class ProxyExchange:
                  "close_delimited", "upstream_keep", "is_sse", "resent", "paused", "attempt",
                  "in_attempt", "retry_handle", "retries_left",
                  # what the observer records
-                 "model", "proto_path", "observe", "scanner", "body_parts", "first_t", "last_t",
-                 "ttft", "tpot", "gen_time", "usage", "bytes_out", "upstream_status", "error_type",
-                 "dispatch_t")
+                 "model", "proto_path", "observe", "scanner", "body_parts", "bytes_out", "upstream_status",
+                 "error_type", "dispatch_t")
 
     def __init__(self, gw, proto, worker, policy, req, body: bytes, route_req=None,
                  model: str | None = None) -> None:
@@ -87,12 +86,6 @@ class ProxyExchange:
         self.observe = gw.metrics is not None and proto.path in _GENERATIVE
         self.scanner = None
         self.body_parts = None
-        self.first_t = None
-        self.last_t = 0.0
-        self.ttft = None
-        self.tpot = None
-        self.gen_time = 0.0
-        self.usage = None
         self.bytes_out = 0
         self.upstream_status = 0
         self.error_type = None
@@ -150,8 +143,7 @@ class ProxyExchange:
         if self.finished:
             return
         out = []
-        # body pieces of this batch the observer wants (None: not observing)
-        seen = [] if (self.scanner is not None or self.body_parts is not None) else None
+        parts = self.body_parts  # a non-streamed body kept for its usage (None: not kept)
         done = False
         chunked = self.chunked
         for ev in events:
@@ -159,8 +151,8 @@ class ProxyExchange:
             if t is Data:
                 d = ev.data
                 self.bytes_out += len(d)
-                if seen is not None:
-                    seen.append(d)
+                if parts is not None:
+                    parts.append(d)
                 if chunked:
                     out.append(b"%x\r\n" % len(d))
                     out.append(d)
@@ -174,8 +166,7 @@ class ProxyExchange:
                     return
                 out.append(self._response_head(ev))
                 chunked = self.chunked
-                if seen is None and (self.scanner is not None or self.body_parts is not None):
-                    seen = []
+                parts = self.body_parts
             elif t is EndOfMessage:
                 if chunked:
                     out.append(writer.LAST_CHUNK)
@@ -185,22 +176,13 @@ class ProxyExchange:
             # answered any Expect: 100-continue itself)
         if out:
             self.proto.transport.write(b"".join(out) if len(out) > 1 else out[0])
-        if seen:
-            self._observe(seen)
+        if self.scanner is not None:
+            # one native call per read, however many events it carried: the scanner takes
+            # the Data events' payloads itself and keeps first/last event times and the
+            # last data value
+            self.scanner.observe(events)
         if done:
             self._complete()
-
-    def _observe(self, pieces: list) -> None:
-        """Feeds one read's worth of body to the stream observer: one scanner call and
-        at most one clock read per read, however many events it carried."""
-        if self.scanner is not None:
-            if self.scanner.feed(pieces[0] if len(pieces) == 1 else b"".join(pieces)):
-                now = self.gw.clock()
-                if self.first_t is None:
-                    self.first_t = now
-                self.last_t = now
-        else:
-            self.body_parts.extend(pieces)
 
     def _response_head(self, ev: Response) -> bytes:
         self.head_sent = True
@@ -390,24 +372,6 @@ class ProxyExchange:
             self._cut("upstream request timed out")
         else:
             self._fail(504, f"worker {self.worker.url} did not answer within the request timeout")
-
-    def settle_usage(self) -> None:
-        """Derives TTFT/TPOT and token usage from what was observed (called once, at the end)."""
-        sc = self.scanner
-        if sc is not None:
-            if self.first_t is not None:
-                self.ttft = self.first_t - self.proto.t0
-                if sc.last_data is not None:
-                    self.usage = usage_counts(sc.last_data)
-                tokens = self.usage[1] if self.usage else sc.data_events - (1 if sc.done else 0)
-                if tokens > 1 and self.last_t > self.first_t:
-                    self.gen_time = self.last_t - self.first_t
-                    self.tpot = self.gen_time / (tokens - 1)
-            self.scanner = None
-        elif self.body_parts:
-            parts = self.body_parts
-            self.usage = usage_counts(parts[0] if len(parts) == 1 else b"".join(parts))
-            self.body_parts = None
 
     # -- backpressure -------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ Theory of operation (WHATWG HTML "Server-sent events", 9.2.6 "Interpreting an ev
 from __future__ import annotations
 
 import sys
+import time
 from operator import index as _index
 
 from smg.errors import RemoteProtocolError
@@ -58,7 +59,9 @@ class SSEScanner:
         "_ev_size",
         "_events",
         "_failed",
+        "_first_t",
         "_last_data",
+        "_last_t",
         "_line",
         "_max",
         "_parts",
@@ -78,6 +81,8 @@ class SSEScanner:
         self._done = False
         self._truncated = False
         self._last_data: bytes | None = None
+        self._first_t = 0.0
+        self._last_t = 0.0
         self._line = bytearray()  # pending unterminated line (never holds CR or LF)
         self._parts: list[bytes] = []  # data values of the current event
         self._ev_size = 0  # content bytes of the current event's lines
@@ -125,7 +130,55 @@ class SSEScanner:
         """Data of the most recent data event other than [DONE], or None."""
         return self._last_data
 
+    @property
+    def first_t(self) -> float:
+        """observe(): time.monotonic() when data events first completed (0.0: never)."""
+        return self._first_t
+
+    @property
+    def last_t(self) -> float:
+        """observe(): time.monotonic() when data events last completed (0.0: never)."""
+        return self._last_t
+
+    def usage(self) -> tuple | None:
+        """usage_counts(last_data): (input tokens, output tokens) or None."""
+        d = self._last_data
+        return None if d is None else usage_counts(d)
+
     # --- feeding --------------------------------------------------------------------
+
+    def observe(self, data) -> int:
+        """Consume the next piece(s) without returning the events (the native scanner then
+        skips making bytes per event).
+
+        ``data`` is one bytes-like piece or a list/tuple of items fed in order: an item is
+        a bytes-like piece or an object with a bytes ``data`` attribute (an HTTP Data
+        event); items without one are skipped. When a data event (``[DONE]`` included)
+        completed, time.monotonic() is read once: ``first_t`` keeps the first reading,
+        ``last_t`` the latest.
+
+        Returns:
+            the number of data events completed.
+        Raises:
+            as feed().
+        """
+        before = self._data_events
+        if type(data) is list or type(data) is tuple:
+            for piece in data:
+                if not isinstance(piece, (bytes, bytearray, memoryview)):
+                    piece = getattr(piece, "data", None)
+                    if piece is None:
+                        continue
+                self._feed(piece, "observe")
+        else:
+            self._feed(data, "observe")
+        n = self._data_events - before
+        if n:
+            now = time.monotonic()
+            if not self._first_t:
+                self._first_t = now
+            self._last_t = now
+        return n
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Consume the next piece of the stream.
@@ -137,10 +190,13 @@ class SSEScanner:
             RemoteProtocolError: (status_hint 502) an event exceeded max_event_size, or an
                 earlier call raised. Any other exception is a bug.
         """
+        return self._feed(data, "feed")
+
+    def _feed(self, data, who: str) -> list[bytes]:
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(
-                    "SSEScanner.feed() needs bytes, bytearray or memoryview, "
+                    f"SSEScanner.{who}() needs bytes, bytearray or memoryview, "
                     f"not {type(data).__name__}"
                 )
             data = bytes(data)
