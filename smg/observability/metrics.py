@@ -269,6 +269,10 @@ class Metrics:
                                          ("source", "result"))
         self.discovery_deregistrations = c("smg_discovery_deregistrations_total",
                                            "Workers removed by discovery", ("source", "reason"))
+        self.discovery_sync = h("smg_discovery_sync_duration_seconds", "One discovery sync (read/list and apply)",
+                                ("source",), (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0))
+        g("smg_discovery_workers_discovered", "Workers the discovery source currently lists", ("source",),
+          lambda: [((src,), n) for src, n in gw.workers.discovered_counts()])
 
     def _counter(self, name, doc, labels) -> CounterVec:
         m = CounterVec(name, doc, labels)

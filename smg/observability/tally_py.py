@@ -43,22 +43,24 @@ def _ms(seconds: float) -> bytes:
 class AccessBuffer:
     """Access lines waiting for the next flush (smg.observability.logs.AccessLog owns it)."""
 
-    __slots__ = ("json", "offset", "_lines", "_sec", "_prefix")
+    __slots__ = ("json", "offset", "_lines", "_pending", "_sec", "_prefix")
 
     def __init__(self, json: bool = False) -> None:
         self.json = bool(json)
         self.offset = 0.0  # wall clock minus the monotonic clock, refreshed by the owner
         self._lines: list = []
+        self._pending = 0
         self._sec = -1
         self._prefix = b""
 
     @property
     def pending(self) -> int:
-        return sum(len(x) for x in self._lines)
+        return self._pending
 
     def take(self) -> bytes:
         lines = self._lines
         self._lines = []
+        self._pending = 0
         return b"".join(lines)
 
     def line(self, labels: bytes, now: float, rid: bytes, duration: float, ttft, nbytes: int) -> None:
@@ -78,11 +80,13 @@ class AccessBuffer:
         if self.json:
             rid = rid.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
             tail = b',"ttft_ms":%s}\n' % _ms(ttft) if ttft >= 0 else b"}\n"
-            self._lines.append(b'{%s,"ts":"%sZ","request_id":"%s","duration_ms":%s,"bytes":%d%s' % (
-                labels, self._stamp(now), rid, _ms(duration), nbytes, tail))
+            line = b'{%s,"ts":"%sZ","request_id":"%s","duration_ms":%s,"bytes":%d%s' % (
+                labels, self._stamp(now), rid, _ms(duration), nbytes, tail)
         else:
-            self._lines.append(b"%sZ INFO smg.access: request_id=%s %s duration_ms=%s ttft_ms=%s bytes=%d\n" % (
-                self._stamp(now), rid, labels, _ms(duration), _ms(ttft) if ttft >= 0 else b"-", nbytes))
+            line = b"%sZ INFO smg.access: request_id=%s %s duration_ms=%s ttft_ms=%s bytes=%d\n" % (
+                self._stamp(now), rid, labels, _ms(duration), _ms(ttft) if ttft >= 0 else b"-", nbytes)
+        self._lines.append(line)
+        self._pending += len(line)
 
 
 class Tally:

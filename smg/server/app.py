@@ -114,6 +114,10 @@ class Gateway:
         if self.metrics is not None:
             self.metrics.health_checks.inc((w.worker_type, "success" if ok else "failure"))
 
+    def on_discovery_sync(self, source: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.discovery_sync.observe((source,), seconds)
+
     def on_discovery(self, source: str, kind: str, result: str) -> None:
         if self.metrics is not None:
             if kind == "registration":

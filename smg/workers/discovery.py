@@ -190,16 +190,20 @@ class FileDiscovery(Background):
     """Workers from a JSON manifest, re-read on change and every ``interval`` seconds.
 
     ``check()`` is synchronous and returns True when the manifest was (re)applied.
+    ``on_sync(seconds)`` hears how long each read of the manifest took to read and apply.
     """
 
+    source = "file"
+
     def __init__(self, path: str, on_add: OnAdd, on_remove: OnRemove, *, interval: float = 30.0,
-                 sleep: Callable = asyncio.sleep) -> None:
+                 sleep: Callable = asyncio.sleep, on_sync: Callable | None = None) -> None:
         if interval <= 0:
             raise ValueError("discovery check interval must be positive")
         self.path = path
         self.interval = interval
         self._sleep = sleep
         self._routing = _Routing(on_add, on_remove)
+        self._on_sync = on_sync
         self._stat: tuple | None = None
         self._digest: bytes | None = None
         self.errors = 0
@@ -228,6 +232,14 @@ class FileDiscovery(Background):
         sig = (st.st_mtime_ns, st.st_size, st.st_ino)
         if not force and sig == self._stat:
             return False
+        t0 = time.monotonic()
+        try:
+            return self._read_and_apply(sig)
+        finally:
+            if self._on_sync is not None:
+                self._on_sync(time.monotonic() - t0)
+
+    def _read_and_apply(self, sig: tuple) -> bool:
         try:
             with open(self.path, "rb") as f:
                 data = f.read()
@@ -760,14 +772,17 @@ class KubeDiscovery(Background):
 
     One instance watches one selector and gives its workers ``worker_type``; for PD,
     run one per role (``--prefill-selector``, ``--decode-selector``).
-    ``namespace=None`` watches the whole cluster.
+    ``namespace=None`` watches the whole cluster. ``on_sync(seconds)`` hears how long
+    each successful list-and-apply took.
     """
+
+    source = "kubernetes"
 
     def __init__(self, config: KubeConfig, on_add: OnAdd, on_remove: OnRemove, *, selector=(),
                  namespace: str | None = None, port: int = 80, worker_type: str = "regular",
                  watch_timeout: int = 300, request_timeout: float = 30.0, initial_backoff: float = 1.0,
                  max_backoff: float = 60.0, sleep: Callable = asyncio.sleep,
-                 client: KubeClient | None = None) -> None:
+                 client: KubeClient | None = None, on_sync: Callable | None = None) -> None:
         if worker_type not in WORKER_TYPES:
             raise ValueError(f"worker_type must be one of {', '.join(WORKER_TYPES)}")
         self.client = client or KubeClient(config)
@@ -782,6 +797,7 @@ class KubeDiscovery(Background):
         self.max_backoff = max_backoff
         self._sleep = sleep
         self._routing = _Routing(on_add, on_remove)
+        self._on_sync = on_sync
         self.resource_version: str | None = None
         # counters (tests, metrics)
         self.lists = 0
@@ -818,6 +834,7 @@ class KubeDiscovery(Background):
             KubeError, UpstreamError: the list failed (the routing set is unchanged).
         """
         self.lists += 1
+        t0 = time.monotonic()
         obj = await self.client.get_json(self._path(), self.request_timeout)
         if not isinstance(obj, dict) or not isinstance(obj.get("items"), list):
             raise UpstreamError("pod list: no 'items'")
@@ -828,6 +845,8 @@ class KubeDiscovery(Background):
         self._routing.replace_all(owners)
         self.resource_version = str((obj.get("metadata") or {}).get("resourceVersion") or "") or None
         self.synced.set()
+        if self._on_sync is not None:
+            self._on_sync(time.monotonic() - t0)
         return len(obj["items"])
 
     def apply_event(self, event: dict) -> None:

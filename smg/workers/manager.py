@@ -62,7 +62,8 @@ class WorkerManager:
         if cfg.discovery_file:
             src = FileDiscovery(cfg.discovery_file, lambda spec: self._discovered(spec, "file"),
                                 lambda url: self._undiscovered(url, "file"),
-                                interval=cfg.discovery_check_interval_secs)
+                                interval=cfg.discovery_check_interval_secs,
+                                on_sync=lambda d: self.gw.on_discovery_sync("file", d))
             self._sources.append(src)
             src.start()
         if cfg.service_discovery:
@@ -70,7 +71,8 @@ class WorkerManager:
                                  lambda spec: self._discovered(spec, "kubernetes"),
                                  lambda url: self._undiscovered(url, "kubernetes"),
                                  selector=tuple(cfg.selector), namespace=cfg.service_discovery_namespace or None,
-                                 port=cfg.service_discovery_port)
+                                 port=cfg.service_discovery_port,
+                                 on_sync=lambda d: self.gw.on_discovery_sync("kubernetes", d))
             self._sources.append(kube)
             kube.start()
 
@@ -242,6 +244,13 @@ class WorkerManager:
         return True
 
     # -- discovery sources -----------------------------------------------------------
+
+    def discovered_counts(self) -> list:
+        """[(source, number of workers it currently lists)] for each running source."""
+        counts: dict = {}
+        for src in self._sources:
+            counts[src.source] = counts.get(src.source, 0) + len(src.workers)
+        return list(counts.items())
 
     def _discovered(self, spec: dict, source: str) -> None:
         from smg.workers.spec import SpecError, validate

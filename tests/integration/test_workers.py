@@ -17,6 +17,7 @@ from smg.testing.harness import GatewayHarness
 from smg.testing.mock_worker import MockConfig, MockWorker
 
 from . import rawhttp
+from .test_observability import scrape, val
 
 CHAT = b'{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}'
 STREAM = b'{"model":"mock-model","stream":true,"messages":[{"role":"user","content":"hi"}]}'
@@ -256,8 +257,17 @@ def test_file_discovery(tmp_path):
         assert wait_for(lambda: len(h.on_loop(lambda: h.gw.registry.candidates(None))) == 1)
         manifest.write_text(json.dumps([{"url": m1.url}, {"url": m2.url}]))
         assert wait_for(lambda: len(h.on_loop(lambda: h.gw.registry.candidates(None))) == 2)
+        m = scrape(h)
+        assert val(m, "smg_discovery_workers_discovered", source="file") == 2
+        assert val(m, "smg_discovery_registrations_total", source="file", result="success") == 2
+        syncs = val(m, "smg_discovery_sync_duration_seconds_count", source="file")
+        assert syncs >= 2                          # at least one read per manifest version
         manifest.write_text(json.dumps([{"url": m2.url}]))
         assert wait_for(lambda: [w.url for w in h.on_loop(lambda: h.gw.registry.all())] == [m2.url])
+        m = scrape(h)
+        assert val(m, "smg_discovery_workers_discovered", source="file") == 1
+        assert val(m, "smg_discovery_deregistrations_total", source="file", reason="removed") == 1
+        assert val(m, "smg_discovery_sync_duration_seconds_count", source="file") > syncs
 
 
 def test_kubernetes_discovery(tmp_path):
@@ -293,6 +303,9 @@ def test_kubernetes_discovery(tmp_path):
                 assert wait_for(lambda: routable() == [f"http://127.0.0.2:{port}", f"http://127.0.0.3:{port}"])
                 seen = {call(h, b"POST", b"/v1/chat/completions", CHAT)[1]["x-mock-worker"] for _ in range(4)}
                 assert seen == {"pod0", "pod1"}
+                m = scrape(h)
+                assert val(m, "smg_discovery_workers_discovered", source="kubernetes") == 2
+                assert val(m, "smg_discovery_sync_duration_seconds_count", source="kubernetes") >= 1  # the list
                 boot.on_loop(lambda: kube.delete_pod("p0"))
                 assert wait_for(lambda: routable() == [f"http://127.0.0.3:{port}"])
         finally:
