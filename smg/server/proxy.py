@@ -83,7 +83,8 @@ class ProxyExchange:
         self.retries_left = route_req is not None and len(body) <= gw.config.max_buffered_request_bytes
         self.model = model
         self.proto_path = proto.path
-        self.observe = gw.metrics is not None and proto.path in _GENERATIVE
+        # TTFT/TPOT and token usage feed both the metrics and the access line
+        self.observe = (gw.metrics is not None or gw.access_log is not None) and proto.path in _GENERATIVE
         self.scanner = None
         self.body_parts = None
         self.bytes_out = 0

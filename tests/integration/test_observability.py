@@ -208,3 +208,20 @@ def test_metrics_listener_answers_other_paths_cleanly(gateway):
     assert st == 405 and headers["allow"] == "GET"
     (st, _, body), = rawhttp.request(port, b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
     assert st == 200 and b"smg_http_connections_active" in body
+
+
+def test_text_access_log_times_streams_with_metrics_off():
+    buf = io.BytesIO()
+    with GatewayHarness(access_log=AccessLog(buf, json_lines=False), disable_metrics=True) as h:
+        assert h.gw.metrics is None
+        rawhttp.request(h.port, b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-request-id: s-1\r\n"
+                        b"content-length: %d\r\n\r\n%s" % (len(STREAM), STREAM), methods=["POST"])
+        post(h, CHAT)
+        h.on_loop(h.gw.access_log.flush)
+    streamed, plain = buf.getvalue().splitlines()
+    m = re.fullmatch(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO smg\.access: request_id=s-1 method=POST "
+                     rb"path=/v1/chat/completions status=200 worker=http://127\.0\.0\.1:\d+ policy=round_robin "
+                     rb"model=mock-model duration_ms=(\d+\.\d{3}) ttft_ms=(\d+\.\d{3}) bytes=(\d+)", streamed)
+    assert m, streamed
+    assert float(m.group(2)) <= float(m.group(1)) and int(m.group(3)) > 0
+    assert b" ttft_ms=- " in plain and b"request_id=chatcmpl-" in plain
