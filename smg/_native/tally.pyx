@@ -22,11 +22,11 @@ Rules:
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport floor
 from libc.string cimport memcpy
 
-from smg._native.sse cimport SSEScanner
+from smg._native.sse cimport SSEBuf, SSEScanner, ssebuf_free, ssebuf_reserve
 
 cdef extern from "time.h" nogil:
     ctypedef long time_t
@@ -129,9 +129,7 @@ cdef inline char* _ms(char* p, double seconds) noexcept:
 cdef class AccessBuffer:
     """Access lines waiting for the next flush (smg.observability.logs.AccessLog owns it)."""
 
-    cdef char* _buf
-    cdef Py_ssize_t _len
-    cdef Py_ssize_t _cap
+    cdef SSEBuf _b                # the lines (smg._native.sse's growable buffer)
     cdef readonly bint json
     cdef public double offset     # wall clock minus the monotonic clock, refreshed by the owner
     cdef long long _sec           # second of the cached timestamp prefix
@@ -145,43 +143,24 @@ cdef class AccessBuffer:
         self._plen = 0
 
     def __dealloc__(self):
-        PyMem_Free(self._buf)
+        ssebuf_free(&self._b)
 
     @property
     def pending(self):
         """Bytes waiting."""
-        return self._len
+        return self._b.len
 
     def take(self):
         """Every line since the last take (each ending in LF), as bytes; empties the buffer."""
-        d = PyBytes_FromStringAndSize(self._buf, self._len)
-        self._len = 0
-        if self._cap > KEEP_BUFFER_MAX:
-            PyMem_Free(self._buf)
-            self._buf = NULL
-            self._cap = 0
+        d = PyBytes_FromStringAndSize(self._b.buf, self._b.len)
+        self._b.len = 0
+        if self._b.cap > KEEP_BUFFER_MAX:
+            ssebuf_free(&self._b)
         return d
 
     def line(self, bytes labels, double now, bytes rid, double duration, ttft, long long nbytes):
         """Appends one line (``ttft`` None: not a stream); ``now`` is on the monotonic clock."""
         self._line(labels, now, rid, duration, -1.0 if ttft is None else <double>ttft, nbytes)
-
-    cdef int _reserve(self, Py_ssize_t extra) except -1:
-        cdef Py_ssize_t cap
-        cdef char* nb
-        if self._len + extra <= self._cap:
-            return 0
-        cap = self._cap * 2
-        if cap < self._len + extra:
-            cap = self._len + extra
-        if cap < 4096:
-            cap = 4096
-        nb = <char*>PyMem_Realloc(self._buf, <size_t>cap)
-        if nb == NULL:
-            raise MemoryError()
-        self._buf = nb
-        self._cap = cap
-        return 0
 
     cdef char* _stamp(self, char* p, double now) noexcept:
         # "YYYY-MM-DDTHH:MM:SS.mmm" (UTC) of the wall-clock time `now + offset`
@@ -212,8 +191,8 @@ cdef class AccessBuffer:
         cdef const char* r = PyBytes_AS_STRING(rid)
         cdef char* p
         cdef Py_ssize_t i
-        self._reserve(LINE_FIXED + llen + 2 * rlen)
-        p = self._buf + self._len
+        ssebuf_reserve(&self._b, LINE_FIXED + llen + 2 * rlen)
+        p = self._b.buf + self._b.len
         if nbytes < 0:
             nbytes = 0
         if self.json:
@@ -253,7 +232,7 @@ cdef class AccessBuffer:
             p = _uint(p, <unsigned long long>nbytes)
             p[0] = b'\n'
             p += 1
-        self._len = p - self._buf
+        self._b.len = p - self._b.buf
         return 0
 
 
