@@ -30,6 +30,7 @@ import logging
 
 import orjson
 
+from smg.errors import RemoteProtocolError
 from smg.http1 import writer
 from smg.http1.events import Data, EndOfMessage, Response
 from smg.server.forward import upstream_head
@@ -181,7 +182,13 @@ class ProxyExchange:
             # one native call per read, however many events it carried: the scanner takes
             # the Data events' payloads itself and keeps first/last event times and the
             # last data value
-            self.scanner.observe(events)
+            try:
+                self.scanner.observe(events)
+            except RemoteProtocolError as e:
+                # only the observation failed (an event over the scanner's size limit):
+                # the bytes are relayed verbatim, so the answer goes on, untimed
+                log.info("request %s: stream no longer observed: %s", self.proto.rid.decode(), e)
+                self.scanner = None
         if done:
             self._complete()
 

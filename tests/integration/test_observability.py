@@ -2,6 +2,8 @@
 import io
 import json
 import re
+import socket
+import threading
 import time
 import urllib.request
 
@@ -10,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from smg.observability.logs import AccessLog
+from smg.streaming.sse import DEFAULT_MAX_EVENT_SIZE
 from smg.testing.harness import GatewayHarness
 from smg.testing.mock_worker import MockConfig
 
@@ -225,3 +228,80 @@ def test_text_access_log_times_streams_with_metrics_off():
     assert m, streamed
     assert float(m.group(2)) <= float(m.group(1)) and int(m.group(3)) > 0
     assert b" ttft_ms=- " in plain and b"request_id=chatcmpl-" in plain
+
+
+def _raw_worker(big: int):
+    """A loopback worker whose streamed answer carries one event of ``big`` bytes (over the
+    scanner's size limit); GETs get a model list. Returns (url, stop)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.2)
+    stop = threading.Event()
+    events = [b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n', b"data: " + b"x" * big + b"\n\n",
+              b'data: {"choices":[{"delta":{"content":"b"}}]}\n\n', b"data: [DONE]\n\n"]
+    stream = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
+    models = b'{"object":"list","data":[{"id":"mock-model","object":"model","owned_by":"raw"}]}'
+
+    def serve(conn):
+        conn.settimeout(10)
+        buf = b""
+        with conn:
+            for _ in range(100):                     # requests per connection, bounded
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                m = re.search(rb"(?i)content-length: *(\d+)", head)
+                need = int(m.group(1)) if m else 0
+                while len(buf) < need:
+                    buf += conn.recv(65536)
+                buf = buf[need:]
+                if head.startswith(b"POST"):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                                 b"transfer-encoding: chunked\r\n\r\n" + stream)
+                else:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                                 % (len(models), models))
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+        srv.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return "http://127.0.0.1:%d" % srv.getsockname()[1], stop.set
+
+
+def test_event_over_the_scanner_limit_still_reaches_the_client():
+    # observing the stream fails (the event is over 8 MiB); relaying it must not
+    big = DEFAULT_MAX_EVENT_SIZE + 1024
+    url, stop = _raw_worker(big)
+    try:
+        with GatewayHarness(workers=[], extra_worker_urls=(url,), disable_health_check=True) as h:
+            for _ in range(200):                      # registration is asynchronous
+                if h.on_loop(lambda: h.gw.registry.candidates(None)):
+                    break
+                time.sleep(0.025)
+            assert h.on_loop(lambda: h.gw.registry.candidates(None))
+            for _ in range(2):                        # the connection stays usable
+                status, headers, body = rawhttp.request(
+                    h.port, b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s"
+                    % (len(STREAM), STREAM), methods=["POST"])[0]
+                assert status == 200
+                assert body.count(b"data: ") == 4 and body.endswith(b"data: [DONE]\n\n")
+                assert b"x" * big in body and b'"error"' not in body
+            m = scrape(h)
+            assert val(m, "smg_router_requests_total", router_type="http", backend_type="regular",
+                       connection_mode="http", model="mock-model", endpoint="chat", streaming="true") == 2
+            assert val(m, "smg_router_ttft_seconds_count", router_type="http", backend_type="regular",
+                       model="mock-model", endpoint="chat") == 0      # untimed, not failed
+            assert not [k for k, v in m.items() if k[0] == "smg_router_request_errors_total" and v]
+            assert val(m, "smg_http_responses_total", path="/v1/chat/completions", status_code="200",
+                       error_code="") == 2
+    finally:
+        stop()
