@@ -1,8 +1,10 @@
 """smg-proxy: the command line.
 
-``smg-proxy [FLAGS]`` runs the gateway; with no ``--worker-urls`` (and none in
-``--config``) it starts two built-in mock workers and routes to them (demo mode).
-``smg-proxy mock-worker --port N`` runs one mock worker.
+``smg-proxy [FLAGS]`` runs the gateway. With no worker source at all (no
+``--worker-urls``, ``--discovery-file`` or ``--service-discovery``, on the command
+line or in ``--config``) it starts two built-in mock workers and routes to them (demo
+mode); with any source, it never does. ``smg-proxy mock-worker --port N`` runs one
+mock worker.
 
 Flags are generated from smg/config/schema.py. List flags accept SMG's spelling
 (``--worker-urls http://a http://b``) as well as repeating the flag.
@@ -84,6 +86,12 @@ def main(ctx: click.Context, config_file: str | None, **values) -> None:
     sys.exit(run(cfg))
 
 
+def has_worker_source(cfg: GatewayConfig) -> bool:
+    """True when workers are configured: URLs, a discovery file or Kubernetes discovery
+    (the Workers API alone is not a source: demo mode is for a bare ``smg-proxy``)."""
+    return bool(cfg.worker_urls or cfg.discovery_file or cfg.service_discovery)
+
+
 def run(cfg: GatewayConfig) -> int:
     """Runs the gateway on uvloop until SIGTERM/SIGINT; returns the exit status."""
     import uvloop
@@ -109,7 +117,7 @@ async def _serve(cfg: GatewayConfig) -> int:
             return 2
 
     mocks = []
-    if not cfg.worker_urls:
+    if not has_worker_source(cfg):
         from smg.testing.mock_worker import MockConfig, MockWorker
 
         for i in range(2):
@@ -130,7 +138,8 @@ async def _serve(cfg: GatewayConfig) -> int:
                    f":{gw.metrics_port}/metrics", err=True)
     if mocks:
         click.echo("demo mode: routing to 2 built-in mock workers (" + ", ".join(m.url for m in mocks)
-                   + "); give --worker-urls to use real ones", err=True)
+                   + "); give --worker-urls, --discovery-file or --service-discovery to use real ones",
+                   err=True)
         click.echo(f"try:\n  curl http://{host}:{gw.port}/v1/chat/completions -H 'content-type: application/json' "
                    "-d '{\"model\": \"mock-model\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'",
                    err=True)

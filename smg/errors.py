@@ -46,11 +46,50 @@ class ConfigError(SmgError):
 
 
 class UpstreamError(SmgError):
-    """Talking to a worker failed (connect, reset, timeout, malformed response)."""
+    """Talking to a worker failed. Callers dispatch on the subclass, never on the text.
+
+    Attributes:
+        status_hint: the status the gateway answers with when this ends the request.
+        kind: the failure's label (``smg_router_request_errors_total``/access log), one
+            fixed word per subclass.
+    """
 
     status_hint = 502
+    kind = "upstream_error"
 
     def __init__(self, msg: str, status_hint: int | None = None) -> None:
         super().__init__(msg)
         if status_hint is not None:
             self.status_hint = status_hint
+
+
+class ConnectFailed(UpstreamError):
+    """The worker's address refused or could not be reached."""
+
+    kind = "connect_failed"
+
+
+class ConnectTimeout(UpstreamError):
+    """Opening the connection took longer than ``--connect-timeout-secs``."""
+
+    status_hint = 504
+    kind = "connect_timeout"
+
+
+class UpstreamTimeout(UpstreamError):
+    """The worker did not finish within the request deadline."""
+
+    status_hint = 504
+    kind = "upstream_timeout"
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The worker sent bytes HTTP forbids (a malformed response)."""
+
+    kind = "upstream_protocol"
+
+
+class UpstreamClosed(UpstreamError):
+    """The worker closed the connection before the response was complete."""
+
+    kind = "upstream_closed"

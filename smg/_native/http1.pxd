@@ -47,6 +47,11 @@ cdef class _Parser:
         Py_ssize_t _buf_cap      # allocated size of _buf
         Py_ssize_t _scan         # the blank-line search resumes here (offset from the
                                  # first unconsumed byte; 0 whenever a section completes)
+        Py_ssize_t _cr_scan      # the bare-CR search of an incomplete head, trailer section
+                                 # or chunk line resumes here (same offset, same resets)
+        Py_ssize_t _skipped      # empty-line bytes skipped before the request-line being
+                                 # read (RFC 9112 §2.2); they count towards max_head_size.
+                                 # Not reset by _clear: only when a head completes.
         Py_ssize_t _max_head_size
         uint64_t _remaining      # body or chunk bytes still to read
         int _state               # H1_*
@@ -55,6 +60,7 @@ cdef class _Parser:
         bint _keep_alive         # the current message lets the connection carry another
         bint _interim            # a 1xx response was read: the final one is still due
         bint _in_feed            # re-entrancy guard: _run may hold a pointer into _buf
+        bint _skip_empty_lines   # RequestParser: empty lines before a head are ignored
 
     # inline: final, never overridden (plain C calls).
     cdef inline int _append(self, const unsigned char *data, Py_ssize_t n) except -1

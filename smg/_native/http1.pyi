@@ -10,6 +10,7 @@ from smg.http1.events import (
 )
 
 DEFAULT_MAX_HEAD_SIZE: int
+MAX_CHUNK_SIZE: int  # the largest chunk-size accepted (2**63 - 1)
 
 # Parser states (RequestParser.state / ResponseParser.state).
 H1_HEAD: int

@@ -26,7 +26,12 @@ Theory of operation:
   failed search remembers where to resume (`_scan`), so a head arriving a byte at a time
   is scanned once, not once per read (h11's ReceiveBuffer does the same).
 - Character classes are one 256-entry table of bit flags; integers are parsed in C with
-  the twin's digit limits (18 decimal, 16 hex), which is what makes them fit uint64_t.
+  the twin's limits (Content-Length 18 decimal digits; chunk-size 16 hex digits and at
+  most MAX_CHUNK_SIZE = 2**63 - 1), which is what makes them fit uint64_t.
+- A section that can no longer become valid fails at the byte that breaks it, not when
+  its end arrives: a bare CR in an incomplete head, trailer section or chunk line (its
+  search resumes at `_cr_scan`, so it is linear too), and a chunk line whose size is
+  already malformed or too big (a few bytes, checked again on each read).
 - Bodies: a Data event is a new bytes copied from the input, except that a body which
   is exactly the caller's whole `bytes` object reuses that object.
 
@@ -70,6 +75,11 @@ cdef object EndOfMessage = _events.EndOfMessage
 # 16 KiB, the twin's DEFAULT_MAX_HEAD_SIZE (h11's max_incomplete_event_size; see the twin
 # for the precedents). A test checks the two agree.
 DEFAULT_MAX_HEAD_SIZE = 16 * 1024
+
+# The largest chunk-size accepted, the twin's MAX_CHUNK_SIZE (2**63 - 1: what a signed
+# 64-bit length holds; see the twin). A test checks the two agree.
+cdef uint64_t H1_MAX_CHUNK_SIZE = 0x7FFFFFFFFFFFFFFF
+MAX_CHUNK_SIZE = H1_MAX_CHUNK_SIZE
 
 # A receive buffer larger than this is freed once it is empty, so that one big read (say
 # a partial head followed by a megabyte of body) does not pin its memory for the rest of
@@ -237,6 +247,26 @@ cdef inline bint _has_bare_cr(const unsigned char *p, Py_ssize_t n) noexcept:
         i = q - p + 1
         if i >= n or p[i] != LF:
             return True
+    return False
+
+
+cdef bint _bare_cr_in(const unsigned char *p, Py_ssize_t n, Py_ssize_t *scan) noexcept:
+    # A CR followed by a byte other than LF in p[scan[0]:n]? A CR at n - 1 is undecided
+    # (its next byte has not arrived, or lies past a limit): on False, scan[0] is where
+    # the search resumes when more bytes arrive (every CR before it is followed by LF).
+    cdef const unsigned char *q
+    cdef Py_ssize_t i = scan[0]
+    while i < n:
+        q = <const unsigned char *>memchr(p + i, CR, <size_t>(n - i))
+        if q == NULL:
+            break
+        i = q - p + 1
+        if i == n:
+            scan[0] = i - 1
+            return False
+        if p[i] != LF:
+            return True
+    scan[0] = n
     return False
 
 
@@ -461,21 +491,48 @@ cdef list _parse_header_lines(const unsigned char *p, Py_ssize_t pos, Py_ssize_t
     return headers
 
 
+cdef inline Py_ssize_t _chunk_size(const unsigned char *p, Py_ssize_t n,
+                                   uint64_t *size) noexcept:
+    # The chunk-size at the start of p[0:n] (the twin's _CHUNK_SIZE rule): returns the
+    # number of its hex digits (0: none) and stores the value; -1 once it can no longer
+    # be valid: a 17th digit, or a value above H1_MAX_CHUNK_SIZE.
+    cdef Py_ssize_t i = 0
+    cdef uint64_t v = 0
+    cdef unsigned char c
+    while i < n and CHAR_CLASS[p[i]] & C_HEX:
+        # v <= MAX >> 4 keeps v * 16 + 15 <= MAX = 2**63 - 1: nothing shifts out
+        if i == 16 or v > (H1_MAX_CHUNK_SIZE >> 4):
+            return -1
+        c = p[i]
+        v = (v << 4) | (c - 0x30 if c <= 0x39 else (c | 0x20) - 0x57)
+        i += 1
+    size[0] = v
+    return i
+
+
+cdef bint _chunk_prefix_bad(const unsigned char *p, Py_ssize_t n) noexcept:
+    # p[0:n] (n > 0, no LF yet) starts a chunk line: is no complete line valid any more?
+    # The size must be 1-16 HEXDIG <= MAX, followed by OWS, ";" or the line's CR (a bare
+    # CR is the caller's _bare_cr_in). The twin's _chunk_prefix_bad.
+    cdef uint64_t size
+    cdef Py_ssize_t i = _chunk_size(p, n, &size)
+    cdef unsigned char c
+    if i <= 0:
+        return True
+    if i < n:
+        c = p[i]
+        return not (c == SP or c == HTAB or c == b';' or c == CR)
+    return False
+
+
 cdef uint64_t _parse_chunk_line(const unsigned char *p, Py_ssize_t n) except? 0xFFFFFFFFFFFFFFFF:
     # chunk-size [ chunk-ext ] without its CRLF (RFC 9112 §7.1, §7.1.1; the twin's
     # _CHUNK_LINE): 1-16 HEXDIG, then *( BWS ";" BWS token [ BWS "=" BWS ( token /
     # quoted-string ) ] ), then OWS. Returns the size.
-    cdef Py_ssize_t i = 0
     cdef uint64_t size = 0
+    cdef Py_ssize_t i = _chunk_size(p, n, &size)
     cdef unsigned char c
-    while i < n and CHAR_CLASS[p[i]] & C_HEX:
-        c = p[i]
-        # at most 16 digits (checked below before any 17th could shift out): no overflow
-        if i == 16:
-            raise RemoteProtocolError("malformed chunk header")
-        size = (size << 4) | (c - 0x30 if c <= 0x39 else (c | 0x20) - 0x57)
-        i += 1
-    if i == 0:
+    if i <= 0:
         raise RemoteProtocolError("malformed chunk header")
     while True:
         while i < n and _is_ows(p[i]):
@@ -557,6 +614,7 @@ cdef class _Parser:
         self._max_head_size = max_head_size
         self._state = H1_HEAD
         self._remaining = 0
+        self._skipped = 0
         self._keep_alive = True
         self._interim = False
         self._clear()
@@ -685,6 +743,7 @@ cdef class _Parser:
         self._buf_start = 0
         self._buf_end = 0
         self._scan = 0
+        self._cr_scan = 0
         if self._buf_cap > H1_BUF_KEEP:
             PyMem_Free(self._buf)
             self._buf = NULL
@@ -694,27 +753,57 @@ cdef class _Parser:
                          object whole) except -1:
         # The twin's _run over buf[0:n]; returns the bytes consumed (the rest is an
         # incomplete head, chunk line, trailer section or chunk-ending CRLF).
-        cdef Py_ssize_t pos = 0, end, nl, take
+        cdef Py_ssize_t pos = 0, end, nl, take, limit, scan
         cdef const unsigned char *q
         cdef uint64_t size
         cdef H1Framing f
         cdef list trailers
         cdef int state
+        cdef unsigned char c
         while pos < n or (self._state == H1_BODY_LENGTH and self._remaining == 0):
             state = self._state
             if state == H1_HEAD:
-                # h11's early check: no head starts with a CTL or SP, so a TLS handshake
-                # (0x16) or other binary garbage on the port fails at once, not at 431
-                if buf[pos] < 0x21:
-                    raise RemoteProtocolError("illegal first byte of a message head")
+                c = buf[pos]
+                if c < 0x21:
+                    # h11's early check: no head starts with a CTL or SP, so a TLS
+                    # handshake (0x16) or other binary garbage on the port fails at once,
+                    # not at 431 ...
+                    if not self._skip_empty_lines or (c != LF and c != CR):
+                        raise RemoteProtocolError("illegal first byte of a message head")
+                    # ... but a request may follow empty lines (RFC 9112 §2.2), which
+                    # count towards the head's limit
+                    if c == LF:
+                        take = 1
+                    elif n - pos < 2:
+                        break  # a CR: whether an LF follows is still to come
+                    elif buf[pos + 1] == LF:
+                        take = 2
+                    else:
+                        raise RemoteProtocolError("bare CR in message head")
+                    pos += take
+                    self._skipped += take
+                    if self._skipped > self._max_head_size:
+                        raise self._head_too_big()
+                    continue
+                # errors come in byte order: a bare CR within the limit is a 400 (its
+                # next byte may be the first past it), a bare CR past it loses to the 431
+                limit = self._max_head_size - self._skipped
                 end = _find_head_end(buf + pos, n - pos, &self._scan)
                 if end < 0:
-                    if n - pos > self._max_head_size:
+                    if _bare_cr_in(buf + pos, n - pos if n - pos <= limit else limit + 1,
+                                   &self._cr_scan):
+                        raise RemoteProtocolError("bare CR in message head")
+                    if n - pos > limit:
                         raise self._head_too_big()
                     break
-                if end > self._max_head_size:
+                if end > limit:
+                    scan = 0
+                    if _bare_cr_in(buf + pos, limit + 1, &scan):
+                        raise RemoteProtocolError("bare CR in message head")
                     raise self._head_too_big()
                 self._scan = 0
+                self._cr_scan = 0
+                self._skipped = 0
                 self._on_head(buf + pos, end, events)
                 pos += end
             elif state == H1_BODY_LENGTH:
@@ -734,6 +823,10 @@ cdef class _Parser:
                 if q == NULL:
                     if n - pos > self._max_head_size:
                         raise RemoteProtocolError("chunk header too long")
+                    # no waiting for the LF of a line that can no longer be valid
+                    if (_chunk_prefix_bad(buf + pos, n - pos)
+                            or _bare_cr_in(buf + pos, n - pos, &self._cr_scan)):
+                        raise RemoteProtocolError("malformed chunk header")
                     break
                 nl = q - buf
                 if nl + 1 - pos > self._max_head_size:
@@ -742,6 +835,7 @@ cdef class _Parser:
                     raise RemoteProtocolError("chunk header must end in CRLF")
                 size = _parse_chunk_line(buf + pos, nl - 1 - pos)
                 pos = nl + 1
+                self._cr_scan = 0
                 if size == 0:
                     self._state = H1_TRAILERS
                     self._scan = 0
@@ -768,16 +862,25 @@ cdef class _Parser:
                 self._state = H1_CHUNK_SIZE
             elif state == H1_TRAILERS:
                 # the trailer section is taken whole, like a head
+                # (bare CR and the limit in byte order, as for a head)
+                limit = self._max_head_size
                 end = _find_section_end(buf + pos, n - pos, &self._scan)
                 if end < 0:
-                    if n - pos > self._max_head_size:
+                    if _bare_cr_in(buf + pos, n - pos if n - pos <= limit else limit + 1,
+                                   &self._cr_scan):
+                        raise RemoteProtocolError("bare CR in message head")
+                    if n - pos > limit:
                         raise RemoteProtocolError("trailers too long", 431)
                     break
-                if end > self._max_head_size:
+                if end > limit:
+                    scan = 0
+                    if _bare_cr_in(buf + pos, limit + 1, &scan):
+                        raise RemoteProtocolError("bare CR in message head")
                     raise RemoteProtocolError("trailers too long", 431)
                 if _has_bare_cr(buf + pos, end):
                     raise RemoteProtocolError("bare CR in message head")
                 self._scan = 0
+                self._cr_scan = 0
                 trailers = _parse_header_lines(buf + pos, 0, end, &f)
                 pos += end
                 self._end_message(events, trailers)
@@ -807,6 +910,7 @@ cdef class RequestParser(_Parser):
     def __cinit__(self, *args, **kwargs):
         self._eof_status = 400
         self._error_status = 0
+        self._skip_empty_lines = True
 
     cdef object _head_too_big(self):
         return RemoteProtocolError("request head too large", 431)
@@ -861,6 +965,9 @@ cdef class RequestParser(_Parser):
             raise RemoteProtocolError("multiple Host headers")
         if version is V11 and f.hosts == 0:
             raise RemoteProtocolError("missing Host header")
+        # RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing
+        if version is V10 and f.chunked:
+            raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request")
         # last: 505 is for an otherwise well-formed request (and h11, which takes any
         # version, then reports the same error we do for the rest)
         if version is None:

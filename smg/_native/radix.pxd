@@ -10,8 +10,20 @@
 #   edges         nedge x 16 bytes, sorted by first unit (binary search)
 # Tenants are interned to small ids (uint32) per tree; ids are recycled once a tenant
 # holds nothing.
+#
+# Memory accounting (radix_py module docstring, rule 5, which derives the constants from
+# the layout above): _mem is kept equal to
+#     sum over nodes (RADIX_NODE_BYTES + nbytes) + RADIX_SLOT_BYTES * (holdings)
+# by every change: a new leaf adds a node, its label and a slot; a new holding a slot; a
+# split a node and its copied slots (the two labels together are the old one); a dropped
+# holding subtracts a slot, a freed node its overhead and label. The twin keeps the same
+# books with the same constants, so evict_mem() stops at the same holding in both.
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+cdef enum:
+    RADIX_NODE_BYTES = 112   # per node, on top of its label (radix_py.NODE_BYTES)
+    RADIX_SLOT_BYTES = 24    # per (tenant, node) holding (radix_py.SLOT_BYTES)
 
 cdef struct Node
 
@@ -55,6 +67,7 @@ cdef class _Tree:
     cdef bint _utf8             # True: StringTree (UTF-8 labels); False: TokenTree (uint32)
     cdef uint64_t _clock        # logical clock (module docstring of radix_py)
     cdef uint64_t _total        # size(): units held, summed over tenants
+    cdef uint64_t _mem          # mem_size(): accounted bytes (memory accounting above)
     cdef Py_ssize_t _nodes      # non-root nodes
     cdef dict _tids             # tenant name -> tid
     cdef list _names            # tid -> tenant name (None when the id is free)
@@ -72,7 +85,10 @@ cdef class _Tree:
     cdef void _account(self, Node* node, uint32_t tid) noexcept
     cdef Node* _split(self, Node* parent, Py_ssize_t idx, uint32_t cut) except NULL
     cdef Py_ssize_t _walk(self, KeyView* kv, Py_ssize_t only_tid, Py_ssize_t* units) except -1
+    # Detach an unheld (childless) node, free it and book the bytes freed.
     cdef void _unlink_free(self, Node* node) noexcept
+    # The eviction loop of evict() / evict_mem(): bound on _mem (by_mem) or on _total.
+    cdef int _evict(self, uint64_t bound, bint by_mem) except -1
     # These are final (no subclass overrides them); `inline` per uvloop's convention.
     cdef inline uint32_t _unit_at(self, const uint8_t* p) noexcept
     cdef inline uint32_t _lcp(self, KeyView* kv, Py_ssize_t pos, Node* child) noexcept

@@ -4,6 +4,8 @@ same API; its module docstring defines the semantics)."""
 from collections.abc import Iterable
 
 MAX_KEY_UNITS: int
+NODE_BYTES: int  # mem_size(): bytes per node on top of its label
+SLOT_BYTES: int  # mem_size(): bytes per (tenant, node) holding
 
 class _Tree:
     def insert(self, key: object, tenant: str) -> None:
@@ -26,8 +28,14 @@ class _Tree:
     def evict(self, max_size: int) -> int:
         """While ``size() > max_size`` drop the LRU (tenant, leaf) holding; returns units
         evicted. Bound is for the whole tree. Raises ValueError if ``max_size < 0``."""
+    def evict_mem(self, max_bytes: int) -> int:
+        """As ``evict``, in the same order, while ``mem_size() > max_bytes``; returns the
+        bytes freed. Raises ValueError if ``max_bytes < 0``."""
     def size(self) -> int:
         """Units held, summed over tenants (shared prefixes count once per tenant)."""
+    def mem_size(self) -> int:
+        """Estimated memory in bytes: ``NODE_BYTES`` + label bytes per node, plus
+        ``SLOT_BYTES`` per (tenant, node) holding (radix_py docstring, rule 5)."""
     def tenant_size(self, tenant: str) -> int: ...
     def tenants(self) -> list[str]:
         """Tenants holding anything, sorted."""

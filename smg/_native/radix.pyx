@@ -18,6 +18,8 @@ How it is fast (issue 3: an ~8 KB prompt, match + insert, <= 20 us):
   interned to uint32 ids, and a node's holdings are a small array of 16-byte slots.
 - Eviction keeps, per slot, the count of children the tenant also holds, so leaf
   holdings are known without scanning, and runs one heap over them.
+- ``mem_size()`` (radix_py rule 5) is a counter every change keeps up to date (radix.pxd,
+  "Memory accounting"), so cache_aware's budget check after each insert costs one call.
 
 Not thread-safe: like the rest of smg's cores it is driven from one event loop thread
 and relies on the GIL (no nogil sections).
@@ -58,6 +60,9 @@ cdef enum:
     _LCP_BLOCK = 256
 
 MAX_KEY_UNITS = _MAX_KEY_UNITS
+# mem_size() accounting (radix.pxd; radix_py.NODE_BYTES / SLOT_BYTES, same values).
+NODE_BYTES = RADIX_NODE_BYTES
+SLOT_BYTES = RADIX_SLOT_BYTES
 
 cdef uint32_t _NO_TID = 0xFFFFFFFF
 
@@ -255,6 +260,7 @@ cdef class _Tree:
         self._utf8 = True
         self._clock = 0
         self._total = 0
+        self._mem = 0
         self._nodes = 0
         self._tids = {}
         self._names = []
@@ -454,10 +460,11 @@ cdef class _Tree:
         return 0
 
     cdef void _account(self, Node* node, uint32_t tid) noexcept:
-        # Book a new holding (its slot already exists): sizes and the parent's count.
+        # Book a new holding (its slot already exists): sizes, memory, the parent's count.
         cdef Slot* ps
         self._sizes[tid] += node.nunits
         self._total += node.nunits
+        self._mem += RADIX_SLOT_BYTES
         if node.parent != self._root:
             ps = slot_find(node.parent, tid)
             ps.nchild += 1
@@ -494,6 +501,8 @@ cdef class _Tree:
         lower.parent = upper
         parent.edges[idx].node = upper
         self._nodes += 1
+        # The two labels together are the old one: only the node and its slots are new.
+        self._mem += RADIX_NODE_BYTES + RADIX_SLOT_BYTES * <uint64_t>upper.nslot
         return upper
 
     cdef Py_ssize_t _walk(self, KeyView* kv, Py_ssize_t only_tid, Py_ssize_t* units) except -1:
@@ -529,6 +538,7 @@ cdef class _Tree:
         # Detach an unheld (hence childless) node from its parent and free it.
         cdef Node* parent = node.parent
         edge_del(parent, edge_find(parent, self._unit_at(node.label)))
+        self._mem -= RADIX_NODE_BYTES + <uint64_t>node.nbytes
         node_free(node)
         self._nodes -= 1
 
@@ -566,6 +576,7 @@ cdef class _Tree:
                         node_free(child)
                         raise
                     self._nodes += 1
+                    self._mem += RADIX_NODE_BYTES + <uint64_t>child.nbytes
                     self._account(child, tid)
                     break
                 child = node.edges[i].node
@@ -650,6 +661,7 @@ cdef class _Tree:
         for j in range(count - 1, -1, -1):
             nd = self._path[j]
             slot_del(nd, slot_find(nd, tid))
+            self._mem -= RADIX_SLOT_BYTES
             if nd.nslot == 0:
                 self._unlink_free(nd)
         self._total -= self._sizes[tid]
@@ -657,7 +669,27 @@ cdef class _Tree:
         self._release_tid(tid)
 
     def evict(self, max_size):
-        cdef uint64_t bound, evicted = 0
+        cdef uint64_t before = self._total
+        ms = _operator.index(max_size)
+        if ms < 0:
+            raise ValueError("max_size must be >= 0")
+        if ms >= self._total:
+            return 0
+        self._evict(<uint64_t>ms, False)
+        return before - self._total
+
+    def evict_mem(self, max_bytes):
+        cdef uint64_t before = self._mem
+        mb = _operator.index(max_bytes)
+        if mb < 0:
+            raise ValueError("max_bytes must be >= 0")
+        if mb >= self._mem:
+            return 0
+        self._evict(<uint64_t>mb, True)
+        return before - self._mem
+
+    cdef int _evict(self, uint64_t bound, bint by_mem) except -1:
+        # radix_py rule 4 while the measure (rule 5's _mem, or _total) is above bound.
         cdef Py_ssize_t count = 0, j, hn = 0, ncand = 0
         cdef uint32_t e, s, tid, units
         cdef Node* nd
@@ -666,12 +698,6 @@ cdef class _Tree:
         cdef Slot* ps
         cdef HeapEntry top
         cdef HeapEntry* heap = NULL
-        ms = _operator.index(max_size)
-        if ms < 0:
-            raise ValueError("max_size must be >= 0")
-        if ms >= self._total:
-            return 0
-        bound = ms
         # Every non-root node, breadth-first, counting leaf holdings (nchild == 0).
         nd = root
         j = -1
@@ -702,7 +728,7 @@ cdef class _Tree:
                         hn += 1
             for j in range(hn // 2 - 1, -1, -1):
                 heap_sift_down(heap, hn, j)
-            while self._total > bound and hn > 0:
+            while hn > 0 and (self._mem if by_mem else self._total) > bound:
                 top = heap[0]
                 hn -= 1
                 heap[0] = heap[hn]
@@ -710,10 +736,10 @@ cdef class _Tree:
                 nd = top.node
                 tid = top.tid
                 slot_del(nd, slot_find(nd, tid))
+                self._mem -= RADIX_SLOT_BYTES
                 units = nd.nunits
                 self._total -= units
                 self._sizes[tid] -= units
-                evicted += units
                 parent = nd.parent
                 if nd.nslot == 0:
                     self._unlink_free(nd)
@@ -731,10 +757,13 @@ cdef class _Tree:
                     self._release_tid(tid)
         finally:
             PyMem_Free(heap)
-        return evicted
+        return 0
 
     def size(self):
         return self._total
+
+    def mem_size(self):
+        return self._mem
 
     def tenant_size(self, tenant):
         if not isinstance(tenant, str):
@@ -759,6 +788,7 @@ cdef class _Tree:
         cdef dict sizes = {}
         cdef Py_ssize_t count = 0
         cdef uint64_t total = 0
+        cdef uint64_t mem = 0
         cdef uintptr_t addr
         nd = self._root
         while True:
@@ -767,6 +797,7 @@ cdef class _Tree:
                 count += 1
                 assert nd.nbytes > 0 and nd.nunits > 0 and nd.nslot > 0
                 assert nd.nunits == self._units_in(nd.label, nd.nbytes, False)
+                mem += RADIX_NODE_BYTES + nd.nbytes + RADIX_SLOT_BYTES * <uint64_t>nd.nslot
                 for s in range(nd.nslot):
                     name = self._names[nd.slots[s].tid]
                     assert name is not None
@@ -798,6 +829,7 @@ cdef class _Tree:
             total += self._sizes[<Py_ssize_t>tid]
         assert sizes == {n: self._sizes[<Py_ssize_t>t] for n, t in self._tids.items()}
         assert total == self._total
+        assert mem == self._mem, "memory accounting"
 
 
 cdef object _tokens_from_buffer(Py_buffer* view, KeyView* kv):

@@ -1,7 +1,18 @@
 # smg._native.sse: declarations of the native SSE scanner (this file is the contract).
 #
 # Twin: smg/streaming/sse_py.py (same API, same limits, same errors).
-# Stub: smg/_native/sse.pyi.  Only smg/streaming/sse.py imports this module.
+# Stub: smg/_native/sse.pyi.
+#
+# Who imports this module:
+# - Python code: only the selector smg/streaming/sse.py (through smg._native.load).
+# - Cython code: smg/_native/tally.pyx cimports SSEScanner, so that Tally.record_stream()
+#   reads a native scanner's first_t, last_t, data_events and done as C fields and calls
+#   _last_usage() as a C method (no attribute lookups, no bytes object for last_data).
+#   That makes the compiled tally module import this one at run time (for the type
+#   object), and makes these declarations part of tally's contract too: changing the
+#   order or type of a field, or _last_usage's signature, needs both rebuilt together
+#   (setup.py always builds every module; cythonize tracks the .pxd dependency).
+# No other module may cimport SSEScanner's private fields.
 #
 # Lifetime rule: `_dptr` and `_lptr` may point into the caller's buffer, which is only
 # valid for the duration of one feed()/observe() call; _scan() copies them (into `_data`,
@@ -9,60 +20,8 @@
 # the scanner into the failed state, which never reads them again.
 
 cimport cython
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
-from libc.string cimport memcpy
 
-
-# A growable byte buffer owned by one scanner: no Python object, no refcount.
-# buf is NULL until the first append; 0 <= len <= cap always.
-cdef struct SSEBuf:
-    char* buf
-    Py_ssize_t len
-    Py_ssize_t cap
-
-
-# First allocation of an SSEBuf; doubling from here reaches a typical chat chunk
-# (~250 bytes) without a second realloc.
-cdef enum:
-    SSEBUF_MIN_CAP = 512
-
-
-cdef inline int ssebuf_reserve(SSEBuf* b, Py_ssize_t extra) except -1:
-    # Grow so that `extra` more bytes fit; amortised doubling keeps appends O(1).
-    cdef Py_ssize_t need = b.len + extra
-    cdef Py_ssize_t cap
-    cdef char* nb
-    if need <= b.cap:
-        return 0
-    cap = b.cap * 2
-    if cap < need:
-        cap = need
-    if cap < SSEBUF_MIN_CAP:
-        cap = SSEBUF_MIN_CAP
-    nb = <char*>PyMem_Realloc(b.buf, <size_t>cap)
-    if nb == NULL:
-        raise MemoryError()
-    b.buf = nb
-    b.cap = cap
-    return 0
-
-
-cdef inline int ssebuf_append(SSEBuf* b, const char* s, Py_ssize_t n) except -1:
-    if n <= 0:
-        # also avoids memcpy(NULL, ..., 0), which C leaves undefined
-        return 0
-    if n > b.cap - b.len:
-        ssebuf_reserve(b, n)
-    memcpy(b.buf + b.len, s, <size_t>n)
-    b.len += n
-    return 0
-
-
-cdef inline void ssebuf_free(SSEBuf* b) noexcept:
-    PyMem_Free(b.buf)
-    b.buf = NULL
-    b.len = 0
-    b.cap = 0
+from smg._native.buffer cimport ByteBuf
 
 
 # final: nothing subclasses the scanner, so cdef method calls skip the vtable.
@@ -81,8 +40,8 @@ cdef class SSEScanner:
     cdef readonly double last_t            # observe(): clock when data events last completed
 
     # --- the event being assembled ---
-    cdef SSEBuf _line        # pending unterminated line; only ever holds bytes of ONE line
-    cdef SSEBuf _data        # data field values of the current event, joined with b"\n"
+    cdef ByteBuf _line       # pending unterminated line; only ever holds bytes of ONE line
+    cdef ByteBuf _data       # data field values of the current event, joined with b"\n"
     cdef const char* _dptr   # first data value, still in the caller's buffer (see lifetime rule)
     cdef Py_ssize_t _dlen    # its length
     cdef Py_ssize_t _ev_size # content bytes (terminators excluded) of the current event's lines
@@ -92,12 +51,12 @@ cdef class SSEScanner:
 
     # --- the latest non-[DONE] data value (the property last_data) ---
     cdef object _last_obj    # as bytes (feed() made one), or None
-    cdef SSEBuf _last        # as raw bytes (observe()), valid when _last_in_buf
+    cdef ByteBuf _last       # as raw bytes (observe()), valid when _last_in_buf
     cdef bint _last_in_buf   # _last holds the latest value; _last_obj is None or a copy of it
     cdef bint _lpending      # the latest value is still at _lptr/_llen in the caller's buffer
-    cdef const char* _lptr
+    cdef const char* _lptr   # ... at this address (see lifetime rule)
+    cdef Py_ssize_t _llen    # ... and of this length
     cdef bint _hold_last     # observe(list): _lptr points into a bytes item the list keeps alive
-    cdef Py_ssize_t _llen
 
     # --- stream state ---
     cdef int _bom_held       # 0..2 bytes of a possible leading BOM held back at stream start
@@ -106,11 +65,21 @@ cdef class SSEScanner:
     cdef bint _failed        # an error was raised; feed() refuses further input
     cdef bint _eof           # feed_eof() was called; feed() ignores further input
 
+    # usage_counts() of the latest data value, wherever it lies: (in, out) or None.
+    # Also called by smg._native.tally (Tally.record_stream).
     cdef object _last_usage(self)
+    # One bytes-like piece: TypeError unless bytes/bytearray/memoryview; then _scan.
+    # `out` is the list completed data values go to (feed), or None (observe: counts only).
     cdef int _feed_one(self, object data, list out, str who) except -1
+    # The scanner proper over p[0:n] (module docstring, "Theory of operation").
     cdef int _scan(self, const char* p, Py_ssize_t n, list out) except -1
+    # One complete line; `stable`: s points into the caller's buffer, not into _line.
     cdef int _on_line(self, const char* s, Py_ssize_t m, bint stable, list out) except -1
+    # A blank line ended the current event.
     cdef int _dispatch(self, list out) except -1
+    # Copy a latest data value still in the caller's buffer into _last.
     cdef int _settle_last(self) except -1
+    # Copy the deferred first data value (_dptr/_dlen) into _data.
     cdef int _flush_deferred(self) except -1
+    # Raise RemoteProtocolError(502) for an event larger than max_event_size.
     cdef int _too_big(self) except -1

@@ -41,6 +41,8 @@ from cpython.bytes cimport (
 from libc.string cimport memchr, memcmp
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
+from smg._native.buffer cimport bytebuf_append, bytebuf_free
+
 from operator import index as _index
 
 from smg.errors import RemoteProtocolError as _RemoteProtocolError
@@ -106,9 +108,9 @@ cdef class SSEScanner:
         self._eof = False
 
     def __dealloc__(self):
-        ssebuf_free(&self._line)
-        ssebuf_free(&self._data)
-        ssebuf_free(&self._last)
+        bytebuf_free(&self._line)
+        bytebuf_free(&self._data)
+        bytebuf_free(&self._last)
 
     @property
     def last_data(self):
@@ -231,8 +233,8 @@ cdef class SSEScanner:
         self._ev_lines = False
         self._ev_size = 0
         self._bom_held = 0
-        ssebuf_free(&self._line)
-        ssebuf_free(&self._data)
+        bytebuf_free(&self._line)
+        bytebuf_free(&self._data)
         return []
 
     cdef int _scan(self, const char* p, Py_ssize_t n, list out) except -1:
@@ -261,7 +263,7 @@ cdef class SSEScanner:
                     return 0                # still undecided
                 else:
                     # Not a BOM: the held bytes start the first line (they hold no CR/LF).
-                    ssebuf_append(&self._line, SSE_BOM, self._bom_held)
+                    bytebuf_append(&self._line, SSE_BOM, self._bom_held)
                     self._at_start = False
                     self._bom_held = 0
 
@@ -289,11 +291,11 @@ cdef class SSEScanner:
                     break  # no terminator left in this piece
                 if self._line.len:
                     # Only the first line of a piece can continue a pending line.
-                    ssebuf_append(&self._line, p + pos, t - pos)
+                    bytebuf_append(&self._line, p + pos, t - pos)
                     self._on_line(self._line.buf, self._line.len, False, out)
                     self._line.len = 0
                     if self._line.cap > SSE_KEEP_BUFFER_MAX:
-                        ssebuf_free(&self._line)
+                        bytebuf_free(&self._line)
                 else:
                     self._on_line(p + pos, t - pos, True, out)
                 pos = nxt
@@ -302,7 +304,7 @@ cdef class SSEScanner:
                 # Unterminated tail: check the limit before copying it.
                 if self._line.len + (n - pos) > self.max_event_size - self._ev_size:
                     self._too_big()
-                ssebuf_append(&self._line, p + pos, n - pos)
+                bytebuf_append(&self._line, p + pos, n - pos)
             if self._deferred:
                 self._flush_deferred()  # p is only valid until we return
             if not self._hold_last:
@@ -354,17 +356,17 @@ cdef class SSEScanner:
                 self._dptr = v
                 self._dlen = vlen
             else:
-                ssebuf_append(&self._data, v, vlen)
+                bytebuf_append(&self._data, v, vlen)
         else:
             if self._deferred:
                 self._flush_deferred()
-            ssebuf_append(&self._data, b"\n", 1)
-            ssebuf_append(&self._data, v, vlen)
+            bytebuf_append(&self._data, b"\n", 1)
+            bytebuf_append(&self._data, v, vlen)
         return 0
 
     cdef int _dispatch(self, list out) except -1:
         cdef bytes d
-        cdef SSEBuf tmp
+        cdef ByteBuf tmp
         self.events += 1
         if self._has_data and out is None:
             # observe(): no bytes object; the value is remembered where it lies
@@ -393,7 +395,7 @@ cdef class SSEScanner:
                 self._last_in_buf = True
                 self._last_obj = None
             if self._data.cap > SSE_KEEP_BUFFER_MAX:
-                ssebuf_free(&self._data)
+                bytebuf_free(&self._data)
         elif self._has_data:
             if self._deferred:
                 d = PyBytes_FromStringAndSize(<char*>self._dptr, self._dlen)
@@ -402,7 +404,7 @@ cdef class SSEScanner:
                 d = PyBytes_FromStringAndSize(self._data.buf, self._data.len)
                 self._data.len = 0
                 if self._data.cap > SSE_KEEP_BUFFER_MAX:
-                    ssebuf_free(&self._data)
+                    bytebuf_free(&self._data)
             self._has_data = False
             self.data_events += 1
             out.append(d)
@@ -421,13 +423,13 @@ cdef class SSEScanner:
         if self._lpending:
             self._lpending = False
             self._last.len = 0
-            ssebuf_append(&self._last, self._lptr, self._llen)
+            bytebuf_append(&self._last, self._lptr, self._llen)
         return 0
 
     cdef int _flush_deferred(self) except -1:
         # Move the first data value out of the caller's buffer into _data.
         self._deferred = False
-        ssebuf_append(&self._data, self._dptr, self._dlen)
+        bytebuf_append(&self._data, self._dptr, self._dlen)
         self._dptr = NULL
         return 0
 

@@ -2,6 +2,7 @@
 """smg._native.tally: per-request-shape accumulators and access-log lines.
 
 Twin: smg/observability/tally_py.py.  Selector: smg/observability/tally.py (import from there).
+Contract (fields, cdef methods, lifetime rule): smg/_native/tally.pxd.
 
 Theory of operation: every finished request belongs to a shape (method, path, status,
 model, worker, policy, ...; see smg.observability.observer). Its Tally holds the shape's
@@ -26,7 +27,8 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport floor
 from libc.string cimport memcpy
 
-from smg._native.sse cimport SSEBuf, SSEScanner, ssebuf_free, ssebuf_reserve
+from smg._native.buffer cimport bytebuf_free, bytebuf_reserve
+from smg._native.sse cimport SSEScanner
 
 cdef extern from "time.h" nogil:
     ctypedef long time_t
@@ -48,11 +50,7 @@ cdef double MAX_SECONDS = 1e9
 cdef class Hist:
     """A histogram cell: counts per "le" bucket (the last one is +Inf) and the sum."""
 
-    cdef double* _bounds
-    cdef long long* _counts
-    cdef Py_ssize_t _n
-    cdef readonly tuple bounds
-    cdef readonly double sum
+    # fields: tally.pxd
 
     def __cinit__(self, bounds):
         cdef Py_ssize_t i
@@ -129,12 +127,7 @@ cdef inline char* _ms(char* p, double seconds) noexcept:
 cdef class AccessBuffer:
     """Access lines waiting for the next flush (smg.observability.logs.AccessLog owns it)."""
 
-    cdef SSEBuf _b                # the lines (smg._native.sse's growable buffer)
-    cdef readonly bint json
-    cdef public double offset     # wall clock minus the monotonic clock, refreshed by the owner
-    cdef long long _sec           # second of the cached timestamp prefix
-    cdef char _prefix[32]         # "YYYY-MM-DDTHH:MM:SS" of _sec
-    cdef Py_ssize_t _plen
+    # fields: tally.pxd
 
     def __cinit__(self, bint json=False):
         self.json = json
@@ -143,7 +136,7 @@ cdef class AccessBuffer:
         self._plen = 0
 
     def __dealloc__(self):
-        ssebuf_free(&self._b)
+        bytebuf_free(&self._b)
 
     @property
     def pending(self):
@@ -155,7 +148,7 @@ cdef class AccessBuffer:
         d = PyBytes_FromStringAndSize(self._b.buf, self._b.len)
         self._b.len = 0
         if self._b.cap > KEEP_BUFFER_MAX:
-            ssebuf_free(&self._b)
+            bytebuf_free(&self._b)
         return d
 
     def line(self, bytes labels, double now, bytes rid, double duration, ttft, long long nbytes):
@@ -191,7 +184,7 @@ cdef class AccessBuffer:
         cdef const char* r = PyBytes_AS_STRING(rid)
         cdef char* p
         cdef Py_ssize_t i
-        ssebuf_reserve(&self._b, LINE_FIXED + llen + 2 * rlen)
+        bytebuf_reserve(&self._b, LINE_FIXED + llen + 2 * rlen)
         p = self._b.buf + self._b.len
         if nbytes < 0:
             nbytes = 0
@@ -239,16 +232,7 @@ cdef class AccessBuffer:
 cdef class Tally:
     """Counters, histograms and access-log labels of one request shape."""
 
-    cdef readonly long long count
-    cdef readonly long long tok_in
-    cdef readonly long long tok_out
-    cdef readonly Hist dur
-    cdef readonly Hist ttft
-    cdef readonly Hist tpot
-    cdef readonly Hist gen
-    cdef readonly object labels      # dict of rendered metric labels (read at scrape)
-    cdef readonly bytes access       # the shape's part of an access line
-    cdef AccessBuffer _log           # None: no access log
+    # fields: tally.pxd
 
     def __cinit__(self, labels, dur_bounds, ttft_bounds, tpot_bounds, bytes access=b"", AccessBuffer log=None):
         self.labels = labels

@@ -6,8 +6,7 @@ default and help. The CLI and the config loader are generated from this table.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 POLICIES = ("cache_aware", "power_of_two", "consistent_hashing", "prefix_hash", "manual", "bucket",
@@ -48,7 +47,12 @@ SETTINGS: tuple = (
     Setting("eviction_interval_secs", float, 60.0, "cache_aware: how often the radix trees are trimmed.",
             minimum=0.01),
     Setting("max_tree_size", int, 67108864,
-            "cache_aware: characters (or tokens) held by one model's tree, all its workers together.",
+            "cache_aware: estimated memory (bytes) of one model's radix tree, all its workers "
+            "together (112 per node + its text as UTF-8 + 24 per worker holding the node). Trimmed "
+            "to this every eviction_interval_secs, and at once when an insert passes 1.5x this. "
+            "Counted in bytes, not characters, so that memory does not depend on the prompt mix "
+            "(short unique prompts are mostly node overhead): the default 64 MiB holds a model's "
+            "tree to at most 96 MiB.",
             minimum=1),
     Setting("prefix_token_count", int, 256,
             "prefix_hash: tokens hashed (4x as many characters for untokenized requests).", minimum=1),
@@ -102,6 +106,12 @@ SETTINGS: tuple = (
             "Expand a data-parallel worker into one logical worker per rank (data_parallel_rank injected)."),
     Setting("drain_settle_secs", float, 5.0,
             "After DELETE /workers/{id}, longest wait for in-flight requests before removal.", minimum=0.0),
+    Setting("worker_probe_timeout_secs", float, 5.0,
+            "Timeout of each registration probe of a new worker (GET /v1/models, /health, /get_server_info).",
+            minimum=0.01),
+    Setting("worker_registration_max_backoff_secs", float, 5.0,
+            "Longest wait between attempts to reach a new worker that is not answering yet.", minimum=0.01),
+    Setting("load_monitor_timeout_secs", float, 5.0, "Timeout of one engine load poll.", minimum=0.01),
     Setting("discovery_file", str, "", "JSON manifest of workers, re-read when it changes."),
     Setting("discovery_check_interval_secs", float, 30.0, "Seconds between discovery-file checks.",
             minimum=0.1),
@@ -113,6 +123,19 @@ SETTINGS: tuple = (
     Setting("max_payload_size", int, 536870912, "Largest request body in bytes (413 above).", minimum=1),
     Setting("max_header_size", int, 32768,
             "Largest request head (request line + headers) in bytes (431 above).", minimum=1024),
+    Setting("max_upstream_header_size", int, 65536,
+            "Largest response head (status line + headers) accepted from a worker (502 above).",
+            minimum=1024),
+    Setting("pipeline_queue_limit", int, 64,
+            "Parsed events of pipelined requests held while a response is in progress before the "
+            "connection stops reading.", minimum=1),
+    Setting("usage_body_limit", int, 1048576,
+            "Non-streamed answers up to this size are read at their end for token usage (metrics).",
+            minimum=0),
+    Setting("body_read_min_rate", int, 1024,
+            "Bytes per second a request body must average once header_read_timeout_secs has passed "
+            "since its head (408 below): a body dripped slowly cannot hold a connection forever.",
+            minimum=1),
     Setting("request_timeout_secs", float, 1800.0,
             "Upstream request timeout: from dispatch to the end of the response (504 before the head).",
             minimum=0.001),
@@ -155,22 +178,54 @@ def _defaults() -> dict:
     return {s.name: (list(s.default) if isinstance(s.default, list) else s.default) for s in SETTINGS}
 
 
-@dataclass
+def _frozen(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
 class GatewayConfig:
-    """Resolved settings. Build it with ``smg.config.build_config``."""
+    """Resolved settings, one typed attribute per row of ``SETTINGS``, frozen.
 
-    values: dict = field(default_factory=_defaults)
+    Build it with ``smg.config.build_config``. The class body is generated from the
+    table (``__slots__`` and annotations), so a setting is an ordinary slot read on
+    the hot path (no ``__getattr__``) and tools see every name. List settings are held
+    as tuples; ``values`` gives the plain mapping back; ``replace`` makes a changed copy.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+    __slots__ = tuple(s.name for s in SETTINGS)
+    __annotations__ = {s.name: (tuple if s.kind is list else s.kind) for s in SETTINGS}
+
+    def __init__(self, values: dict | None = None) -> None:
+        merged = _defaults()
+        if values:
+            unknown = set(values) - set(merged)
+            if unknown:
+                raise TypeError(f"unknown settings: {sorted(unknown)}")
+            merged.update(values)
+        for name, value in merged.items():
+            object.__setattr__(self, name, _frozen(value))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"GatewayConfig is frozen (tried to set {name}); use replace()")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("GatewayConfig is frozen")
+
+    @property
+    def values(self) -> dict:
+        return {s.name: (list(v) if isinstance(v := getattr(self, s.name), tuple) else v) for s in SETTINGS}
 
     def replace(self, **changes: Any) -> "GatewayConfig":
-        v = dict(self.values)
+        v = self.values
         v.update(changes)
-        return dataclasses.replace(self, values=v)
+        return GatewayConfig(v)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GatewayConfig) and self.values == other.values
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"GatewayConfig({self.values!r})"
 
 
 def setting(name: str) -> Setting:

@@ -8,7 +8,15 @@ every ``feed`` raises again. Any other exception from ``feed`` is a bug.
 
 Rules kept (RFC 9112; differences from h11, the reference oracle, are marked *; the
 test module tests/native/test_http1.py lists each one as it shows on its corpus):
-- A line ends in CRLF or a bare LF (RFC 9112 §2.2 MAY); a CR anywhere else is an error.
+- A line ends in CRLF or a bare LF (RFC 9112 §2.2 MAY); a CR anywhere else is an error,
+  raised as soon as the byte after the CR arrives (not when the head is complete: a
+  client that sent one is not waited for until its timeout).
+- * A RequestParser ignores empty lines (CRLF or LF) before a request-line (RFC 9112
+  §2.2: a server "SHOULD ignore at least one empty line (CRLF) received prior to the
+  request-line"), including between pipelined requests. They count towards the next
+  head's ``max_head_size``, so a peer streaming CRLFs gets a 431 after that many bytes.
+  h11 rejects them (400). A ResponseParser does not skip them (§2.2 speaks of
+  servers; a worker sending them is broken): 502.
 - * Every limit holds however the bytes are split between ``feed`` calls: the head
   (request/status line + headers + blank line), a chunk-size line and a trailer
   section may each be at most ``max_head_size`` bytes, complete or not. h11 only
@@ -20,6 +28,10 @@ test module tests/native/test_http1.py lists each one as it shows on its corpus)
   (h11's early check for TLS or binary garbage on the port), then the request/status
   line's syntax, then every header line's syntax, then the fields' meaning in order,
   then Host, and the version last (505 is for an otherwise well-formed request).
+  A bare CR and the size limit are reported in byte order, so that the split cannot
+  change the outcome: a bare CR within ``max_head_size`` bytes is a 400 even in a head
+  that is also too big (its next byte may be the first one past the limit); a bare CR
+  past the limit, a 431.
 - * Every ResponseParser error carries 502 (RFC 9112 §6.3: a proxy that receives an
   invalid response "MUST ... send a 502 (Bad Gateway) response to the client"; §5.2
   says the same of obs-fold). h11 uses its request-side statuses (400/431/501).
@@ -33,11 +45,23 @@ test module tests/native/test_http1.py lists each one as it shows on its corpus)
   across fields; identical repeats (byte for byte, as h11 compares them) are kept once
   (RFC 9112 §6.3 item 5).
 - Transfer-Encoding other than exactly ``chunked`` → 501 (RFC 9112 §6.1).
+- * An HTTP/1.0 request with ``Transfer-Encoding: chunked`` → 400 (RFC 9112 §6.1: a
+  server that receives TE in an HTTP/1.0 message "MUST treat the message as if the
+  framing is faulty"; nginx refuses it too); h11 reads it as chunked. (Any other TE
+  is the 501 above, found first.) A ResponseParser still accepts an HTTP/1.0 chunked
+  response, as h11 does: HTTP/1.0 never keeps the worker connection alive, so its
+  framing cannot desynchronise a later exchange.
 - * Chunk extensions must be ``;name[=value]`` with token names and token or
   quoted-string values, with optional BWS around ``;`` and ``=`` (RFC 9112 §7.1.1);
   h11 accepts anything after ``;`` but no whitespace before it.
-- * Chunk sizes are at most 16 hex digits and Content-Length at most 18 decimal digits
-  (the native twin stores them in 64-bit integers); h11 allows 20 of each.
+- * Chunk sizes are at most 16 hex digits (leading zeros included) and at most
+  ``MAX_CHUNK_SIZE`` = 2**63 - 1, the largest length a signed 64-bit integer holds
+  (nginx's limit too: its off_t maximum); Content-Length is at most 18 decimal digits
+  (the native twin stores both in 64-bit integers); h11 allows 20 digits of each.
+- * A chunk line fails as soon as it can no longer be valid, not when its LF arrives:
+  a first byte that is not HEXDIG, a 17th digit, a size past ``MAX_CHUNK_SIZE``, a
+  byte after the size other than OWS, ``;`` or CR, or a bare CR. (So sixteen ``f``
+  are a 400 at once; h11 waits for the line, then for 2**64 - 1 bytes.)
 - * Control characters (other than HTAB) in header names, values and the reason
   phrase are rejected (RFC 9110 §5.5: field-vchar is VCHAR / obs-text, other CTLs are
   invalid; RFC 9112 §4: reason-phrase is HTAB / SP / VCHAR / obs-text); h11 lets
@@ -81,6 +105,10 @@ _CHUNK_LINE = re.compile(
     + rb'|"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"))?)*)[ \t]*\Z'
 )
 _CONTENT_LENGTH = re.compile(rb"[0-9]{1,18}\Z")
+_HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]*")
+
+# The largest chunk-size accepted: 2**63 - 1 (see the module docstring).
+MAX_CHUNK_SIZE = 2**63 - 1
 
 # Parser states (mirrored as a cdef enum in the native twin).
 H1_HEAD = 0
@@ -120,6 +148,31 @@ def _find_section_end(buf: bytearray, start: int) -> int:
             if buf[start + 1] == 0x0A:
                 return start + 2
     return _find_head_end(buf, start)
+
+
+def _bare_cr(buf: bytearray, start: int, stop: int) -> bool:
+    """A CR followed by a byte other than LF in ``buf[start:stop]``? A CR at ``stop - 1``
+    is undecided (its next byte has not arrived, or lies past a limit)."""
+    i = buf.find(b"\r", start, stop)
+    while i != -1:
+        if i + 1 >= stop:
+            return False
+        if buf[i + 1] != 0x0A:
+            return True
+        i = buf.find(b"\r", i + 2, stop)
+    return False
+
+
+def _chunk_prefix_bad(line: bytes) -> bool:
+    """``line`` (not empty, no LF yet) starts a chunk line: is no complete line valid any
+    more? (The size part of ``_CHUNK_LINE``, and no bare CR.)"""
+    digits = _HEX_DIGITS.match(line).end()
+    if digits == 0 or digits > 16 or int(line[:digits], 16) > MAX_CHUNK_SIZE:
+        return True
+    if digits < len(line) and line[digits] not in b" \t;\r":
+        return True
+    cr = line.find(b"\r")
+    return cr != -1 and cr + 1 < len(line)
 
 
 def _split_lines(head: bytes) -> list:
@@ -200,14 +253,20 @@ def _has_close(connection: bytes) -> bool:
 
 
 class _Parser:
-    __slots__ = ("_buf", "_interim", "_keep_alive", "_max_head_size", "_remaining", "_state")
+    __slots__ = ("_buf", "_interim", "_keep_alive", "_max_head_size", "_remaining", "_skipped",
+                 "_state")
     # the status every error carries (ResponseParser), or None to keep each error's own
     _error_status: int | None = None
+    # empty lines before a head are ignored (RequestParser, RFC 9112 §2.2)
+    _skip_empty_lines = False
 
     def __init__(self, max_head_size: int = DEFAULT_MAX_HEAD_SIZE) -> None:
         self._buf = bytearray()
         self._state = H1_HEAD
         self._remaining = 0
+        # empty-line bytes skipped before the head being read; they count towards
+        # max_head_size, and are reset only when a head completes
+        self._skipped = 0
         self._max_head_size = max_head_size
         self._keep_alive = True
         # a 1xx response was read and the final response is still due
@@ -282,19 +341,45 @@ class _Parser:
         while pos < n or self._state in (H1_BODY_LENGTH,) and self._remaining == 0:
             state = self._state
             if state == H1_HEAD:
-                # h11's early check: no head starts with a CTL or SP, so a TLS handshake
-                # (0x16) or other binary garbage on the port fails at once, not at 431
-                if buf[pos] < 0x21:
-                    raise RemoteProtocolError("illegal first byte of a message head")
+                c = buf[pos]
+                if c < 0x21:
+                    # h11's early check: no head starts with a CTL or SP, so a TLS
+                    # handshake (0x16) or other binary garbage on the port fails at once,
+                    # not at 431 ...
+                    if not self._skip_empty_lines or c not in (0x0A, 0x0D):
+                        raise RemoteProtocolError("illegal first byte of a message head")
+                    # ... but a request may follow empty lines (RFC 9112 §2.2), which
+                    # count towards the head's limit
+                    if c == 0x0A:
+                        take = 1
+                    elif n - pos < 2:
+                        break  # a CR: whether an LF follows is still to come
+                    elif buf[pos + 1] == 0x0A:
+                        take = 2
+                    else:
+                        raise RemoteProtocolError("bare CR in message head")
+                    pos += take
+                    self._skipped += take
+                    if self._skipped > self._max_head_size:
+                        raise self._head_too_big()
+                    continue
+                # errors come in byte order: a bare CR within the limit is a 400 (its
+                # next byte may be the first past it), a bare CR past it loses to the 431
+                limit = self._max_head_size - self._skipped
                 end = _find_head_end(buf, pos)
                 if end == -1:
-                    if n - pos > self._max_head_size:
+                    if _bare_cr(buf, pos, min(n, pos + limit + 1)):
+                        raise RemoteProtocolError("bare CR in message head")
+                    if n - pos > limit:
                         raise self._head_too_big()
                     break
-                if end - pos > self._max_head_size:
+                if end - pos > limit:
+                    if _bare_cr(buf, pos, pos + limit + 1):
+                        raise RemoteProtocolError("bare CR in message head")
                     raise self._head_too_big()
                 lines = _split_lines(bytes(buf[pos:end]))
                 pos = end
+                self._skipped = 0
                 if not lines:
                     raise RemoteProtocolError("empty line where a message head was expected")
                 self._on_head(lines, events)
@@ -313,6 +398,9 @@ class _Parser:
                 if nl == -1:
                     if n - pos > self._max_head_size:
                         raise RemoteProtocolError("chunk header too long")
+                    # no waiting for the LF of a line that can no longer be valid
+                    if _chunk_prefix_bad(bytes(buf[pos:n])):
+                        raise RemoteProtocolError("malformed chunk header")
                     break
                 if nl + 1 - pos > self._max_head_size:
                     raise RemoteProtocolError("chunk header too long")
@@ -323,6 +411,8 @@ class _Parser:
                     raise RemoteProtocolError("malformed chunk header")
                 pos = nl + 1
                 size = int(m.group(1), 16)
+                if size > MAX_CHUNK_SIZE:
+                    raise RemoteProtocolError("malformed chunk header")
                 if size == 0:
                     self._state = H1_TRAILERS
                 else:
@@ -346,12 +436,18 @@ class _Parser:
                 self._state = H1_CHUNK_SIZE
             elif state == H1_TRAILERS:
                 # the trailer section is taken whole, like a head
+                # (bare CR and the limit in byte order, as for a head)
+                limit = self._max_head_size
                 end = _find_section_end(buf, pos)
                 if end == -1:
-                    if n - pos > self._max_head_size:
+                    if _bare_cr(buf, pos, min(n, pos + limit + 1)):
+                        raise RemoteProtocolError("bare CR in message head")
+                    if n - pos > limit:
                         raise RemoteProtocolError("trailers too long", 431)
                     break
-                if end - pos > self._max_head_size:
+                if end - pos > limit:
+                    if _bare_cr(buf, pos, pos + limit + 1):
+                        raise RemoteProtocolError("bare CR in message head")
                     raise RemoteProtocolError("trailers too long", 431)
                 lines = _split_lines(bytes(buf[pos:end]))
                 pos = end
@@ -375,6 +471,7 @@ class RequestParser(_Parser):
 
     __slots__ = ()
     _eof_status = 400
+    _skip_empty_lines = True
 
     def _head_too_big(self) -> RemoteProtocolError:
         return RemoteProtocolError("request head too large", 431)
@@ -391,6 +488,9 @@ class RequestParser(_Parser):
             raise RemoteProtocolError("multiple Host headers")
         if version == b"1.1" and hosts == 0:
             raise RemoteProtocolError("missing Host header")
+        # RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing
+        if version == b"1.0" and chunked:
+            raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request")
         # last: 505 is for an otherwise well-formed request (and h11, which takes any
         # version, then reports the same error we do for the rest)
         if version not in (b"1.1", b"1.0"):

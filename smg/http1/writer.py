@@ -44,6 +44,30 @@ def connection_tokens(headers: list) -> frozenset:
     return frozenset(names)
 
 
+def forward_headers(parts: list, headers: list, skip: frozenset) -> None:
+    """Appends ``name: value`` lines of the end-to-end ``headers`` to ``parts``.
+
+    ``skip`` must contain HOP_BY_HOP. Names a Connection header nominates (other than
+    the framing words ``close``/``keep-alive``) are dropped too, wherever that header
+    stands: when one is met, the lines already appended are rebuilt with the full set
+    (the rare path; the common one is a single pass).
+    """
+    start = len(parts)
+    for n, v in headers:
+        if n in skip:
+            if n == b"connection" and v.lower() not in (b"close", b"keep-alive"):
+                nominated = connection_tokens(headers)
+                if not nominated <= skip:
+                    del parts[start:]
+                    full = skip | nominated
+                    for n2, v2 in headers:
+                        if n2 not in full:
+                            parts.append(b"%s: %s\r\n" % (n2, v2))
+                    return
+            continue
+        parts.append(b"%s: %s\r\n" % (n, v))
+
+
 def response(status: int, headers: list, body: bytes, keep_alive: bool = True) -> bytes:
     """A complete response with a Content-Length body; ``headers`` are (bytes, bytes) pairs."""
     parts = [status_line(status)]

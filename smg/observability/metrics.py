@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from smg.observability.tally import Hist
+from smg.workers.events import BreakerTransition, DiscoveryChanged, DiscoverySynced, HealthChecked
 
 # Seconds. Request durations span sub-millisecond gateway answers to long generations.
 DEFAULT_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -188,10 +189,15 @@ class GaugeFn:
 
 
 class Metrics:
-    """Every metric family the gateway exports; ``gw`` supplies scrape-time gauges."""
+    """Every metric family the gateway exports.
 
-    def __init__(self, gw, duration_buckets: tuple = DEFAULT_DURATION_BUCKETS) -> None:
-        self.gw = gw
+    Scrape-time gauges read ``registry`` (the workers), ``connections`` (the open
+    client connections, a sized collection) and ``discovered`` (a callable giving
+    ``[(source, workers listed)]``).
+    """
+
+    def __init__(self, registry, connections, discovered, duration_buckets: tuple = DEFAULT_DURATION_BUCKETS) -> None:
+        self._workers = registry
         self.families: list = []
         self.duration_buckets = tuple(sorted(duration_buckets))
         self.shapes: dict = {}  # shape key -> Tally (filled by the Observer)
@@ -204,7 +210,7 @@ class Metrics:
         d("smg_http_responses_total", "HTTP responses sent", ("path", "status_code", "error_code"),
           lambda sh: (sh.labels["path"], sh.labels["status"], sh.labels["error_code"]), lambda sh: sh.count)
         g("smg_http_connections_active", "Open client connections", (),
-          lambda: [((), len(gw.connections))])
+          lambda: [((), len(connections))])
         # Layer 2: router
         rl = ("router_type", "backend_type", "connection_mode", "model", "endpoint")
         d("smg_router_requests_total", "Requests routed", rl + ("streaming",),
@@ -233,9 +239,9 @@ class Metrics:
         g("smg_worker_connections_active", "Open connections to workers", ("worker_type", "connection_mode"),
           self._worker_connections)
         g("smg_worker_requests_active", "In-flight requests per worker", ("worker",),
-          lambda: [((w.url,), w.inflight) for w in gw.registry.all()])
+          lambda: [((w.url,), w.inflight) for w in registry.all()])
         g("smg_worker_health", "1 if the worker is ready", ("worker",),
-          lambda: [((w.url,), 1 if w.status == "ready" else 0) for w in gw.registry.all()])
+          lambda: [((w.url,), 1 if w.status == "ready" else 0) for w in registry.all()])
         d("smg_worker_selection_total", "Worker selections", ("worker_type", "connection_mode", "model", "policy"),
           lambda sh: sh.labels.get("selection"), lambda sh: sh.count)
         d("smg_worker_errors_total", "Worker transport/protocol errors",
@@ -244,17 +250,17 @@ class Metrics:
         self.health_checks = c("smg_worker_health_checks_total", "Health probes", ("worker_type", "result"))
         # circuit breakers
         g("smg_worker_cb_state", "Breaker state (0 closed, 1 open, 2 half-open)", ("worker",),
-          lambda: [((w.url,), _CB_VALUES.get(w.breaker.state, 0)) for w in gw.registry.all() if w.breaker])
+          lambda: [((w.url,), _CB_VALUES.get(w.breaker.state, 0)) for w in registry.all() if w.breaker])
         self.cb_transitions = c("smg_worker_cb_transitions_total", "Breaker transitions", ("worker", "from", "to"))
         # the breakers' own totals, read at scrape (no per-request metric update)
         g("smg_worker_cb_outcomes_total", "Outcomes counted by breakers", ("worker", "outcome"),
-          lambda: [((w.url, o), n) for w in gw.registry.all() if w.breaker
+          lambda: [((w.url, o), n) for w in registry.all() if w.breaker
                    for o, n in (("success", w.breaker.total_successes), ("failure", w.breaker.total_failures))
                    if n], counter=True)
         g("smg_worker_cb_consecutive_failures", "Breaker failure streak", ("worker",),
-          lambda: [((w.url,), w.breaker.consecutive_failures) for w in gw.registry.all() if w.breaker])
+          lambda: [((w.url,), w.breaker.consecutive_failures) for w in registry.all() if w.breaker])
         g("smg_worker_cb_consecutive_successes", "Breaker success streak", ("worker",),
-          lambda: [((w.url,), w.breaker.consecutive_successes) for w in gw.registry.all() if w.breaker])
+          lambda: [((w.url,), w.breaker.consecutive_successes) for w in registry.all() if w.breaker])
         # retries
         self.retries = c("smg_worker_retries_total", "Retried attempts", ("worker_type", "endpoint"))
         self.retries_exhausted = c("smg_worker_retries_exhausted_total", "Requests out of attempts",
@@ -272,7 +278,23 @@ class Metrics:
         self.discovery_sync = h("smg_discovery_sync_duration_seconds", "One discovery sync (read/list and apply)",
                                 ("source",), (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0))
         g("smg_discovery_workers_discovered", "Workers the discovery source currently lists", ("source",),
-          lambda: [((src,), n) for src, n in gw.workers.discovered_counts()])
+          lambda: [((src,), n) for src, n in discovered()])
+
+    def on_event(self, rec) -> None:
+        """Consumes the worker-lifecycle records of ``smg.workers.events`` (subscribe it to
+        the WorkerManager's EventBus); other records are ignored."""
+        event = rec.event
+        if event == HealthChecked.event:
+            self.health_checks.inc((rec.worker_type, "success" if rec.ok else "failure"))
+        elif event == BreakerTransition.event:
+            self.cb_transitions.inc((rec.url, rec.old, rec.new))
+        elif event == DiscoverySynced.event:
+            self.discovery_sync.observe((rec.source,), rec.seconds)
+        elif event == DiscoveryChanged.event:
+            if rec.kind == "registration":
+                self.discovery_registrations.inc((rec.source, rec.result))
+            else:
+                self.discovery_deregistrations.inc((rec.source, rec.result))
 
     def _counter(self, name, doc, labels) -> CounterVec:
         m = CounterVec(name, doc, labels)
@@ -300,7 +322,7 @@ class Metrics:
     def _engine(self, field: str):
         def values():
             out = []
-            for w in self.gw.registry.all():
+            for w in self._workers.all():
                 rep = w.engine
                 if not rep:
                     continue
@@ -315,7 +337,7 @@ class Metrics:
 
     def _pool_sizes(self):
         counts: dict = {}
-        for w in self.gw.registry.all():
+        for w in self._workers.all():
             for m in w.models or ("*",):
                 k = (w.worker_type, "http", m)
                 counts[k] = counts.get(k, 0) + 1
@@ -323,7 +345,7 @@ class Metrics:
 
     def _worker_connections(self):
         counts: dict = {}
-        for w in self.gw.registry.all():
+        for w in self._workers.all():
             k = (w.worker_type, "http")
             counts[k] = counts.get(k, 0) + (w.pool.open if w.pool is not None else 0)
         return list(counts.items())

@@ -1,8 +1,11 @@
 """The Observer: everything recorded when a request ends, in one call per request
 (metrics, the access-log line, the end of the trace span).
 
-The protocol and the proxy exchange keep the raw facts (times, status, worker, the
-SSE scanner's findings); this module turns them into bounded labels.
+Every stage writes its facts into the request context (times, status, worker, the SSE
+scanner's findings); this module reads them off the context alone and turns them into
+bounded labels. A shape key holds only bounded values: the endpoint record (not the
+client's path), a known method or ``other``, the model label selection chose
+(``other`` for a model no worker names).
 
 Cost: requests of the same shape (method, path, status, model, worker, ...) update the
 same Tally (smg.observability.tally), which holds the shape's counters, histograms and
@@ -15,80 +18,79 @@ from smg.observability.metrics import DEFAULT_DURATION_BUCKETS, TPOT_BUCKETS, TT
 from smg.observability.tally import Tally
 from smg.streaming.sse import usage_counts
 
-ENDPOINTS = {
-    b"/v1/chat/completions": "chat", b"/v1/completions": "completions", b"/generate": "generate",
-    b"/v1/embeddings": "embeddings", b"/v1/rerank": "rerank", b"/rerank": "rerank",
-    b"/v1/messages": "messages", b"/get_model_info": "model_info", b"/get_server_info": "server_info",
-}
 _METHODS = {m: m.decode() for m in (b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD", b"OPTIONS")}
 
 
 class Observer:
-    __slots__ = ("gw", "metrics", "access", "tracing", "route_labels", "clock", "shapes", "_buffer",
-                 "_dur_bounds")
+    __slots__ = ("metrics", "access", "tracing", "clock", "shapes", "_buffer", "_dur_bounds")
 
-    def __init__(self, gw, metrics, access, tracing) -> None:
-        self.gw = gw
+    def __init__(self, metrics, access, tracing, clock) -> None:
         self.metrics = metrics
         self.access = access
         self.tracing = tracing
-        self.route_labels = {p: p.decode() for p in gw.routes}
-        self.clock = None
+        self.clock = clock
         # shape key -> Tally; never cleared (they hold counters), bounded by the label sets
         self.shapes: dict = metrics.shapes if metrics is not None else {}
         self._buffer = access.buffer if access is not None else None
         self._dur_bounds = metrics.duration_buckets if metrics is not None else DEFAULT_DURATION_BUCKETS
 
-    def request_done(self, proto, ex, status: int) -> None:
+    def request_done(self, ctx) -> None:
+        """Records a finished request from its context alone (one call per request)."""
         now = self.clock()
-        if ex is None:
-            key = (proto.method, proto.path, status, proto.error_code)
+        w = ctx.worker
+        method = ctx.method
+        if method not in _METHODS:
+            method = b"other"
+        if w is None:
+            key = (method, ctx.endpoint, ctx.status, ctx.error_code, ctx.model_label)
             t = self.shapes.get(key)
             if t is None:
-                t = self._shape(key, "", "", "")
-            t.record(now, proto.t0, proto.rid, 0, None)
+                t = self._shape(key, ctx, "", "")
+            t.record(now, ctx.t0, ctx.rid, 0, None)
         else:
-            w = ex.worker
-            key = (proto.method, proto.path, status, proto.error_code, ex.model, ex.is_sse, w.url, w.worker_type,
-                   ex.policy.name, ex.upstream_status, ex.error_type)
+            policy = ctx.policy
+            key = (method, ctx.endpoint, ctx.status, ctx.error_code, ctx.model_label, ctx.is_sse, w.url,
+                   w.worker_type, policy.name, ctx.upstream_status, ctx.error_type)
             t = self.shapes.get(key)
             if t is None:
-                t = self._shape(key, w.url, ex.policy.name, ex.model or "")
-            sc = ex.scanner
+                t = self._shape(key, ctx, w.url, policy.name)
+            sc = ctx.scanner
             if sc is not None:
-                ex.scanner = None
-                t.record_stream(now, proto.t0, proto.rid, ex.bytes_out, sc)
+                ctx.scanner = None
+                t.record_stream(now, ctx.t0, ctx.rid, ctx.bytes_out, sc)
             else:
-                parts = ex.body_parts
+                parts = ctx.body_parts
                 if parts:
-                    ex.body_parts = None
-                    t.record(now, proto.t0, proto.rid, ex.bytes_out,
+                    ctx.body_parts = None
+                    t.record(now, ctx.t0, ctx.rid, ctx.bytes_out,
                              usage_counts(parts[0] if len(parts) == 1 else b"".join(parts)))
                 else:
-                    t.record(now, proto.t0, proto.rid, ex.bytes_out, None)
-        if proto.span is not None:
+                    t.record(now, ctx.t0, ctx.rid, ctx.bytes_out, None)
+        if ctx.span is not None:
             attrs = {}
-            if ex is not None:
-                attrs = {"smg.worker": ex.worker.url, "smg.policy": ex.policy.name, "smg.model": ex.model,
-                         "smg.match_rate": getattr(ex.policy, "last_match_rate", None)}
-            self.tracing.end(proto.span, status, attrs)
-            proto.span = None
+            if w is not None:
+                attrs = {"smg.worker": w.url, "smg.policy": ctx.policy.name, "smg.model": ctx.model,
+                         "smg.match_rate": getattr(ctx.policy, "last_match_rate", None)}
+            self.tracing.end(ctx.span, ctx.status, attrs)
+            ctx.span = None
 
-    def _shape(self, key: tuple, worker: str, policy: str, model: str):
+    def _shape(self, key: tuple, ctx, worker: str, policy: str):
         """The Tally for a new request shape, with its labels rendered once.
 
-        Every label comes from a bounded set (route paths, registered models, worker
-        URLs, status codes, fixed names), so the number of shapes is bounded too.
+        Every label comes from a bounded set (endpoint-table paths, ``other`` for
+        methods and ``unmatched`` for paths outside it, models some worker names,
+        worker URLs, status codes, fixed names), so the number of shapes is bounded too.
         """
-        method_b, path_b, status, error_code = key[:4]
-        labels = {"method": _METHODS.get(method_b, "other"), "path": self.route_labels.get(path_b, "unmatched"),
+        method_b, endpoint, status, error_code, model_l = key[:5]
+        path_l = endpoint.path_label or "unmatched"
+        labels = {"method": _METHODS.get(method_b, "other"), "path": path_l,
                   "status": str(status), "error_code": error_code or ""}
-        if len(key) > 4:
-            model_l, is_sse, _url, worker_type, policy_l, upstream_status, error_type = key[4:]
-            model_l = model_l or "unknown"
-            endpoint = ENDPOINTS.get(path_b, "other")
-            labels["rk"] = ("http", "regular", "http", model_l, endpoint)
-            labels["tl"] = ("http", "regular", model_l, endpoint)
+        model_l = model_l or "unknown"
+        if len(key) > 5:
+            is_sse, _url, worker_type, policy_l, upstream_status, error_type = key[5:]
+            label = endpoint.label
+            labels["rk"] = ("http", "regular", "http", model_l, label)
+            labels["tl"] = ("http", "regular", model_l, label)
             labels["streaming"] = "true" if is_sse else "false"
             labels["selection"] = (worker_type, "http", model_l, policy_l)
             labels["upstream"] = str(upstream_status) if upstream_status else None
@@ -100,6 +102,7 @@ class Observer:
                 labels["router_error"] = None
             labels["worker_error"] = (worker_type, "http", error_type) \
                 if error_type is not None and error_type != "client_disconnected" else None
-        access = self.access.labels(method_b, path_b, status, worker, policy, model) if self.access else b""
+        access = self.access.labels(method_b, ctx.path if endpoint.path else b"unmatched", status, worker, policy,
+                                    model_l if len(key) > 5 else "") if self.access else b""
         t = self.shapes[key] = Tally(labels, self._dur_bounds, TTFT_BUCKETS, TPOT_BUCKETS, access, self._buffer)
         return t

@@ -27,10 +27,17 @@ Deliberately better than SMG 1.9 (issue corpus, smg.md §16):
   (``owner <= max``), so balanced fleets route exactly as SMG does, and an overloaded
   cache owner still spills. ``affinity_under_imbalance=False`` restores SMG's rule.
   SMG 1.13 moved the same way (it skips only a matched worker above the mean).
-- Memory is bounded for the whole model tree (smg#2137 was a per-worker bound), and not
-  only every ``eviction_interval_secs``: the sweep also evicts as soon as the tree passes
-  ``EVICT_OVERSHOOT`` times its budget, so a burst of long prompts cannot grow it for a
-  whole interval.
+- Memory is bounded for the whole model tree (smg#2137 was a per-worker bound), in bytes
+  rather than characters, and not only every ``eviction_interval_secs``.
+  ``max_tree_size`` bounds the tree's estimated memory (``mem_size()``: per-node overhead
+  plus label bytes plus per-holding slots, radix_py docstring rule 5). A character bound
+  let trees of short unique prompts, where the ~110 bytes of every node dominate, grow
+  several times past the setting (an adversarial soak: +155 bytes of RSS per request).
+  The tree is trimmed to the budget every ``eviction_interval_secs`` (the sweep, as SMG
+  does), and ``record`` trims it at once when an insert takes it past
+  ``EVICT_OVERSHOOT`` times the budget. So the accounted size is at most the budget after
+  every eviction and at most ``EVICT_OVERSHOOT`` times it (plus the prompt just inserted)
+  at any moment, however fast requests arrive: a burst between two sweeps cannot grow it.
 - Cost: one Python pass over the candidates plus two native tree walks; ~8-10 µs for an 8 KB
   prompt and 64 workers (bench/micro/test_policy_bench.py), O(candidates) with a small
   constant at 1,000 workers (smg#1692/#1758 were hot-path CPU at scale).
@@ -44,10 +51,11 @@ from smg.routing.least_load import CandidateIndex, config_value
 from smg.routing.policy import Policy
 from smg.routing.radix import MAX_KEY_UNITS, StringTree
 
-#: The sweep evicts early once a tree holds this many times ``max_tree_size``. Eviction
-#: walks the whole tree (O(nodes)), so running it on every 0.5 s sweep the moment the
-#: budget is passed would cost that walk per small overshoot; at 1.5x the walk is amortized
-#: over half a budget of inserts while memory stays within 1.5x of the bound.
+#: ``record`` evicts early once a tree's ``mem_size()`` passes this many times
+#: ``max_tree_size``. Eviction walks the whole tree (O(nodes)), so running it on every
+#: insert the moment the budget is passed would cost that walk per small overshoot; at 1.5x
+#: the walk is amortized over half a budget of inserts while memory stays within 1.5x of
+#: the bound. The check itself is one C call per insert.
 EVICT_OVERSHOOT = 1.5
 
 
@@ -62,7 +70,8 @@ class CacheAwarePolicy(Policy):
         self.abs_threshold = config_value(config, "balance_abs_threshold")
         self.rel_threshold = float(config_value(config, "balance_rel_threshold"))
         self.eviction_interval = float(config_value(config, "eviction_interval_secs"))
-        self.max_tree_size = int(config_value(config, "max_tree_size"))
+        self.max_tree_size = int(config_value(config, "max_tree_size"))  # bytes (mem_size)
+        self._evict_at = int(self.max_tree_size * EVICT_OVERSHOOT)
         self.affinity_under_imbalance = affinity_under_imbalance
         self._next_evict = None
         self._index = CandidateIndex()
@@ -107,16 +116,21 @@ class CacheAwarePolicy(Policy):
     # -- state changes ---------------------------------------------------------------------
 
     def record(self, text: str, worker_id: str) -> None:
-        """``worker_id`` was sent ``text``: it now holds every prefix of it."""
+        """``worker_id`` was sent ``text``: it now holds every prefix of it. Trims the
+        tree at once if this took it past ``EVICT_OVERSHOOT`` times the budget."""
         if text:
-            self.tree.insert(text, worker_id)
+            tree = self.tree
+            tree.insert(text, worker_id)
+            if tree.mem_size() > self._evict_at:
+                self.evict()
 
     def forget_worker(self, worker_id: str) -> None:
         self.tree.remove_tenant(worker_id)
 
     def evict(self) -> int:
-        """Trims the tree to ``max_tree_size`` (all workers together); returns chars evicted."""
-        return self.tree.evict(self.max_tree_size)
+        """Trims the tree's estimated memory to ``max_tree_size`` bytes (all workers
+        together); returns the bytes freed."""
+        return self.tree.evict_mem(self.max_tree_size)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -124,12 +138,10 @@ class CacheAwarePolicy(Policy):
         self.forget_worker(worker.id)
 
     def maintain(self, now: float) -> None:
+        """The periodic trim, every ``eviction_interval_secs`` (bursts: see ``record``)."""
         due = self._next_evict
         if due is None:
             self._next_evict = now + self.eviction_interval
         elif now >= due:
             self._next_evict = now + self.eviction_interval
-            self.evict()
-            return
-        if self.tree.size() > self.max_tree_size * EVICT_OVERSHOOT:
             self.evict()

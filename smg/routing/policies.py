@@ -43,7 +43,7 @@ class PolicyRegistry:
         self._factory = factory
         self._by_model: dict = {}
         self._workers = workers
-        workers.subscribe(self._on_event)
+        workers.subscribe(lambda rec, w: self._on_event(rec.event, w), with_worker=True)
 
     def _keys(self, worker) -> tuple:
         return worker.models or (None,)

@@ -39,6 +39,30 @@ Rules (both twins keep all of them):
    tenant* (the tenant holds none of the node's children), so a tenant's prefixes are
    given up from the longest end and rule 1 holds throughout. One holding is removed
    whole, so ``size()`` can end below ``max_size`` by up to one edge label.
+5. *Memory.* ``mem_size()`` estimates the tree's memory in bytes, as the native tree lays
+   it out (radix.pxd), and is kept exact under that estimate (updated by every change,
+   not sampled): ``NODE_BYTES`` per node, plus the node's label in bytes (UTF-8 for
+   ``StringTree``, surrogates as 3 bytes; 4 bytes per token for ``TokenTree``), plus
+   ``SLOT_BYTES`` per (tenant, node) holding. A label two tenants hold is stored, so
+   counted, once. ``evict_mem(max_bytes)`` evicts exactly as ``evict`` does (rule 4, same
+   order) but until ``mem_size() <= max_bytes``: dropping a holding frees ``SLOT_BYTES``;
+   dropping a node's last holding frees the node too (``NODE_BYTES`` + its label), so
+   ``mem_size()`` can end below ``max_bytes`` by up to one node. This is the bound
+   cache_aware enforces (``max_tree_size``): a bound on units let trees of short unique
+   prompts, where per-node overhead dominates, use several times the memory the setting
+   suggested.
+
+Why the memory constants are what they are (native layout, radix.pxd; 64-bit CPython):
+a ``Node`` is 56 bytes (one 64-byte pymalloc block); its ``Edge`` in the parent's edge
+array is 16 bytes in an array grown by doubling (~24 on average); the label's block is
+rounded up to 16 bytes (~8); eviction keeps an 8-byte scratch pointer per node
+(``_path``). That is ``NODE_BYTES = 112``. A ``Slot`` is 16 bytes in an array grown by
+doubling: ``SLOT_BYTES = 24``. Measured RSS growth minus label bytes, 100k-200k unique
+64-char prompts: 103-134 bytes per node held by one tenant (estimate: 136), ~300 per node
+held by eight (estimate: 304); bench/micro/test_radix_bench.py prints the figures. The
+twin keeps the same books so that both twins evict identically; its own Python objects
+take several times more per node (the twin is the readable reference and the fallback,
+not the memory target).
 
 Why LRU order is total (no tie-breaks needed, so the twins cannot disagree): each stamp
 value is written by one operation, for one tenant, along one root path. Later touches
@@ -60,12 +84,17 @@ from collections.abc import Iterable
 from heapq import heapify, heappop, heappush
 from typing import Any
 
-__all__ = ["MAX_KEY_UNITS", "StringTree", "TokenTree"]
+__all__ = ["MAX_KEY_UNITS", "NODE_BYTES", "SLOT_BYTES", "StringTree", "TokenTree"]
 
 #: Longest key accepted, in units. 2**28 keeps every label length (bytes) inside a C
 #: ``uint32_t`` in the native twin (UTF-8 is at most 4 bytes per unit, tokens exactly 4);
 #: it is far above any prompt (SMG's default --max-payload-size is 512 MiB of JSON).
 MAX_KEY_UNITS = 1 << 28
+
+#: ``mem_size()`` accounting (module docstring, rule 5): bytes per node on top of its
+#: label, and bytes per (tenant, node) holding. The native module has the same values.
+NODE_BYTES = 112
+SLOT_BYTES = 24
 
 # Token ids are stored as native uint32 (array typecode "I" wherever int is 32-bit).
 _TC = "I" if array("I").itemsize == 4 else "L"
@@ -115,7 +144,7 @@ def _check_tenant(tenant: object) -> None:
 
 
 class _TreeBase:
-    __slots__ = ("_clock", "_nodes", "_root", "_sizes", "_total")
+    __slots__ = ("_clock", "_mem", "_nodes", "_root", "_sizes", "_total")
 
     # Width of one unit in the raw label (1 char for str, 4 bytes for uint32 tokens).
     _UNIT = 1
@@ -127,8 +156,13 @@ class _TreeBase:
         self._sizes: dict[str, int] = {}  # tenant -> units held; only tenants holding > 0
         self._total = 0
         self._nodes = 0  # non-root nodes
+        self._mem = 0  # mem_size(), rule 5
 
     def _key(self, key: Any) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @staticmethod
+    def _label_bytes(label: Any) -> int:  # pragma: no cover - overridden
         raise NotImplementedError
 
     # -- mutation helpers -------------------------------------------------------------
@@ -139,6 +173,7 @@ class _TreeBase:
             slot[0] = stamp
             return
         node.tenants[tenant] = [stamp, 0]
+        self._mem += SLOT_BYTES
         units = len(node.label) // self._UNIT
         self._sizes[tenant] = self._sizes.get(tenant, 0) + units
         self._total += units
@@ -160,9 +195,12 @@ class _TreeBase:
         child.parent = upper
         upper.children = {rest[: self._UNIT]: child}
         self._nodes += 1
+        # The two labels together are the old one: only the node and its holdings are new.
+        self._mem += NODE_BYTES + SLOT_BYTES * len(upper.tenants)
         return upper
 
     def _unlink(self, node: _Node) -> None:
+        # Detach an unheld node (the caller books the memory it frees).
         parent = node.parent
         assert parent is not None and parent.children is not None
         del parent.children[node.label[: self._UNIT]]
@@ -203,6 +241,7 @@ class _TreeBase:
                     node.children = children = {}
                 children[first] = child
                 self._nodes += 1
+                self._mem += NODE_BYTES + self._label_bytes(child.label)
                 self._hold(child, tenant, stamp)
                 return
             cut = _lcp(key, pos, child.label, unit)
@@ -310,10 +349,14 @@ class _TreeBase:
             if children:
                 order.extend(c for c in children.values() if tenant in c.tenants)
             i += 1
+        mem = self._mem
         for nd in reversed(order):
             del nd.tenants[tenant]
+            mem -= SLOT_BYTES
             if not nd.tenants:
                 self._unlink(nd)
+                mem -= NODE_BYTES + self._label_bytes(nd.label)
+        self._mem = mem
         self._total -= held
 
     def evict(self, max_size: int) -> int:
@@ -329,9 +372,31 @@ class _TreeBase:
         max_size = operator.index(max_size)
         if max_size < 0:
             raise ValueError("max_size must be >= 0")
-        total = self._total
-        if total <= max_size:
-            return 0
+        before = self._total
+        if before > max_size:
+            self._evict(max_size, False)
+        return before - self._total
+
+    def evict_mem(self, max_bytes: int) -> int:
+        """While ``mem_size() > max_bytes``, drop the least recently used (tenant, leaf)
+        holding: ``evict`` with the memory estimate as the bound (module docstring, rule 5).
+
+        Returns:
+            the bytes freed (``mem_size()`` before minus after).
+        Raises:
+            TypeError: ``max_bytes`` is not an integer.
+            ValueError: ``max_bytes`` is negative.
+        """
+        max_bytes = operator.index(max_bytes)
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        before = self._mem
+        if before > max_bytes:
+            self._evict(max_bytes, True)
+        return before - self._mem
+
+    def _evict(self, bound: int, by_mem: bool) -> None:
+        # Rule 4's loop; the bound is on mem_size() (by_mem) or on size().
         unit = self._UNIT
         root = self._root
         # Stamps of leaf holdings are unique (module docstring), so tuples never compare
@@ -348,13 +413,15 @@ class _TreeBase:
                             heap.append((slot[0], t, c))
         heapify(heap)
         sizes = self._sizes
-        evicted = 0
-        while total > max_size and heap:
+        label_bytes = self._label_bytes
+        total = self._total
+        mem = self._mem
+        while heap and (mem if by_mem else total) > bound:
             _, t, nd = heappop(heap)
             del nd.tenants[t]
+            mem -= SLOT_BYTES
             units = len(nd.label) // unit
             total -= units
-            evicted += units
             left = sizes[t] - units
             if left:
                 sizes[t] = left
@@ -364,17 +431,22 @@ class _TreeBase:
             assert parent is not None
             if not nd.tenants:
                 self._unlink(nd)
+                mem -= NODE_BYTES + label_bytes(nd.label)
             if parent is not root:
                 pslot = parent.tenants[t]
                 pslot[1] -= 1
                 if pslot[1] == 0:
                     heappush(heap, (pslot[0], t, parent))
         self._total = total
-        return evicted
+        self._mem = mem
 
     def size(self) -> int:
         """Total units held, summed over tenants (a prefix two tenants hold counts twice)."""
         return self._total
+
+    def mem_size(self) -> int:
+        """Estimated memory of the tree in bytes (module docstring, rule 5)."""
+        return self._mem
 
     def tenant_size(self, tenant: str) -> int:
         """Units held by ``tenant`` (0 if unknown)."""
@@ -393,6 +465,7 @@ class _TreeBase:
         """Test hook: assert every structural invariant (rules 1-2, child counts)."""
         sizes: dict[str, int] = {}
         count = 0
+        mem = 0
         stack = [self._root]
         unit = self._UNIT
         while stack:
@@ -401,6 +474,7 @@ class _TreeBase:
                 count += 1
                 assert len(nd.label) >= unit and len(nd.label) % unit == 0
                 assert nd.tenants, "unheld node"
+                mem += NODE_BYTES + self._label_bytes(nd.label) + SLOT_BYTES * len(nd.tenants)
                 for t in nd.tenants:
                     sizes[t] = sizes.get(t, 0) + len(nd.label) // unit
             if nd.children is not None:
@@ -418,6 +492,7 @@ class _TreeBase:
         assert count == self._nodes
         assert sizes == self._sizes
         assert sum(sizes.values()) == self._total
+        assert mem == self._mem, "memory accounting"
 
 
 class StringTree(_TreeBase):
@@ -433,6 +508,11 @@ class StringTree(_TreeBase):
         if len(key) > MAX_KEY_UNITS:
             raise ValueError("key longer than MAX_KEY_UNITS")
         return key
+
+    @staticmethod
+    def _label_bytes(label: str) -> int:
+        # UTF-8 length, as the native tree stores it (isascii() is O(1) in CPython)
+        return len(label) if label.isascii() else len(label.encode("utf-8", "surrogatepass"))
 
 
 class TokenTree(_TreeBase):
@@ -454,3 +534,7 @@ class TokenTree(_TreeBase):
         if len(raw) > 4 * MAX_KEY_UNITS:
             raise ValueError("key longer than MAX_KEY_UNITS")
         return raw
+
+    @staticmethod
+    def _label_bytes(label: bytes) -> int:
+        return len(label)

@@ -1,19 +1,37 @@
-"""HTTPServerProtocol: the downstream (client-facing) HTTP/1.1 connection.
+"""HTTPServerProtocol: the downstream (client-facing) HTTP/1.1 connection, and the
+response sink of the request it is answering.
 
 Theory of operation: ``data_received`` makes one call into the parser per read and
-walks the batch of events. A request's body is collected (bounded by
-``--max-payload-size``); at its end the route handler runs. A handler either answers
-at once (``respond``) or hands the connection to an exchange that streams the worker's
-answer and calls ``finish`` when done (``busy`` holds it meanwhile).
+walks the batch of events. A request head creates its ``RequestContext`` and finds
+its route in the endpoint table; the body is collected (bounded by
+``--max-payload-size``); at its end the route's filter chain and handler run
+(``Site.dispatch``). The answer comes back through the sink methods below, from a
+gateway handler (``reply``) or from an exchange streaming a worker's answer
+(``send_head`` / ``send`` / ``fail``); the producer (the exchange, or a request
+parked in the filter chain) is told when the client is slow (``pause``/``resume``)
+and when it is gone (``abort``).
 
 Rules:
-- Responses leave in request order: while ``busy``, events of pipelined requests wait
-  in ``queue`` (reading pauses when it grows past QUEUE_PAUSE events).
+- This class is the only code that writes client bytes or reads the connection's
+  state; the pipeline talks to it through the sink methods alone (a later HTTP/2
+  stream implements the same methods).
+- Responses leave in request order: while a response is in progress, events of
+  pipelined requests wait in ``queue`` (reading pauses when it grows past
+  ``--pipeline-queue-limit`` events).
+- Re-framing: a worker's Content-Length passes through; any other body is chunked
+  for HTTP/1.1 clients and close-delimited for HTTP/1.0 ones. Hop-by-hop headers
+  (RFC 9110 §7.6.1, including those the Connection header nominates, wherever it
+  stands) never pass.
 - Every error the gateway produces is a JSON body in the API family's format, with
   the request id. After a protocol error the connection is closed.
-- A client that hangs up aborts its exchange (which closes the worker connection).
-- Timeouts (idle keep-alive, header read, body stall) are checked by the gateway's
-  periodic sweep through ``check_timeouts`` — no per-request timer handles.
+- A client that leaves — RST, or a FIN while its request is still being answered —
+  aborts the producer at once, which closes the worker connection (how an engine
+  learns to stop); the request is recorded as 499.
+- Timeouts are checked by the gateway's periodic sweep through ``check_timeouts``: a
+  request head must arrive within ``--header-read-timeout-secs`` of its first byte, a
+  body must keep coming (same timeout between reads) and average at least
+  ``--body-read-min-rate`` bytes/s once that timeout has passed, and an idle
+  keep-alive connection is closed after ``--idle-connection-timeout-secs``.
 """
 from __future__ import annotations
 
@@ -22,62 +40,68 @@ import logging
 from collections import deque
 
 from smg.api import errors as api_errors
-from smg.api.request_id import is_valid, new_id
+from smg.api.request_id import new_id
 from smg.errors import RemoteProtocolError
 from smg.http1 import writer
 from smg.http1.events import Data, EndOfMessage, Request
 from smg.http1.parser import RequestParser
+from smg.server.context import RequestContext
+from smg.server.endpoints import UNMATCHED
 
 log = logging.getLogger("smg.server")
 
-# Pipelined events queued while a response is in progress before reading pauses.
-QUEUE_PAUSE = 64
+_HEAD = b"HEAD"
+_ABSOLUTE = (b"http://", b"https://")
 
+
+def origin_form(target: bytes) -> bytes:
+    """An absolute-form target (RFC 9112 §3.2.2) made origin-form: ``http://h/p?q`` → ``/p?q``."""
+    i = target.find(b"/", target.find(b"://") + 3)
+    return target[i:] if i >= 0 else b"/"
 
 
 class HTTPServerProtocol(asyncio.Protocol):
-    __slots__ = ("gw", "parser", "transport", "queue", "req", "path", "family", "body", "body_len",
-                 "rid", "keep", "http11", "busy", "closing", "last_active", "wait_since", "read_paused",
-                 "write_paused", "obs", "t0", "method", "status", "error_code", "span", "__weakref__")
+    __slots__ = ("site", "parser", "transport", "queue", "ctx", "route", "body", "body_len", "producer",
+                 "answering", "closing", "last_active", "wait_since", "head_since", "read_paused", "write_paused",
+                 "chunked", "close_delimited", "pending_head", "__weakref__")
 
-    def __init__(self, gw) -> None:
-        self.gw = gw
-        self.parser = RequestParser(gw.config.max_header_size)
+    def __init__(self, site) -> None:
+        self.site = site
+        self.parser = RequestParser(site.config.max_header_size)
         self.transport = None
         self.queue = None
-        self.req = None          # Request whose body is being received
-        self.path = b""
-        self.family = api_errors.OPENAI
+        self.ctx = None            # context of the request being received or answered
+        self.route = None          # its route (None: no request, or its body is being refused)
         self.body: list = []
         self.body_len = 0
-        self.rid = b""
-        self.keep = True         # keep-alive of the request being answered
-        self.http11 = True       # that request was HTTP/1.1 (chunked responses allowed)
-        self.busy = None         # exchange producing the current response
+        self.producer = None       # exchange (or parked filter chain) producing the answer
+        self.answering = False     # a request is complete and its response not yet finished
         self.closing = False
-        self.last_active = gw.now
-        self.wait_since = gw.now
+        now = site.now
+        self.last_active = now
+        self.wait_since = now      # when the connection became idle (keep-alive timer)
+        self.head_since = 0.0      # when the first byte of the request head being read arrived
         self.read_paused = False
         self.write_paused = False
-        self.obs = gw.observer      # None when nothing is recorded (e.g. the metrics listener)
-        self.t0 = 0.0               # when the current request's head arrived (loop clock)
-        self.method = b""
-        self.status = 0
-        self.error_code = None
-        self.span = None
+        self.chunked = False       # the response being sent is chunked
+        self.close_delimited = False
+        self.pending_head = None   # a proxied head not yet written (goes out with the first data)
 
     # -- asyncio callbacks -------------------------------------------------------
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.gw.connections.add(self)
+        self.site.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = self.gw.now
+        now = self.last_active = self.site.now
         if self.closing:
             return
+        parser = self.parser
+        if self.ctx is None and not parser.buffered:
+            self.head_since = now  # the header timer starts with the head's first byte
         try:
-            events = self.parser.feed(data)
+            events = parser.feed(data)
         except RemoteProtocolError as e:
             self._protocol_error(e)
             return
@@ -89,32 +113,44 @@ class HTTPServerProtocol(asyncio.Protocol):
                 self._handle(events)
 
     def eof_received(self):
-        # A client half-close: finish what is in flight, then close.
-        if self.busy is None and not self.queue:
-            return False
-        self.closing = True
+        if not self.answering and self.ctx is None and not self.queue:
+            return False  # nothing in flight: let the transport close
+        # A FIN while a request is being received or answered: the client has left
+        # (HTTP/1.1 has no half-close semantics a proxy can rely on, and an engine
+        # generating for nobody wastes a GPU), so the request ends now as a 499.
+        self._client_gone()
+        self.close()
         return True
 
     def connection_lost(self, exc) -> None:
         self.closing = True
-        self.gw.connections.discard(self)
-        busy = self.busy
-        if busy is not None:
-            self.busy = None
-            if busy is not True:
-                busy.abort()
-                if self.obs is not None:
-                    self.obs.request_done(self, busy, 499)  # nginx's "client closed request"
+        self.site.connections.discard(self)
+        self._client_gone()
+
+    def _client_gone(self) -> None:
+        p = self.producer
+        ctx = self.ctx
+        if self.answering and ctx is not None:
+            self.producer = None
+            self.answering = False
+            self.ctx = None
+            if p is not None:
+                p.abort()
+            ctx.status = 499  # nginx's "client closed request"
+            obs = self.site.observer
+            if obs is not None:
+                obs.request_done(ctx)
+        self.closing = True
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        if self.busy is not None:
-            self.busy.pause()
+        if self.producer is not None:
+            self.producer.pause()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.busy is not None:
-            self.busy.resume()
+        if self.producer is not None:
+            self.producer.resume()
 
     # -- request events ------------------------------------------------------------
 
@@ -127,13 +163,13 @@ class HTTPServerProtocol(asyncio.Protocol):
             ev = events[i]
             t = type(ev)
             if t is Data:
-                if self.req is not None:
+                if self.route is not None:
                     self._on_body(ev.data)
             elif t is EndOfMessage:
-                if self.req is not None:
+                if self.route is not None:
                     self._on_request_end()
             elif t is Request:
-                if self.busy is not None:
+                if self.answering:
                     q = self.queue
                     if q is None:
                         q = self.queue = deque()
@@ -144,115 +180,205 @@ class HTTPServerProtocol(asyncio.Protocol):
             i += 1
 
     def _check_queue(self) -> None:
-        if len(self.queue) > QUEUE_PAUSE and not self.read_paused:
+        if len(self.queue) > self.site.config.pipeline_queue_limit and not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()
 
     def _on_request(self, req: Request) -> None:
-        self.req = req
-        self.t0 = self.gw.clock()
-        self.method = req.method
-        self.error_code = None
+        site = self.site
         target = req.target
+        if target[:1] != b"/" and target.startswith(_ABSOLUTE):
+            target = origin_form(target)
         q = target.find(b"?")
         path = target[:q] if q >= 0 else target
-        self.path = path
-        self.family = api_errors.ANTHROPIC if path == b"/v1/messages" else api_errors.OPENAI
-        rid = None
-        best = 1 << 30
-        prio = self.gw.request_id_priority  # header name -> rank in --request-id-headers
-        for n, v in req.headers:
-            p = prio.get(n)
-            if p is not None and p < best:
-                rid = v
-                best = p
-        self.rid = rid if rid is not None and is_valid(rid) else new_id(path)
+        route = site.routes.match(path)
+        ctx = self.ctx = RequestContext(req.method, target, path, req.headers,
+                                        route.endpoint if route is not None else UNMATCHED, site.clock())
+        ctx.keep_alive = req.keep_alive
+        ctx.http11 = req.http_version == b"1.1"
+        site.on_head(ctx)
+        self.route = route if route is not None else False
         self.body = []
         self.body_len = 0
-        if self.gw.tracing is not None:
-            self.span = self.gw.tracing.start(req.method, path, req.headers, self.rid)
-        if req.content_length > self.gw.config.max_payload_size:
-            self.req = None
-            self.reply_error(413, "request body exceeds the maximum payload size", close=True)
+        if req.content_length > site.config.max_payload_size:
+            self._refuse_body()
             return
         if req.expect_continue and req.content_length != 0:
             self.transport.write(writer.CONTINUE_100)
 
     def _on_body(self, data: bytes) -> None:
         self.body_len += len(data)
-        if self.body_len > self.gw.config.max_payload_size:
-            self.req = None
-            self.reply_error(413, "request body exceeds the maximum payload size", close=True)
+        if self.body_len > self.site.config.max_payload_size:
+            self._refuse_body()
             return
         self.body.append(data)
 
+    def _refuse_body(self) -> None:
+        self.route = None
+        self.answering = True
+        self.reply_error(413, "request body exceeds the maximum payload size", close=True)
+
     def _on_request_end(self) -> None:
-        req = self.req
-        self.req = None
-        self.keep = req.keep_alive
-        self.http11 = req.http_version == b"1.1"
+        route = self.route
+        self.route = None
+        ctx = self.ctx
         body = self.body
-        body = body[0] if len(body) == 1 else b"".join(body)
+        ctx.raw = body[0] if len(body) == 1 else b"".join(body)
         self.body = []
-        self.busy = True  # a handler answering synchronously clears it via finish()
-        methods = self.gw.routes.get(self.path)
-        if methods is None:
-            for prefix, m in self.gw.prefix_routes:
-                if self.path.startswith(prefix):
-                    methods = m
-                    break
+        self.answering = True
         try:
-            if methods is None:
-                self.reply_error(404, f"no route for {self.path.decode('latin-1')}", code="not_found")
+            if route is False:
+                self.reply_error(404, f"no route for {ctx.path.decode('latin-1')}", code="not_found")
                 return
-            handler = methods.get(req.method)
+            handler = route.handlers.get(ctx.method)
             if handler is None:
-                allow = b", ".join(sorted(methods))
-                self.reply_error(405, f"method {req.method.decode('latin-1')} not allowed",
-                                 extra=[(b"allow", allow)])
+                self.reply_error(405, f"method {ctx.method.decode('latin-1')} not allowed",
+                                 extra=[(b"allow", route.allow)])
                 return
-            handler(self, req, body)
+            self.site.dispatch(route, handler, self, ctx)
         except Exception:  # a bug in a handler must not take the process down
-            log.exception("handler failed for %s (request id %s)", self.path, self.rid.decode())
-            if self.busy is True:
-                self.reply_error(500, "internal gateway error")
-            elif self.busy is not None:
-                busy, self.busy = self.busy, None
-                busy.abort()
-                self.close()
+            log.exception("handler failed for %s (request id %s)", ctx.path, ctx.rid.decode())
+            self.handler_failed()
 
-    # -- answering -------------------------------------------------------------------
+    def handler_failed(self) -> None:
+        """A handler or filter raised: answer 500 if nothing was sent, else drop the connection."""
+        if not self.answering:
+            return
+        p = self.producer
+        if p is not None:
+            self.producer = None
+            p.abort()
+        if self.pending_head is None and not self.chunked and not self.close_delimited and self.ctx is not None \
+                and self.ctx.status == 0:
+            self.reply_error(500, "internal gateway error")
+        else:
+            self.abort()
 
-    def respond(self, status: int, body: bytes, headers: list | None = None,
-                close: bool = False, content_type: bytes = b"application/json") -> None:
-        """Sends a complete gateway-made response and finishes the exchange."""
-        keep = not close and not self.closing and self._keep_alive()
-        self.status = status
-        hdrs = [(b"content-type", content_type), (b"x-request-id", self.rid)]
+    # -- the response sink -------------------------------------------------------------
+
+    def set_producer(self, producer) -> None:
+        """``producer`` (pause/resume/abort) now produces the current response."""
+        self.producer = producer
+        if producer is not None and self.write_paused:
+            producer.pause()
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether the connection stays open after the current response."""
+        ctx = self.ctx
+        return ctx is not None and ctx.keep_alive and not self.closing and not self.site.draining
+
+    def reply(self, status: int, body: bytes, headers: list | None = None,
+              close: bool = False, content_type: bytes = b"application/json") -> None:
+        """Sends a complete gateway-made response and finishes the request."""
+        ctx = self.ctx
+        keep = not close and self.keep_alive
+        ctx.status = status
+        hdrs = [(b"content-type", content_type), (b"x-request-id", ctx.rid)]
         if headers:
             hdrs.extend(headers)
-        self.transport.write(writer.response(status, hdrs, body, keep))
-        self.finish(keep)
+        if ctx.method == _HEAD:
+            # the head a GET would get, without its body (RFC 9110 §9.3.2)
+            head = writer.response(status, hdrs, body, keep)
+            self.transport.write(head[:len(head) - len(body)])
+        else:
+            self.transport.write(writer.response(status, hdrs, body, keep))
+        self._finish(keep)
 
     def reply_error(self, status: int, message: str, code: str | None = None,
                     close: bool = False, extra: list | None = None) -> None:
         """Sends an error response in the request's API family format."""
-        self.error_code = code or api_errors.default_code(status)
-        self.respond(status, api_errors.error_body(self.family, status, message, code), extra, close)
+        ctx = self.ctx
+        ctx.error_code = code or api_errors.default_code(status)
+        self.reply(status, api_errors.error_body(ctx.family, status, message, code), extra, close)
 
-    def _keep_alive(self) -> bool:
-        return self.keep and not self.gw.draining
+    def send_head(self, status: int, headers: list, length: int, skip: frozenset, extra: list | None) -> None:
+        """A proxied response head: ``headers`` as the worker sent them (hop-by-hop and
+        ``skip`` names dropped), then ``extra``; ``length`` is the body's Content-Length,
+        or -1 when unknown (chunked to HTTP/1.1 clients, close-delimited otherwise). It
+        is written with the first ``send``."""
+        ctx = self.ctx
+        ctx.status = status
+        parts = [writer.status_line(status)]
+        writer.forward_headers(parts, headers, skip)
+        parts.append(b"x-request-id: %s\r\n" % ctx.rid)
+        if extra:
+            for n, v in extra:
+                parts.append(b"%s: %s\r\n" % (n, v))
+        if length >= 0:
+            parts.append(b"content-length: %d\r\n" % length)
+        elif ctx.http11:
+            parts.append(b"transfer-encoding: chunked\r\n")
+            self.chunked = True
+        else:
+            self.close_delimited = True
+        if self.close_delimited or not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        self.pending_head = b"".join(parts)
 
-    def finish(self, keep_alive: bool) -> None:
+    def send(self, pieces: list, end: bool) -> None:
+        """Body bytes (and the pending head) in one write; ``end`` finishes the response."""
+        head = self.pending_head
+        if self.chunked:
+            out = [head] if head is not None else []
+            for d in pieces:
+                out.append(b"%x\r\n" % len(d))
+                out.append(d)
+                out.append(b"\r\n")
+            if end:
+                out.append(writer.LAST_CHUNK)
+        elif head is not None:
+            out = [head]
+            out.extend(pieces)
+        else:
+            out = pieces
+        if head is not None:
+            self.pending_head = None
+        if out:
+            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if end:
+            self._finish(not self.close_delimited and self.keep_alive)
+
+    def fail(self, event: bytes | None) -> None:
+        """The response failed after its head: end it visibly. A chunked answer gets
+        ``event`` (an SSE error event) and a proper end, then the connection closes;
+        any other is aborted, the only signal of an incomplete body."""
+        if event is not None and self.chunked and self.pending_head is None:
+            self.transport.write(writer.chunk(event) + writer.LAST_CHUNK)
+            self._finish(False)
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drops the connection at once (RST); the current request ends here."""
+        self.producer = None
+        ctx = self.ctx
+        if self.answering and ctx is not None:
+            self.answering = False
+            self.ctx = None
+            obs = self.site.observer
+            if obs is not None:
+                obs.request_done(ctx)
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _finish(self, keep_alive: bool) -> None:
         """The current response is complete; ``keep_alive`` False closes the connection."""
-        busy = self.busy
-        self.busy = None
-        if self.obs is not None:
-            self.obs.request_done(self, busy if busy is not True else None, self.status)
+        ctx = self.ctx
+        self.producer = None
+        self.answering = False
+        self.ctx = None
+        self.chunked = False
+        self.close_delimited = False
+        obs = self.site.observer
+        if obs is not None and ctx is not None:
+            obs.request_done(ctx)
         if not keep_alive or self.closing:
             self.close()
             return
-        self.wait_since = self.gw.now
+        self.wait_since = self.site.now
         q = self.queue
         if q:
             events = list(q)
@@ -268,37 +394,37 @@ class HTTPServerProtocol(asyncio.Protocol):
             self.transport.close()
 
     def _protocol_error(self, e: RemoteProtocolError) -> None:
-        status = e.status_hint
-        if self.busy is not None:
+        if self.answering:
             # a response is in flight: the bad bytes belong to a later request
             self.closing = True
             return
-        self.req = None
-        self._fresh(b"")
-        self.reply_error(status, f"malformed request: {e}", close=True)
+        self._fresh()
+        self.reply_error(e.status_hint, f"malformed request: {e}", close=True)
 
-    def _fresh(self, rid_path: bytes) -> None:
-        """Context for an answer that belongs to no parsed request."""
-        self.t0 = self.gw.clock()
-        self.method = b""
-        self.path = b""
-        self.rid = new_id(rid_path)
+    def _fresh(self) -> None:
+        """A context for an answer that belongs to no parsed request."""
+        self.route = None
+        ctx = self.ctx = RequestContext(b"", b"", b"", [], UNMATCHED, self.site.clock())
+        ctx.rid = new_id(UNMATCHED.id_prefix)
+        self.answering = True
 
     # -- timeouts (called by the gateway sweep) ----------------------------------------
 
     def check_timeouts(self, now: float, cfg) -> None:
-        if self.closing or self.busy is not None:
+        if self.closing or self.answering:
             return
-        if self.req is not None:
-            if now - self.last_active > cfg.header_read_timeout_secs:
-                self.req = None
-                self.busy = True
+        if self.route is not None:
+            # receiving a body: it must keep coming, and at a minimum average rate
+            limit = cfg.header_read_timeout_secs
+            if now - self.last_active > limit or \
+                    now - self.head_since > limit + self.body_len / cfg.body_read_min_rate:
+                self.route = None
+                self.answering = True
                 self.reply_error(408, "timed out waiting for the request body", close=True)
             return
         if self.parser.buffered:
-            if now - self.wait_since > cfg.header_read_timeout_secs:
-                self._fresh(b"")
-                self.busy = True
+            if now - self.head_since > cfg.header_read_timeout_secs:
+                self._fresh()
                 self.reply_error(408, "timed out waiting for the request headers", close=True)
         elif now - self.wait_since > cfg.idle_connection_timeout_secs:
             self.close()

@@ -22,6 +22,7 @@ event, like a real API server, or as an HTTP 410 with ``gone_as_status``);
 ``fail_next(n, status)`` answers the next ``n`` requests with ``status``. With
 ``token`` set, requests without ``Authorization: Bearer <token>`` get 401.
 ``split_chunks`` sends each event line in two chunks (exercises line reassembly).
+With ``ssl`` (a server ``ssl.SSLContext``) it serves ``https://`` (``url`` says which).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
-from smg.workers.discovery import match_selector, parse_selector
+from smg.workers.discovery.selector import match_selector, parse_selector
 
 __all__ = ["FakeKube", "make_pod"]
 
@@ -85,8 +86,9 @@ class _Watch:
 
 class FakeKube:
     def __init__(self, *, token: str | None = None, gone_as_status: bool = False,
-                 split_chunks: bool = False) -> None:
+                 split_chunks: bool = False, ssl: _ssl.SSLContext | None = None) -> None:
         self.token = token
+        self.ssl = ssl
         self.gone_as_status = gone_as_status
         self.split_chunks = split_chunks
         self.rv = 100
@@ -108,6 +110,8 @@ class FakeKube:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0,
                     ssl: _ssl.SSLContext | None = None) -> FakeKube:
+        """Listens on ``host:port`` (0: any free port); ``ssl`` overrides the constructor's."""
+        ssl = ssl if ssl is not None else self.ssl
         self._server = await asyncio.start_server(self._handle, host, port, ssl=ssl)
         self.host = host
         self.port = self._server.sockets[0].getsockname()[1]

@@ -1,12 +1,11 @@
 """Drives the gateway's real request path with in-memory transports (no sockets, no
-event-loop turns): client bytes → HTTPServerProtocol → route → ProxyExchange → worker
-connection → response bytes → client. Used by bench/micro to time the Python side of
+event-loop turns): client bytes → HTTPServerProtocol → filters → selection → Exchange →
+Http1Leg → worker connection → response bytes → client. Used by bench/micro to time the Python side of
 one proxied request, deterministic enough to compare variants (observability on/off).
 """
 from __future__ import annotations
 
 import io
-import time
 
 import uvloop
 
@@ -86,12 +85,9 @@ class PathBench:
         self.log = io.BytesIO()
         gw = self.gw = Gateway(cfg, access_log=AccessLog(self.log, False) if access_log else None)
         gw.loop = self.loop
-        gw.clock = time.monotonic  # as Gateway.start
-        gw.now = self.loop.time()
-        if gw.observer is not None:
-            gw.observer.clock = gw.clock
+        gw._set_now(self.loop.time())  # as Gateway.start
         w = self.worker = Worker("http://127.0.0.1:8001", ("mock-model",))
-        w.pool = UpstreamPool(self.loop, w.host, w.port)
+        w.pool = UpstreamPool.from_config(self.loop, w.host, w.port, cfg)
         gw.registry.add(w)
         gw.registry.set_status(w, READY)
         self.conn = UpstreamConnection(w.pool)
@@ -100,7 +96,7 @@ class PathBench:
         w.pool.put(self.conn)
         self.client = MemoryTransport()
         self.n = 0
-        self.proto = HTTPServerProtocol(gw)
+        self.proto = HTTPServerProtocol(gw.site)
         self.proto.connection_made(self.client)
 
     def one(self, response: bytes = RESPONSE) -> None:

@@ -1,15 +1,17 @@
 """UpstreamConnection: one keep-alive HTTP/1.1 connection to a worker.
 
 It parses responses with the native ResponseParser and hands each batch of events to
-the exchange that currently owns it (``owner``), which implements:
-    on_upstream_events(events), on_upstream_error(exc: UpstreamError)
-While idle in the pool it has no owner; any byte or EOF then closes it.
+the leg that currently owns it (``owner``, smg/upstream/http1_leg.py), which implements:
+    on_upstream_events(events), on_upstream_error(exc: UpstreamError subclass)
+While idle in the pool it has no owner; any byte or EOF then closes it. Failures are
+typed (smg/errors.py): a malformed response is ``UpstreamProtocolError``, a
+connection that ends before the response did is ``UpstreamClosed``.
 """
 from __future__ import annotations
 
 import asyncio
 
-from smg.errors import RemoteProtocolError, UpstreamError
+from smg.errors import RemoteProtocolError, UpstreamClosed, UpstreamProtocolError
 from smg.http1.parser import ResponseParser
 
 
@@ -50,7 +52,7 @@ class UpstreamConnection(asyncio.Protocol):
         except RemoteProtocolError as e:
             self.owner = None
             self.abort()
-            owner.on_upstream_error(UpstreamError(f"malformed response from worker: {e}", 502))
+            owner.on_upstream_error(UpstreamProtocolError(f"malformed response from worker: {e}"))
             return
         owner.on_upstream_events(events)
 
@@ -62,7 +64,7 @@ class UpstreamConnection(asyncio.Protocol):
             events = self.parser.feed_eof()
         except RemoteProtocolError as e:
             self.owner = None
-            owner.on_upstream_error(UpstreamError(str(e), 502))
+            owner.on_upstream_error(UpstreamClosed(f"worker closed the connection early: {e}"))
             return False
         if events:
             owner.on_upstream_events(events)
@@ -74,7 +76,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.forget(self)
         if owner is not None:
             self.owner = None
-            owner.on_upstream_error(UpstreamError("worker closed the connection", 502))
+            owner.on_upstream_error(UpstreamClosed("worker closed the connection"))
 
     def pause_reading(self) -> None:
         if not self.closed:

@@ -7,18 +7,19 @@ Rules:
 - A connection goes back to the pool only after a complete response on a keep-alive
   connection; anything else closes it.
 - Connecting is the only asynchronous step; callers get a callback, not a coroutine.
+- Every limit comes from the gateway's settings (``from_config``); nothing is defaulted here.
 """
 from __future__ import annotations
 
 import asyncio
 
-from smg.errors import UpstreamError
+from smg.errors import ConnectFailed, ConnectTimeout, UpstreamError
 from smg.upstream.connection import UpstreamConnection
 
 
 class UpstreamPool:
-    def __init__(self, loop, host: str, port: int, *, idle_timeout: float = 3.0, max_idle: int = 256,
-                 connect_timeout: float = 10.0, max_head_size: int = 65536) -> None:
+    def __init__(self, loop, host: str, port: int, *, idle_timeout: float, max_idle: int,
+                 connect_timeout: float, max_head_size: int) -> None:
         self.loop = loop
         self.host = host
         self.port = port
@@ -29,6 +30,12 @@ class UpstreamPool:
         self._idle: list = []
         self.open = 0  # connections currently open (idle or busy)
         self._closed = False
+
+    @classmethod
+    def from_config(cls, loop, host: str, port: int, cfg) -> "UpstreamPool":
+        return cls(loop, host, port, idle_timeout=cfg.upstream_pool_idle_timeout_secs,
+                   max_idle=cfg.upstream_pool_max_idle, connect_timeout=cfg.connect_timeout_secs,
+                   max_head_size=cfg.max_upstream_header_size)
 
     def take(self) -> UpstreamConnection | None:
         """An idle connection fresh enough to reuse, or None."""
@@ -77,8 +84,8 @@ class UpstreamPool:
                 return
             exc = t.exception()
             if exc is not None:
-                callback(None, exc if isinstance(exc, UpstreamError) else UpstreamError(
-                    f"cannot connect to worker {self.host}:{self.port}: {exc}", 502))
+                callback(None, exc if isinstance(exc, UpstreamError) else ConnectFailed(
+                    f"cannot connect to worker {self.host}:{self.port}: {exc}"))
             else:
                 callback(t.result(), None)
 
@@ -91,10 +98,9 @@ class UpstreamPool:
                 _, conn = await self.loop.create_connection(
                     lambda: UpstreamConnection(self), self.host, self.port)
         except TimeoutError:
-            raise UpstreamError(f"timed out connecting to worker {self.host}:{self.port}", 504) from None
+            raise ConnectTimeout(f"timed out connecting to worker {self.host}:{self.port}") from None
         except OSError as e:
-            raise UpstreamError(f"cannot connect to worker {self.host}:{self.port}: {e.strerror or e}",
-                                502) from None
+            raise ConnectFailed(f"cannot connect to worker {self.host}:{self.port}: {e.strerror or e}") from None
         self.open += 1
         return conn
 

@@ -1,8 +1,11 @@
 """Per-worker circuit breaker (sans-I/O): a transition table plus outcome counting.
 
 Rule 1: every breaker transition lives in ``TRANSITIONS``; ``CircuitBreaker`` counts
-outcomes and looks rows up. Rule 2: no clock, no I/O: the caller passes ``now``
-(monotonic seconds) to every call that may depend on time.
+outcomes and looks rows up with the shared guard engine (``smg.workers.guards``).
+Rule 2: no clock, no I/O: the caller passes ``now`` (monotonic seconds) to every call
+that may depend on time. Rule 3: thresholds come from the settings table
+(``from_config``: ``cb_*`` settings, a WorkerSpec's ``resilience`` over them); the
+constructor restates no default.
 
 Theory of operation (SMG 1.9 ``core/circuit_breaker.rs`` semantics):
 
@@ -20,13 +23,16 @@ success streak, half_open zeroes both. ``CB_WINDOW`` (``--cb-window-duration-sec
 is accepted for config compatibility but, as in SMG 1.9, unused by this
 consecutive-count logic.
 
-What counts as a failure: an upstream status in the worker's retryable set (408, 429,
-500, 502, 503, 504 by default) or a transport error (no status); every other status,
-4xx included, is a success (``outcome_ok``).
+What counts as a failure: an upstream status in the worker's retryable set
+(``smg.workers.retry.RETRYABLE_STATUS`` by default) or a transport error (no status);
+every other status, 4xx included, is a success (``outcome_ok``).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from smg.workers.guards import ALWAYS, check_total, next_state
+from smg.workers.retry import RETRYABLE_STATUS
 
 # States (the values match SMG's labels; STATE_VALUES gives the smg_worker_cb_state gauge).
 CLOSED = "closed"
@@ -46,7 +52,6 @@ INPUTS = (SUCCESS, FAILURE, TIMEOUT, RESET, FORCE_OPEN)
 # Counters / guards.
 CONSECUTIVE_FAILURES = "consecutive_failures"
 CONSECUTIVE_SUCCESSES = "consecutive_successes"
-ALWAYS = None
 FAILURE_LIMIT = "failure"
 SUCCESS_LIMIT = "success"
 
@@ -69,6 +74,7 @@ TRANSITIONS: dict = {
     (HALF_OPEN, RESET): ((ALWAYS, None, CLOSED),),
     (HALF_OPEN, FORCE_OPEN): ((ALWAYS, None, OPEN),),
 }
+check_total(TRANSITIONS, STATES, INPUTS, "breaker")
 
 # Which streaks entering a state zeroes.
 _RESETS_ON_ENTRY = {
@@ -77,10 +83,10 @@ _RESETS_ON_ENTRY = {
     HALF_OPEN: (CONSECUTIVE_FAILURES, CONSECUTIVE_SUCCESSES),
 }
 
-RETRYABLE_STATUS = frozenset((408, 429, 500, 502, 503, 504))
+_RETRYABLE = frozenset(RETRYABLE_STATUS)
 
 
-def outcome_ok(status_or_error, retryable=RETRYABLE_STATUS) -> bool:
+def outcome_ok(status_or_error, retryable=_RETRYABLE) -> bool:
     """Classifies one upstream outcome for the breaker.
 
     ``status_or_error`` is an HTTP status (int), or None / an exception for a transport
@@ -108,8 +114,8 @@ class CircuitBreaker:
                  "consecutive_successes", "total_failures", "total_successes", "last_failure_at",
                  "_limits")
 
-    def __init__(self, failure_threshold: int = 10, success_threshold: int = 3, timeout: float = 60.0,
-                 window: float = 120.0, *, enabled: bool = True, label: str = "",
+    def __init__(self, failure_threshold: int, success_threshold: int, timeout: float,
+                 window: float, *, enabled: bool = True, label: str = "",
                  on_transition: Callable[[CircuitBreaker, str, str], None] | None = None,
                  now: float = 0.0) -> None:
         if failure_threshold < 1 or success_threshold < 1:
@@ -131,6 +137,20 @@ class CircuitBreaker:
         self.total_successes = 0
         self.last_failure_at: float | None = None
         self._limits = {FAILURE_LIMIT: failure_threshold, SUCCESS_LIMIT: success_threshold}
+
+    @classmethod
+    def from_config(cls, config, resilience: dict | None = None, *, label: str = "",
+                    on_transition: Callable[[CircuitBreaker, str, str], None] | None = None,
+                    now: float = 0.0) -> CircuitBreaker:
+        """A breaker from the ``cb_*`` settings, with the ``cb_*`` fields of a WorkerSpec's
+        ``resilience`` section (when given) over them."""
+        res = resilience or {}
+        return cls(res.get("cb_failure_threshold", config.cb_failure_threshold),
+                   res.get("cb_success_threshold", config.cb_success_threshold),
+                   res.get("cb_timeout_secs", config.cb_timeout_duration_secs),
+                   res.get("cb_window_secs", config.cb_window_duration_secs),
+                   enabled=not (config.disable_circuit_breaker or res.get("disable_circuit_breaker", False)),
+                   label=label, on_transition=on_transition, now=now)
 
     def state_at(self, now: float) -> str:
         """The state, after applying the lazy open -> half_open timeout check."""
@@ -163,7 +183,7 @@ class CircuitBreaker:
             return None
         return self._apply(SUCCESS if ok else FAILURE, now)
 
-    def record_status(self, status_or_error, now: float, retryable=RETRYABLE_STATUS) -> str | None:
+    def record_status(self, status_or_error, now: float, retryable=_RETRYABLE) -> str | None:
         """``record(outcome_ok(status_or_error, retryable), now)``."""
         return self.record(outcome_ok(status_or_error, retryable), now)
 
@@ -176,21 +196,17 @@ class CircuitBreaker:
         return self._apply(FORCE_OPEN, now)
 
     def _apply(self, event: str, now: float) -> str | None:
-        try:
-            guards = TRANSITIONS[(self.state, event)]
-        except KeyError:
-            raise ValueError(f"no breaker transition for ({self.state}, {event})") from None
-        for counter, limit, target in guards:
-            if counter is ALWAYS or getattr(self, counter) >= self._limits[limit]:
-                old = self.state
-                self.state = target
-                self.changed_at = now
-                for c in _RESETS_ON_ENTRY[target]:
-                    setattr(self, c, 0)
-                if self.on_transition is not None:
-                    self.on_transition(self, old, target)
-                return target
-        return None
+        target = next_state(TRANSITIONS, self.state, event, self, self._limits, "breaker")
+        if target is None:
+            return None
+        old = self.state
+        self.state = target
+        self.changed_at = now
+        for c in _RESETS_ON_ENTRY[target]:
+            setattr(self, c, 0)
+        if self.on_transition is not None:
+            self.on_transition(self, old, target)
+        return target
 
     def stats(self, now: float) -> dict:
         return {"state": self.state_at(now), "consecutive_failures": self.consecutive_failures,

@@ -1,12 +1,16 @@
 """Worker health: the status state machine (sans-I/O) and the prober that drives it.
 
 Rule 1: every status transition a health probe can cause lives in ``TRANSITIONS``
-below. ``HealthTracker`` only counts probe outcomes and looks rows up; it holds no
-transition logic of its own.
+below. ``HealthTracker`` only counts probe outcomes and looks rows up with the shared
+guard engine (``smg.workers.guards``); it holds no transition logic of its own.
 Rule 2: ``HealthTracker`` touches no socket, loop or clock. ``HealthChecker`` is the
 I/O shell: it probes workers over HTTP, feeds outcomes to one tracker per worker and
 reports status changes through callbacks; the gateway applies them to the registry
 (``registry.set_status``), so the registry stays the one place membership changes.
+Rule 3: probes go to ``worker.base_url`` (the network address), never ``worker.url``
+(the logical key, ``base@rank`` for a data-parallel rank).
+Rule 4: intervals, timeout, thresholds and endpoint come from the settings table
+(``HealthChecker.from_config``); constructors restate no setting's default.
 
 Theory of operation. Statuses are SMG's (``smg/workers/worker.py``): ``pending``,
 ``ready``, ``not_ready``, ``failed``, ``draining``; only ``ready`` is routable. A
@@ -21,8 +25,8 @@ order; the first whose counter has reached its limit fires. An empty tuple means
 "stay". Limits are named and resolved from the thresholds:
 
 ======================  ========================================================
-``SUCCESS_LIMIT``       ``success_threshold`` (SMG default 2)
-``FAILURE_LIMIT``       ``failure_threshold`` (SMG default 3)
+``SUCCESS_LIMIT``       ``success_threshold`` (``--health-success-threshold``)
+``FAILURE_LIMIT``       ``failure_threshold`` (``--health-failure-threshold``)
 ``PENDING_LIMIT``       ``10 x failure_threshold`` probes while pending
 ``NOT_READY_LIMIT``     ``3 x failure_threshold`` consecutive failures
 ======================  ========================================================
@@ -55,8 +59,9 @@ from collections.abc import Awaitable, Callable
 
 from smg.errors import UpstreamError
 from smg.upstream import client
-from smg.workers.worker import DRAINING, FAILED, NOT_READY, PENDING, READY, Worker
 from smg.workers.background import Background
+from smg.workers.guards import ALWAYS, check_total, next_state
+from smg.workers.worker import DRAINING, FAILED, NOT_READY, PENDING, READY, Worker
 
 log = logging.getLogger("smg.workers.health")
 
@@ -72,7 +77,6 @@ INPUTS = (PROBE_OK, PROBE_FAIL, DRAIN)
 SUCCESSES = "successes"
 FAILURES = "failures"
 PROBES = "probes"
-ALWAYS = None  # a guard that fires unconditionally
 
 # Limits.
 SUCCESS_LIMIT = "success"
@@ -103,6 +107,7 @@ TRANSITIONS: dict = {
     (DRAINING, PROBE_FAIL): (),
     (DRAINING, DRAIN): (),
 }
+check_total(TRANSITIONS, STATUSES, INPUTS, "health")
 
 
 class HealthTracker:
@@ -114,8 +119,7 @@ class HealthTracker:
     __slots__ = ("success_threshold", "failure_threshold", "status", "successes", "failures",
                  "probes", "_limits")
 
-    def __init__(self, success_threshold: int = 2, failure_threshold: int = 3,
-                 initial: str = PENDING) -> None:
+    def __init__(self, success_threshold: int, failure_threshold: int, initial: str = PENDING) -> None:
         if success_threshold < 1 or failure_threshold < 1:
             raise ValueError("health thresholds must be at least 1")
         if initial not in STATUSES:
@@ -163,18 +167,12 @@ class HealthTracker:
         self.successes = self.failures = self.probes = 0
 
     def _apply(self, event: str) -> str | None:
-        try:
-            guards = TRANSITIONS[(self.status, event)]
-        except KeyError:
-            raise ValueError(f"no health transition for ({self.status}, {event})") from None
-        for counter, limit, target in guards:
-            if counter is ALWAYS or getattr(self, counter) >= self._limits[limit]:
-                if target == self.status:
-                    return None
-                self.status = target
-                self.probes = 0
-                return target
-        return None
+        target = next_state(TRANSITIONS, self.status, event, self, self._limits, "health")
+        if target is None or target == self.status:
+            return None
+        self.status = target
+        self.probes = 0
+        return target
 
     def __repr__(self) -> str:
         return (f"HealthTracker({self.status}, successes={self.successes}, failures={self.failures}, "
@@ -187,6 +185,9 @@ class HealthTracker:
 # unbounded fan-out opens thousands of sockets in the same millisecond every interval
 # (smg#1694: probe latency at fleet scale).
 DEFAULT_PROBE_CONCURRENCY = 64
+# Each worker's next probe is moved by up to +-10% of its interval, so a fleet's probes
+# spread out instead of arriving together.
+PROBE_JITTER = 0.1
 
 
 class _Entry:
@@ -219,10 +220,10 @@ class HealthChecker(Background):
     ``clock``, ``sleep`` and ``rng`` (a ``random.Random``) are injectable for tests.
     """
 
-    def __init__(self, on_status: Callable[[Worker, str], None], *, endpoint: str = "/health",
-                 interval: float = 60.0, timeout: float = 5.0, success_threshold: int = 2,
-                 failure_threshold: int = 3, api_key: str | None = None, jitter: float = 0.1,
-                 startup_interval: float | None = None, remove_unhealthy: bool = False,
+    def __init__(self, on_status: Callable[[Worker, str], None], *, endpoint: str, interval: float,
+                 timeout: float, success_threshold: int, failure_threshold: int,
+                 startup_interval: float | None, remove_unhealthy: bool,
+                 api_key: str | None = None, jitter: float = PROBE_JITTER,
                  on_failed: Callable[[Worker], None] | None = None,
                  on_result: Callable[[Worker, bool], None] | None = None,
                  probe: Callable[[Worker, str | None], Awaitable[bool]] | None = None,
@@ -254,6 +255,20 @@ class HealthChecker(Background):
         self._entries: dict = {}  # worker id -> _Entry
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+
+    @classmethod
+    def from_config(cls, config, on_status: Callable[[Worker, str], None], **kw) -> HealthChecker:
+        """A checker with the ``health_*`` settings of ``config``; ``kw`` are the other
+        constructor arguments (callbacks, injected probe/clock/sleep/rng) and may also
+        override a setting for one checker (tests)."""
+        values = dict(endpoint=config.health_check_endpoint, interval=config.health_check_interval_secs,
+                      timeout=config.health_check_timeout_secs,
+                      success_threshold=config.health_success_threshold,
+                      failure_threshold=config.health_failure_threshold,
+                      startup_interval=config.worker_startup_check_interval,
+                      remove_unhealthy=config.remove_unhealthy_workers)
+        values.update(kw)
+        return cls(on_status, **values)
 
     # -- membership
 
@@ -294,7 +309,7 @@ class HealthChecker(Background):
     # -- probing
 
     async def http_probe(self, worker: Worker, api_key: str | None) -> bool:
-        """``GET {url}{endpoint}``; True on 2xx. Transport errors and timeouts are False."""
+        """``GET {base_url}{endpoint}``; True on 2xx. Transport errors and timeouts are False."""
         headers = [("authorization", f"Bearer {api_key}")] if api_key else None
         try:
             status, _, _ = await client.request(worker.url, "GET", self.endpoint, headers=headers,

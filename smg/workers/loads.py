@@ -5,6 +5,9 @@ Rule 1: the ``parse_*`` functions take decoded JSON or Prometheus text and retur
 read. Rule 2: ``LoadMonitor`` is the I/O shell; it fetches with
 ``smg.upstream.client`` and hands each report to ``on_load(worker, report)``; the
 gateway stores it (``worker.engine = report``) and feeds the ``smg_engine_*`` gauges.
+Rule 3: polls go to ``worker.base_url`` (the network address), never ``worker.url``
+(the logical key, ``base@rank`` for a data-parallel rank). Rule 4: interval and
+timeout come from the settings table (``LoadMonitor.from_config``).
 
 The report (SMG's ``WorkerLoadResponse`` field names, aggregated over DP ranks)::
 
@@ -43,8 +46,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from smg.errors import UpstreamError
 from smg.upstream import client
-from smg.workers.worker import Worker
 from smg.workers.background import Background
+from smg.workers.worker import Worker
 
 log = logging.getLogger("smg.workers.loads")
 
@@ -353,12 +356,12 @@ class LoadMonitor(Background):
 
     ``on_load(worker, report)`` gets each new report; ``report`` is None after
     ``STALE_AFTER_FAILURES`` failed polls in a row. ``fetch`` replaces the HTTP fetch
-    (``async fetch(url, path, api_key) -> (status, body)``); ``sleep`` and ``clock``
+    (``async fetch(base_url, path, api_key) -> (status, body)``); ``sleep`` and ``clock``
     (wall seconds, for reports without a timestamp) are injectable.
     """
 
-    def __init__(self, on_load: Callable[[Worker, dict | None], None], *, interval: float = 10.0,
-                 timeout: float = 5.0, api_key: str | None = None,
+    def __init__(self, on_load: Callable[[Worker, dict | None], None], *, interval: float,
+                 timeout: float, api_key: str | None = None,
                  fetch: Callable[[str, str, str | None], Awaitable[tuple]] | None = None,
                  sleep: Callable[[float], Awaitable] = asyncio.sleep,
                  concurrency: int = DEFAULT_POLL_CONCURRENCY) -> None:
@@ -373,6 +376,14 @@ class LoadMonitor(Background):
         self._sem = asyncio.Semaphore(max(1, concurrency))
         self._watched: dict = {}
         self._task: asyncio.Task | None = None
+
+    @classmethod
+    def from_config(cls, config, on_load: Callable[[Worker, dict | None], None], **kw) -> LoadMonitor:
+        """A monitor with ``load_monitor_interval`` and ``load_monitor_timeout_secs``;
+        ``kw`` are the other constructor arguments and may override either (tests)."""
+        values = dict(interval=config.load_monitor_interval, timeout=config.load_monitor_timeout_secs)
+        values.update(kw)
+        return cls(on_load, **values)
 
     def add(self, worker: Worker, runtime: str | None = None, api_key: str | None = None) -> None:
         self._watched[worker.id] = _Watched(worker, runtime, api_key)
@@ -400,16 +411,16 @@ class LoadMonitor(Background):
             chain = (prefer,) + tuple(s for s in chain if s != prefer)
         for source in chain:
             try:
-                status, body = await self._fetch(worker.url, _PATHS[source], api_key or self.api_key)
+                status, body = await self._fetch(worker.base_url, _PATHS[source], api_key or self.api_key)
             except (UpstreamError, OSError, asyncio.TimeoutError) as e:
-                log.debug("load poll %s%s failed: %s", worker.url, _PATHS[source], e)
+                log.debug("load poll %s%s failed: %s", worker.base_url, _PATHS[source], e)
                 return None, None  # the worker is unreachable: no point trying other paths
             if not 200 <= status < 300:
                 continue
             try:
                 report = parse_report(source, body, runtime)
             except ValueError as e:
-                log.debug("load poll %s%s: %s", worker.url, _PATHS[source], e)
+                log.debug("load poll %s%s: %s", worker.base_url, _PATHS[source], e)
                 continue
             if report is not None:
                 return report, source

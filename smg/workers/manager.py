@@ -1,80 +1,110 @@
 """WorkerManager: the lifecycle of workers, from a spec to removal.
 
 Theory of operation: ``add(spec)`` creates the Worker (PENDING) with its circuit
-breaker and a pool shared by every logical worker of the same server, registers it,
-and starts its registration job: learn its models (``GET /v1/models``; a server
-without it but answering ``/health`` serves any model), expand data-parallel ranks
-when ``--dp-aware``, then hand it to the health checker, whose probes move it to READY
+breaker, its retry policy (when its spec's ``resilience`` section has retry fields)
+and a pool shared by every logical worker of the same server, registers it, and
+starts its registration job: learn its models (``GET /v1/models``; a server without
+it but answering ``/health`` serves any model), expand data-parallel ranks when
+``--dp-aware``, then hand it to the health checker, whose probes move it to READY
 (the successful discovery counts as the first good probe). ``remove`` drains:
 DRAINING at once (no new traffic), removal when its in-flight requests are done or
 the settle time has passed.
 
 Rules:
-- Status and breaker changes go through the registry's event methods only.
+- Dependencies are narrow: the settings (``config``), the ``WorkerRegistry``, an
+  event sink (``events.emit(record)``, an ``EventBus``) and a monotonic ``clock``.
+  The loop is the running one (taken at ``start`` or at the first ``add``).
+- Status and breaker changes go through the registry's event methods only; what
+  observability needs (probe results, breaker transitions, discovery syncs and
+  changes) leaves as records of ``smg.workers.events`` on ``events``.
 - The health checker, load monitor and discovery sources are sans-I/O cores driven by
   their own tasks; this module only connects their callbacks to the registry.
+- Every network use goes to ``worker.base_url`` (the address), never ``worker.url``
+  (the logical key, ``base@rank`` for a DP rank).
+- Every timeout and bound comes from the settings table.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
+
+import orjson
 
 from smg.errors import UpstreamError
 from smg.upstream import client
 from smg.upstream.pool import UpstreamPool
 from smg.workers.breaker import OPEN, CircuitBreaker
 from smg.workers.discovery import FileDiscovery, KubeConfig, KubeDiscovery
+from smg.workers.events import BreakerTransition, DiscoveryChanged, DiscoverySynced, HealthChecked
 from smg.workers.health import HealthChecker
 from smg.workers.loads import LoadMonitor
+from smg.workers.registry import WorkerRegistry
+from smg.workers.retry import RetryPolicy
+from smg.workers.spec import SpecError, validate
 from smg.workers.worker import DRAINING, FAILED, PENDING, READY, Worker
 
 log = logging.getLogger("smg.workers")
 
-REGISTRATION_MAX_BACKOFF = 5.0
+# First wait before retrying a worker that is not answering yet; it doubles up to
+# --worker-registration-max-backoff-secs.
+REGISTRATION_FIRST_BACKOFF = 0.1
+# How often a draining worker's in-flight count is looked at.
+DRAIN_POLL = 0.05
 
 
 class WorkerManager:
-    def __init__(self, gw) -> None:
-        self.gw = gw
-        cfg = gw.config
-        self.registry = gw.registry
+    def __init__(self, config, registry: WorkerRegistry, events, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.registry = registry
+        self.events = events
+        self.clock = clock
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.retry = RetryPolicy.from_config(config)  # the gateway's policy, base of per-worker ones
         self.jobs: dict = {}      # worker id -> "pending" | "completed" | "failed"
         self._pools: dict = {}    # base url -> [pool, users]
         self._tasks: set = set()
         self._sources: list = []
-        self.health = None if cfg.disable_health_check else HealthChecker(
-            self._on_status, endpoint=cfg.health_check_endpoint, interval=cfg.health_check_interval_secs,
-            timeout=cfg.health_check_timeout_secs, success_threshold=cfg.health_success_threshold,
-            failure_threshold=cfg.health_failure_threshold, startup_interval=cfg.worker_startup_check_interval,
-            remove_unhealthy=cfg.remove_unhealthy_workers, on_failed=self._on_failed,
-            on_result=self._on_probe)
-        self.loads = None if cfg.disable_load_monitoring else LoadMonitor(
-            self._on_load, interval=cfg.load_monitor_interval)
+        self.health = None if config.disable_health_check else HealthChecker.from_config(
+            config, self._on_status, on_failed=self._on_failed, on_result=self._on_probe, clock=clock)
+        self.loads = None if config.disable_load_monitoring else LoadMonitor.from_config(config, self._on_load)
 
     # -- start / stop ---------------------------------------------------------------
 
-    def start(self) -> None:
-        cfg = self.gw.config
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        return self.loop
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Starts the health checker, load monitor and discovery sources (on ``loop``,
+        default the running loop)."""
+        if loop is not None:
+            self.loop = loop
+        self._loop()
+        cfg = self.config
         if self.health is not None:
             self.health.start()
         if self.loads is not None:
             self.loads.start()
         if cfg.discovery_file:
-            src = FileDiscovery(cfg.discovery_file, lambda spec: self._discovered(spec, "file"),
-                                lambda url: self._undiscovered(url, "file"),
-                                interval=cfg.discovery_check_interval_secs,
-                                on_sync=lambda d: self.gw.on_discovery_sync("file", d))
-            self._sources.append(src)
-            src.start()
+            self._source(FileDiscovery(cfg.discovery_file, lambda spec: self._discovered(spec, "file"),
+                                       lambda url: self._undiscovered(url, "file"),
+                                       interval=cfg.discovery_check_interval_secs,
+                                       on_sync=lambda d: self.events.emit(DiscoverySynced("file", d))))
         if cfg.service_discovery:
-            kube = KubeDiscovery(KubeConfig.auto(cfg.kubeconfig or None),
-                                 lambda spec: self._discovered(spec, "kubernetes"),
-                                 lambda url: self._undiscovered(url, "kubernetes"),
-                                 selector=tuple(cfg.selector), namespace=cfg.service_discovery_namespace or None,
-                                 port=cfg.service_discovery_port,
-                                 on_sync=lambda d: self.gw.on_discovery_sync("kubernetes", d))
-            self._sources.append(kube)
-            kube.start()
+            self._source(KubeDiscovery(KubeConfig.auto(cfg.kubeconfig or None),
+                                       lambda spec: self._discovered(spec, "kubernetes"),
+                                       lambda url: self._undiscovered(url, "kubernetes"),
+                                       selector=tuple(cfg.selector),
+                                       namespace=cfg.service_discovery_namespace or None,
+                                       port=cfg.service_discovery_port,
+                                       on_sync=lambda d: self.events.emit(DiscoverySynced("kubernetes", d))))
+
+    def _source(self, src) -> None:
+        self._sources.append(src)
+        src.start()
 
     async def stop(self) -> None:
         for src in self._sources:
@@ -83,27 +113,29 @@ class WorkerManager:
             await self.health.stop()
         if self.loads is not None:
             await self.loads.stop()
-        for t in list(self._tasks):
+        tasks = list(self._tasks)
+        for t in tasks:
             t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         for pool, _ in self._pools.values():
             pool.close()
 
     def _spawn(self, coro) -> None:
-        t = self.gw.loop.create_task(coro)
+        t = self._loop().create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
     # -- adding ---------------------------------------------------------------------
 
     def add(self, spec: dict, worker_id: str | None = None) -> Worker:
-        """Registers a worker from a validated spec; returns it (PENDING).
+        """Registers a worker from a validated spec; returns it (PENDING). Call on the loop.
 
         With ``--dp-aware`` and a ``dp_size`` in the spec, one logical worker per rank is
         registered and the rank-0 one returned.
         """
-        cfg = self.gw.config
         dp_size = spec.get("dp_size")
-        if cfg.dp_aware and dp_size and dp_size > 1 and spec.get("dp_rank") is None:
+        if self.config.dp_aware and dp_size and dp_size > 1 and spec.get("dp_rank") is None:
             first = None
             for rank in range(dp_size):
                 w = self._new(dict(spec, dp_rank=rank), f"{worker_id}@{rank}" if worker_id else None)
@@ -112,59 +144,49 @@ class WorkerManager:
         return self._new(spec, worker_id)
 
     def _new(self, spec: dict, worker_id: str | None) -> Worker:
-        cfg = self.gw.config
-        url = spec["url"]
-        rank = spec.get("dp_rank")
         models = tuple(c["id"] for c in spec.get("models") or ())
-        w = Worker(url, models, worker_id, spec.get("worker_type", "regular"))
-        w.base_url = url
-        if rank is not None:
-            w.url = f"{url}@{rank}"  # the logical worker of one DP rank (SMG's naming)
+        w = Worker(spec["url"], models, worker_id, spec.get("worker_type", "regular"), dp_rank=spec.get("dp_rank"))
         w.model_cards = [dict(c, object="model") for c in spec.get("models") or ()]
         w.spec = {k: v for k, v in spec.items() if k != "api_key"}
         key = spec.get("api_key")
         w.api_key = key.encode() if key else None
         w.runtime = spec.get("runtime_type", "unspecified")
-        w.dp_rank = rank
         w.dp_size = spec.get("dp_size")
-        w.pool = self._pool_for(url)
         res = spec.get("resilience") or {}
-        w.breaker = CircuitBreaker(
-            res.get("cb_failure_threshold", cfg.cb_failure_threshold),
-            res.get("cb_success_threshold", cfg.cb_success_threshold),
-            res.get("cb_timeout_secs", cfg.cb_timeout_duration_secs),
-            res.get("cb_window_secs", cfg.cb_window_duration_secs),
-            enabled=not (cfg.disable_circuit_breaker or res.get("disable_circuit_breaker", False)),
-            label=w.id, on_transition=self._on_breaker, now=self.gw.clock())
+        w.breaker = CircuitBreaker.from_config(self.config, res, label=w.id, on_transition=self._on_breaker,
+                                               now=self.clock())
+        w.retry = self.retry.for_worker(res)
+        w.pool = self._pool_for(w)
         self.registry.add(w)
         self.jobs[w.id] = "pending"
         self._spawn(self._register(w))
         return w
 
-    def _pool_for(self, url: str) -> UpstreamPool:
-        entry = self._pools.get(url)
+    def _pool_for(self, w: Worker) -> UpstreamPool:
+        entry = self._pools.get(w.base_url)
         if entry is None:
-            cfg = self.gw.config
-            w = Worker(url)
-            pool = UpstreamPool(self.gw.loop, w.host, w.port, idle_timeout=cfg.upstream_pool_idle_timeout_secs,
-                                max_idle=cfg.upstream_pool_max_idle, connect_timeout=cfg.connect_timeout_secs)
-            entry = self._pools[url] = [pool, 0]
+            cfg = self.config
+            pool = UpstreamPool.from_config(self._loop(), w.host, w.port, cfg)
+            entry = self._pools[w.base_url] = [pool, 0]
         entry[1] += 1
         return entry[0]
 
-    def _release_pool(self, url: str) -> None:
-        entry = self._pools.get(url)
+    def _release_pool(self, base_url: str) -> None:
+        entry = self._pools.get(base_url)
         if entry is not None:
             entry[1] -= 1
             if entry[1] <= 0:
                 entry[0].close()
-                del self._pools[url]
+                del self._pools[base_url]
 
     def _auth(self, w: Worker) -> list | None:
         return [("authorization", "Bearer " + w.api_key.decode())] if w.api_key else None
 
     async def _register(self, w: Worker) -> None:
-        delay = 0.1
+        cfg = self.config
+        timeout = cfg.worker_probe_timeout_secs
+        cap = cfg.worker_registration_max_backoff_secs
+        delay = min(REGISTRATION_FIRST_BACKOFF, cap)
         while self.registry.get(w.id) is w:
             try:
                 if not w.models:
@@ -173,7 +195,7 @@ class WorkerManager:
             except UpstreamError as e:
                 try:
                     status, _, _ = await client.request(w.base_url, "GET", "/health", headers=self._auth(w),
-                                                        timeout=5.0)
+                                                        timeout=timeout)
                 except UpstreamError:
                     status = 0
                 if 200 <= status < 300:
@@ -181,10 +203,9 @@ class WorkerManager:
                     break
                 log.warning("worker %s not answering yet: %s", w.url, e)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, REGISTRATION_MAX_BACKOFF)
+            delay = min(delay * 2, cap)
         if self.registry.get(w.id) is not w:
             return
-        cfg = self.gw.config
         if cfg.dp_aware and w.dp_rank is None and await self._expand_dp(w):
             return
         self.jobs[w.id] = "completed"
@@ -203,11 +224,10 @@ class WorkerManager:
         log.info("worker %s registered (%s), models %s", w.url, w.id, list(w.models) or "any")
 
     async def _discover_models(self, w: Worker) -> None:
-        status, _, body = await client.request(w.base_url, "GET", "/v1/models", headers=self._auth(w), timeout=5.0)
+        status, _, body = await client.request(w.base_url, "GET", "/v1/models", headers=self._auth(w),
+                                               timeout=self.config.worker_probe_timeout_secs)
         if not 200 <= status < 300:
             raise UpstreamError(f"GET /v1/models answered {status}")
-        import orjson
-
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -226,14 +246,12 @@ class WorkerManager:
         logical worker per rank. Returns True if it did."""
         try:
             status, _, body = await client.request(w.base_url, "GET", "/get_server_info", headers=self._auth(w),
-                                                   timeout=5.0)
-            import orjson
-
+                                                   timeout=self.config.worker_probe_timeout_secs)
             info = orjson.loads(body) if 200 <= status < 300 else {}
         except (UpstreamError, ValueError):
             info = {}
         size = info.get("dp_size") if isinstance(info, dict) else None
-        if not isinstance(size, int) or size <= 1:
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 1:
             return False
         spec = dict(w.spec, dp_size=size, models=w.model_cards or w.spec.get("models") or [])
         if w.api_key:
@@ -253,25 +271,21 @@ class WorkerManager:
         return list(counts.items())
 
     def _discovered(self, spec: dict, source: str) -> None:
-        from smg.workers.spec import SpecError, validate
-
         try:
             clean = validate({k: v for k, v in spec.items() if k != "source"})
         except SpecError as e:
             log.warning("%s discovery: bad worker %s: %s", source, spec.get("url"), e)
-            self.gw.on_discovery(source, "registration", "invalid")
+            self.events.emit(DiscoveryChanged(source, "registration", "invalid"))
             return
-        if self.registry.find_url(clean["url"]) is not None:
+        if self.registry.at_address(clean["url"]):
             return
         self.add(clean)
-        self.gw.on_discovery(source, "registration", "success")
+        self.events.emit(DiscoveryChanged(source, "registration", "success"))
 
     def _undiscovered(self, url: str, source: str) -> None:
-        url = url.rstrip("/")
-        for w in self.registry.all():
-            if w.base_url == url:
-                self.remove(w.id)
-        self.gw.on_discovery(source, "deregistration", "removed")
+        for w in self.registry.at_address(url):
+            self.remove(w.id)
+        self.events.emit(DiscoveryChanged(source, "deregistration", "removed"))
 
     # -- removing ---------------------------------------------------------------------
 
@@ -285,7 +299,7 @@ class WorkerManager:
         if self.loads is not None:
             self.loads.remove(w)
         self.registry.set_status(w, DRAINING)
-        settle = (w.spec.get("health") or {}).get("drain_settle_secs", self.gw.config.drain_settle_secs)
+        settle = (w.spec.get("health") or {}).get("drain_settle_secs", self.config.drain_settle_secs)
         if not drain or w.inflight == 0 or settle <= 0:
             self._finalize(w)
         else:
@@ -293,10 +307,10 @@ class WorkerManager:
         return w
 
     async def _drain(self, w: Worker, settle: float) -> None:
-        loop = self.gw.loop
+        loop = self._loop()
         deadline = loop.time() + settle
         while w.inflight > 0 and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(DRAIN_POLL)
         self._finalize(w)
 
     def _finalize(self, w: Worker) -> None:
@@ -315,7 +329,7 @@ class WorkerManager:
         self.remove(w.id, drain=False)
 
     def _on_probe(self, w: Worker, ok: bool) -> None:
-        self.gw.on_health_check(w, ok)
+        self.events.emit(HealthChecked(w.id, w.url, w.worker_type, ok))
 
     def _on_load(self, w: Worker, report: dict | None) -> None:
         w.engine = report
@@ -325,21 +339,25 @@ class WorkerManager:
         if w is not None:
             self.registry.set_breaker_open(w, new == OPEN)
             log.warning("worker %s circuit breaker %s -> %s", w.url, old, new)
-        self.gw.on_breaker_transition(breaker.label, w.url if w else breaker.label, old, new)
+        self.events.emit(BreakerTransition(breaker.label, w.url if w else breaker.label, old, new))
 
     def record_outcome(self, w: Worker, ok: bool) -> None:
+        """One request outcome for ``w``'s breaker (the hot path: no event unless it moves)."""
         if w.breaker is not None:
-            w.breaker.record(ok, self.gw.clock())
+            w.breaker.record(ok, self.clock())
 
-    def sweep(self, now: float) -> None:
-        """Lets open breakers whose timeout passed move to half-open (lazy in the core)."""
+    def sweep(self, now: float | None = None) -> None:
+        """Lets open breakers whose timeout passed move to half-open (lazy in the core).
+        ``now`` defaults to the manager's clock (the one outcomes are recorded with)."""
+        if now is None:
+            now = self.clock()
         for w in self.registry.all():
             if w.breaker_open:
                 w.breaker.state_at(now)
 
     def info(self, w: Worker) -> dict:
         """WorkerInfo as the API shows it (never the api_key)."""
-        now = self.gw.clock()
+        now = self.clock()
         spec = w.spec
         return {
             "id": w.id, "url": w.url, "model_id": w.models[0] if w.models else None, "models": list(w.models),

@@ -13,22 +13,35 @@ Semantics (SMG 1.9 / ``smg launch --help`` 1.13):
 - The delay before attempt ``n + 1`` (``n`` = 0-based index of the attempt that just
   failed) is ``min(initial x multiplier^n, max)``, then moved by a uniform jitter of
   +- ``jitter_factor x delay`` (never below 0).
+
+Rules: the numbers come from the settings table (``from_config``: the ``retry_*``
+settings); the dataclass restates no default. ``RETRYABLE_STATUS`` is declared here
+only (the circuit breaker imports it). A worker registered with retry fields in its
+WorkerSpec ``resilience`` section gets its own policy (``for_worker``), the gateway's
+with those fields over it; the exchange uses ``worker.retry or gateway_policy`` for the
+attempt that worker served.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
 RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)
 
+# WorkerSpec ``resilience`` field -> RetryPolicy field (``disable_retry`` is handled apart).
+RESILIENCE_FIELDS = {"max_retries": "max_retries", "initial_backoff_ms": "initial_backoff_ms",
+                     "max_backoff_ms": "max_backoff_ms", "backoff_multiplier": "multiplier",
+                     "jitter_factor": "jitter_factor", "retryable_status_codes": "retryable_status"}
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_retries: int = 5
-    initial_backoff_ms: float = 50
-    max_backoff_ms: float = 30000
-    multiplier: float = 1.5
-    jitter_factor: float = 0.2
+    max_retries: int
+    initial_backoff_ms: float
+    max_backoff_ms: float
+    multiplier: float
+    jitter_factor: float
     retryable_status: tuple = RETRYABLE_STATUS
 
     def __post_init__(self) -> None:
@@ -41,22 +54,33 @@ class RetryPolicy:
         if not 0.0 <= self.jitter_factor <= 1.0:
             raise ValueError("retry jitter factor must be in [0, 1]")
 
-    @classmethod
-    def disabled(cls) -> RetryPolicy:
-        """One attempt, no retries (``--disable-retries``)."""
-        return cls(max_retries=1)
+    def without_retries(self) -> RetryPolicy:
+        """This policy with one attempt, no retries (``--disable-retries``)."""
+        return dataclasses.replace(self, max_retries=1)
 
     @classmethod
     def from_config(cls, config) -> RetryPolicy:
         """From gateway settings (``retry_*`` and ``disable_retries``)."""
-        g = lambda name, default: getattr(config, name, default)
-        if g("disable_retries", False):
-            return cls.disabled()
-        return cls(max_retries=g("retry_max_retries", 5),
-                   initial_backoff_ms=g("retry_initial_backoff_ms", 50),
-                   max_backoff_ms=g("retry_max_backoff_ms", 30000),
-                   multiplier=g("retry_backoff_multiplier", 1.5),
-                   jitter_factor=g("retry_jitter_factor", 0.2))
+        p = cls(max_retries=config.retry_max_retries, initial_backoff_ms=config.retry_initial_backoff_ms,
+                max_backoff_ms=config.retry_max_backoff_ms, multiplier=config.retry_backoff_multiplier,
+                jitter_factor=config.retry_jitter_factor)
+        return p.without_retries() if config.disable_retries else p
+
+    def for_worker(self, resilience: dict | None) -> RetryPolicy | None:
+        """The policy of a worker whose WorkerSpec ``resilience`` section has retry fields:
+        this (the gateway's) policy with them over it; None when it has none (the worker
+        uses the gateway's policy).
+
+        Raises:
+            ValueError: the fields make an invalid policy (as the constructor).
+        """
+        res = resilience or {}
+        changes = {RESILIENCE_FIELDS[k]: v for k, v in res.items() if k in RESILIENCE_FIELDS}
+        if not changes and "disable_retry" not in res:
+            return None
+        if res.get("disable_retry"):
+            changes["max_retries"] = 1
+        return dataclasses.replace(self, **changes)
 
     def base_delay(self, attempt: int) -> float:
         """Seconds before attempt ``attempt + 1``, without jitter."""

@@ -2,6 +2,9 @@
 
 Every error names the offending field (``health.timeout_secs``), so the API can
 answer 400 with it. ``api_key`` is write-only: ``public()`` never includes it.
+A spec that validates builds its worker: every bound the circuit breaker and the retry
+policy enforce is checked here first (``_BOUNDS``). ``WORKER_TYPES`` is declared here
+only (discovery and the registry import it).
 """
 from __future__ import annotations
 
@@ -17,6 +20,10 @@ _RESILIENCE = {"max_retries": int, "initial_backoff_ms": float, "max_backoff_ms"
                "backoff_multiplier": float, "jitter_factor": float, "disable_retry": bool,
                "cb_failure_threshold": int, "cb_success_threshold": int, "cb_timeout_secs": float,
                "cb_window_secs": float, "disable_circuit_breaker": bool, "retryable_status_codes": list}
+# field -> (lowest, highest) allowed (None: unbounded), beyond "not negative".
+_BOUNDS = {"health.success_threshold": (1, None), "health.failure_threshold": (1, None),
+           "resilience.backoff_multiplier": (1.0, None), "resilience.jitter_factor": (0.0, 1.0),
+           "resilience.cb_failure_threshold": (1, None), "resilience.cb_success_threshold": (1, None)}
 
 
 class SpecError(ValueError):
@@ -64,7 +71,13 @@ def _section(name: str, value, fields: dict) -> dict:
         if kind is None:
             raise SpecError(f"{name}.{k}", "unknown field")
         if v is not None:
-            out[k] = _typed(f"{name}.{k}", v, kind)
+            field = f"{name}.{k}"
+            out[k] = _typed(field, v, kind)
+            lo, hi = _BOUNDS.get(field, (None, None))
+            if (lo is not None and out[k] < lo) or (hi is not None and out[k] > hi):
+                raise SpecError(field, f"must be {'at least ' + str(lo) if hi is None else f'in [{lo}, {hi}]'}")
+    if name == "resilience" and any(not 100 <= c <= 599 for c in out.get("retryable_status_codes", ())):
+        raise SpecError("resilience.retryable_status_codes", "must be HTTP status codes (100-599)")
     return out
 
 

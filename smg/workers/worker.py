@@ -1,4 +1,11 @@
-"""The record of one worker (an inference server the gateway routes to)."""
+"""The record of one worker (an inference server the gateway routes to).
+
+Rule: a worker has two names. ``url`` is its logical key: what metric labels, the
+Workers API, policies and hash rings see; for one rank of a data-parallel server it is
+SMG's ``"{base_url}@{rank}"``. ``base_url`` is its network address: every probe,
+poll and connection (health checks, load polls, registration, the pool) uses it, and
+nothing else is ever parsed as an address.
+"""
 from __future__ import annotations
 
 import itertools
@@ -17,19 +24,22 @@ _ids = itertools.count(1)
 class Worker:
     """One worker.
 
-    ``models`` is the tuple of model ids it serves; empty means it accepts any model
-    (a wildcard, as SMG treats a worker whose models are unknown). ``inflight`` is the
-    gateway-local count of requests dispatched to it and not yet finished.
+    ``url`` (the argument) is the server's base URL; with ``dp_rank`` the worker is that
+    rank's logical worker and ``self.url`` becomes ``"{url}@{dp_rank}"``. ``models`` is
+    the tuple of model ids it serves; empty means it accepts any model (a wildcard, as
+    SMG treats a worker whose models are unknown). ``inflight`` is the gateway-local
+    count of requests dispatched to it and not yet finished.
     """
 
     __slots__ = ("id", "url", "host", "port", "host_header", "models", "model_cards", "status",
                  "inflight", "processed", "pool", "worker_type", "engine", "breaker", "breaker_open",
-                 "api_key", "spec", "runtime", "dp_rank", "dp_size", "base_url", "__weakref__")
+                 "api_key", "spec", "runtime", "dp_rank", "dp_size", "base_url", "retry", "__weakref__")
 
     def __init__(self, url: str, models: tuple = (), worker_id: str | None = None,
-                 worker_type: str = "regular") -> None:
+                 worker_type: str = "regular", dp_rank: int | None = None) -> None:
         parts = urlsplit(url)
-        self.url = url.rstrip("/")
+        self.base_url = url.rstrip("/")
+        self.url = self.base_url if dp_rank is None else f"{self.base_url}@{dp_rank}"
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
         self.host_header = parts.netloc.encode("idna")
@@ -50,9 +60,9 @@ class Worker:
         self.api_key = None        # bytes: sent as Bearer to the worker; never echoed
         self.spec: dict = {}       # the WorkerSpec it was registered with (api_key removed)
         self.runtime = "unspecified"
-        self.dp_rank = None        # DP-aware: this logical worker's rank on base_url
+        self.dp_rank = dp_rank     # DP-aware: this logical worker's rank on base_url
         self.dp_size = None
-        self.base_url = self.url
+        self.retry = None          # smg.workers.retry.RetryPolicy from its spec, or None (the gateway's)
 
     def serves(self, model: str | None) -> bool:
         return model is None or not self.models or model in self.models

@@ -1,13 +1,19 @@
-"""smg-proxy as users run it: demo mode, flags, config file, SIGTERM."""
+"""smg-proxy as users run it: demo mode (only without any worker source), discovery
+sources, flags, config file, SIGTERM."""
+import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
 import pytest
+
+from smg.testing.fake_kube import FakeKube
 
 CHAT = b'{"model":"mock-model","messages":[{"role":"user","content":"Hello!"}]}'
 
@@ -37,6 +43,11 @@ def wait_ready(port, timeout=15.0):
         except OSError:
             time.sleep(0.1)
     raise AssertionError("gateway never became ready")
+
+
+def get_json(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return json.loads(r.read())
 
 
 def post(port, body=CHAT):
@@ -124,3 +135,85 @@ def test_config_file(tmp_path):
     bad.write_text("polcy: round_robin\n")
     r = subprocess.run([sys.executable, "-m", "smg", "--config", str(bad)], capture_output=True, timeout=20)
     assert r.returncode == 2 and "polcy" in r.stderr.decode() and "unknown setting" in r.stderr.decode()
+
+
+def _started_mock_worker(worker_id):
+    port = free_port()
+    w = smg_proxy("mock-worker", "--port", str(port), "--worker-id", worker_id)
+    return w, f"http://127.0.0.1:{port}"
+
+
+def _assert_only_worker(gp, url, worker_id):
+    listed = get_json(gp, "/workers")
+    assert [w["url"] for w in listed["workers"]] == [url]
+    assert {post(gp)[1]["x-mock-worker"] for _ in range(3)} == {worker_id}
+
+
+def test_discovery_file_is_a_worker_source_no_demo_mode(tmp_path):
+    w, url = _started_mock_worker("from-file")
+    manifest = tmp_path / "workers.json"
+    manifest.write_text(json.dumps({"workers": [{"url": url}]}))
+    gp = free_port()
+    g = smg_proxy("--host", "127.0.0.1", "--port", str(gp), "--discovery-file", str(manifest))
+    try:
+        wait_ready(gp)
+        _assert_only_worker(gp, url, "from-file")
+    finally:
+        code, _, err = stop(g)
+        stop(w)
+    assert code == 0
+    assert "demo mode" not in err and "built-in mock workers" not in err
+
+
+class _LoopThread:
+    """An asyncio loop in a thread, for a FakeKube the CLI subprocess can reach."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout=10):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn):
+        async def on_loop():
+            return fn()
+        return self.run(on_loop())
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_service_discovery_is_a_worker_source_no_demo_mode(tmp_path):
+    w, url = _started_mock_worker("from-pod")
+    port = int(url.rsplit(":", 1)[1])
+    lt = _LoopThread()
+    kube = FakeKube(token="tok")
+    try:
+        lt.run(kube.start())
+        lt.call(lambda: kube.add_pod("p0", labels={"app": "llm"}, ip="127.0.0.1"))
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: t\n"
+            f"clusters: [{{name: c, cluster: {{server: '{kube.url}'}}}}]\n"
+            "users: [{name: u, user: {token: tok}}]\n"
+            "contexts: [{name: t, context: {cluster: c, user: u}}]\n")
+        gp = free_port()
+        g = smg_proxy("--host", "127.0.0.1", "--port", str(gp), "--service-discovery", "--selector", "app=llm",
+                      "--service-discovery-port", str(port), "--kubeconfig", str(kubeconfig),
+                      env={k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"})
+        try:
+            wait_ready(gp)
+            _assert_only_worker(gp, url, "from-pod")
+        finally:
+            code, _, err = stop(g)
+        assert code == 0
+        assert "demo mode" not in err and "built-in mock workers" not in err
+        assert kube.list_requests >= 1
+    finally:
+        lt.run(kube.stop())
+        lt.close()
+        stop(w)

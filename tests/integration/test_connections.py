@@ -8,6 +8,7 @@ import time
 import pytest
 
 from smg.testing.mock_worker import MockConfig
+from tests.helpers import wait_for
 
 from . import rawhttp
 
@@ -17,15 +18,6 @@ STREAM = b'{"model":"mock-model","stream":true,"messages":[{"role":"user","conte
 
 def chat_req(body=CHAT, extra=b""):
     return b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
-
-
-def wait_for(pred, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 def test_keep_alive_reuses_client_and_worker_connections(gateway):

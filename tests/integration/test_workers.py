@@ -15,6 +15,7 @@ import pytest
 from smg.testing.fake_kube import FakeKube
 from smg.testing.harness import GatewayHarness
 from smg.testing.mock_worker import MockConfig, MockWorker
+from tests.helpers import wait_for
 
 from . import rawhttp
 from .test_observability import scrape, val
@@ -30,15 +31,6 @@ def req(method, path, body=b""):
 def call(h, method, path, body=b""):
     st, headers, data = rawhttp.request(h.port, req(method, path, body), methods=[method.decode()])[0]
     return st, headers, (json.loads(data) if data else None)
-
-
-def wait_for(pred, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 def worker_of(h, headers):
@@ -245,6 +237,32 @@ def test_dp_aware_injects_rank(make_gateway):
         assert urls == [w.url + "@0", w.url + "@1"]
     finally:
         h.run(w.stop())
+
+
+def test_dp_aware_ranks_stay_ready_with_health_checks_on():
+    """``base@rank`` is the ranks' logical key, not an address: probes and load polls go
+    to the base URL, so healthy ranks stay ready round after round."""
+    with GatewayHarness(workers=[MockConfig(worker_id="dp")], wait_ready=False, worker_urls=[], dp_aware=True,
+                        load_monitor_interval=0.1, **FAST_HEALTH) as h:
+        w = h.workers[0]
+        st, _, _ = call(h, b"POST", b"/workers", b'{"url": "%s", "dp_size": 2}' % w.url.encode())
+        assert st == 202
+        assert wait_for(lambda: len(h.on_loop(lambda: h.gw.registry.candidates(None))) == 2)
+        health_before = val(scrape(h), "smg_worker_health_checks_total", worker_type="regular", result="success")
+        assert wait_for(lambda: val(scrape(h), "smg_worker_health_checks_total", worker_type="regular",
+                                    result="success") >= health_before + 6)
+        m = scrape(h)
+        assert val(m, "smg_worker_health_checks_total", worker_type="regular", result="failure") == 0
+        for rank in (0, 1):
+            assert val(m, "smg_worker_health", worker=f"{w.url}@{rank}") == 1
+        assert wait_for(lambda: all(x.engine is not None for x in h.on_loop(lambda: h.gw.registry.all())))
+        ranks = []
+        for _ in range(4):
+            assert call(h, b"POST", b"/v1/chat/completions", CHAT)[0] == 200
+            ranks.append(w.stats.last_body["data_parallel_rank"])
+        assert sorted(ranks) == [0, 0, 1, 1]
+        workers = call(h, b"GET", b"/workers")[2]["workers"]
+        assert sorted((x["url"], x["status"]) for x in workers) == [(w.url + "@0", "ready"), (w.url + "@1", "ready")]
 
 
 def test_file_discovery(tmp_path):

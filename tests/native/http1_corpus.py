@@ -189,20 +189,65 @@ REQUESTS = [
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     ),
     _req(
-        "chunked-http10",
-        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
-        eof=True,
-    ),
-    _req(
         "chunked-big",
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
         + _chunk(BIG_BODY[:9000])
         + _chunk(BIG_BODY[9000:], b";x=y")
         + b"0\r\n\r\n",
     ),
+    # absolute-form (RFC 9112 §3.2.2: a server MUST accept it); the target is passed on
+    # as received (the server normalises it; the Host it must then ignore is still
+    # required of an HTTP/1.1 request, §3.2)
     _req(
         "absolute-form-target",
         b"GET http://example.com:80/a?b=c HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    ),
+    _req(
+        "absolute-form-https-post",
+        b"POST https://api.example.com/v1/chat/completions?x=1 HTTP/1.1\r\n"
+        b"Host: api.example.com\r\nContent-Length: 2\r\n\r\n{}",
+    ),
+    _req(
+        "absolute-form-host-differs",
+        b"GET http://a.example/x HTTP/1.1\r\nHost: b.example\r\n\r\n",
+    ),
+    _req("absolute-form-no-path", b"GET HTTP://EXAMPLE.COM HTTP/1.1\r\nHost: example.com\r\n\r\n"),
+    _req(
+        "absolute-form-ipv6-userinfo",
+        b"GET http://user@[::1]:8080/p%20q?r#s HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+    ),
+    _req("absolute-form-http10-no-host", b"GET http://example.com/ HTTP/1.0\r\n\r\n", eof=True),
+    _req(
+        "absolute-form-pipelined",
+        b"GET http://example.com/1 HTTP/1.1\r\nHost: example.com\r\n\r\n" + GET
+        + b"DELETE http://h/2 HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nz",
+    ),
+    # empty lines before a request-line are ignored (RFC 9112 §2.2), and count towards
+    # that head's max_head_size
+    _req("leading-crlf", b"\r\n" + GET),
+    _req("leading-lf", b"\n" + GET),
+    _req("leading-empty-lines-mixed", b"\r\n\n\r\n\n" + GET, eof=True),
+    _req("empty-line-only", b"\r\n\r\n"),
+    _req("empty-lines-then-eof", b"\r\n\n", eof=True),
+    _req("crlf-between-requests", GET + b"\r\n" + GET),
+    _req(
+        "crlf-after-post-body",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\r\n" + GET,
+    ),
+    _req(
+        "crlf-after-chunked-body",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nhi\r\n0\r\n\r\n\r\n\n" + GET,
+    ),
+    _req(
+        "leading-empty-lines-at-limit",
+        b"\n" + b"\r\n" * 18 + GET.replace(b"example.com", b"a"),
+        max_head_size=64,
+    ),
+    _req(
+        "empty-lines-count-per-request",
+        (b"\n" + b"\r\n" * 18 + GET.replace(b"example.com", b"a")) * 3,
+        max_head_size=64,
     ),
     _req("asterisk-options", b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"),
     _req("token-method", b"M-SEARCH! * HTTP/1.1\r\nHost: a\r\n\r\n"),
@@ -301,6 +346,26 @@ REQUESTS = [
         501,
     ),
     _req("te-empty", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n", 501),
+    # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing
+    _req(
+        "chunked-http10",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+        400,
+        eof=True,
+    ),
+    _req(
+        "chunked-http10-keepalive",
+        b"POST / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n"
+        b"transfer-encoding: CHUNKED\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    _req("chunked-http10-head-only", b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    _req(
+        "chunked-http10-second-request",
+        GET + b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    _req("te-gzip-http10", b"POST / HTTP/1.0\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
     _req(
         "chunk-size-not-hex",
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
@@ -326,6 +391,65 @@ REQUESTS = [
         "chunk-size-17-hex-digits",
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n",
         400,
+    ),
+    # sizes past 2**63 - 1 (sixteen f: 2**64 - 1) fail at once, with or without the CRLF
+    _req(
+        "chunk-size-16-f",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
+        400,
+    ),
+    _req(
+        "chunk-size-16-f-incomplete",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff",
+        400,
+    ),
+    _req(
+        "chunk-size-2-63",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n8000000000000000;a\r\n",
+        400,
+    ),
+    _req(
+        "chunk-size-2-63-incomplete",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n8000000000000000",
+        400,
+    ),
+    _req(
+        "chunk-size-max",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n7FFFFFFFFFFFFFFF\r\nhello",
+    ),
+    _req(
+        "chunk-size-max-incomplete",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff",
+    ),
+    _req(
+        "chunk-size-16-digits-leading-zeros",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"000000000000000a\r\n0123456789\r\n0000000000000000\r\n\r\n",
+    ),
+    _req(
+        "chunk-size-17-hex-digits-incomplete",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000001",
+        400,
+    ),
+    # other chunk lines that can no longer be valid fail before their LF
+    _req(
+        "chunk-size-not-hex-incomplete",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nz",
+        400,
+    ),
+    _req(
+        "chunk-size-bad-byte-incomplete",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5x",
+        400,
+    ),
+    _req(
+        "chunk-line-bare-cr-incomplete",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\rc",
+        400,
+    ),
+    _req(
+        "chunk-line-valid-incomplete",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5 \t; a = \"x\\\r",
     ),
     _req(
         "chunk-size-lf-only",
@@ -386,6 +510,25 @@ REQUESTS = [
         400,
     ),
     _req(
+        "trailer-bare-cr-incomplete",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\rb",
+        400,
+    ),
+    _req(
+        "trailer-bare-cr-at-limit",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\nX: " + b"t" * 60 + b"\rb" + b"t" * 40,
+        400,
+        max_head_size=64,
+    ),
+    _req(
+        "trailer-bare-cr-past-limit",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\nX: " + b"t" * 61 + b"\rb" + b"t" * 40 + b"\r\n\r\n",
+        431,
+        max_head_size=64,
+    ),
+    _req(
         "trailer-bad-line",
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"0\r\nno colon here\r\n\r\n",
@@ -399,6 +542,55 @@ REQUESTS = [
     _req("bare-cr-line-end", b"GET / HTTP/1.1\rHost: a\r\n\r\n", 400),
     _req("bare-cr-in-request-line", b"GET /\r HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     _req("cr-cr-lf", b"GET / HTTP/1.1\r\r\nHost: a\r\n\r\n", 400),
+    # a bare CR fails as soon as the byte after it arrives, not when the head is complete
+    _req("bare-cr-line-end-incomplete", b"GET / HTTP/1.1\rHost: a\r\n", 400),
+    _req("bare-cr-header-end-incomplete", b"GET / HTTP/1.1\r\nHost: a\rX-A: b\r\n", 400),
+    _req("bare-cr-in-value-incomplete", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb", 400),
+    _req("bare-cr-after-lf-incomplete", b"GET / HTTP/1.1\r\nHost: a\r\n\rX", 400),
+    _req("cr-at-end-incomplete", b"GET / HTTP/1.1\r\nHost: a\r"),
+    _req("lf-cr-at-end-incomplete", b"GET / HTTP/1.1\r\nHost: a\r\n\r"),
+    _req("leading-cr-then-eof", b"\r", 400, eof=True),
+    _req("leading-cr-not-lf", b"\rGET / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    _req("leading-crlf-then-cr-not-lf", b"\r\n\r\n\r ", 400),
+    # ... and against the size limit, errors come in byte order: the CR is the 64th byte
+    # (the last allowed; its next byte is the first past the limit) -> 400; the CR is the
+    # 65th byte -> 431
+    _req(
+        "bare-cr-at-limit",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 35 + b"\rw" + b"x" * 40,
+        400,
+        max_head_size=64,
+    ),
+    _req(
+        "bare-cr-at-limit-complete",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 35 + b"\rw" + b"x" * 40 + b"\r\n\r\n",
+        400,
+        max_head_size=64,
+    ),
+    _req(
+        "bare-cr-past-limit",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 36 + b"\rw" + b"x" * 40,
+        431,
+        max_head_size=64,
+    ),
+    _req(
+        "bare-cr-past-limit-complete",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 36 + b"\rw" + b"x" * 40 + b"\r\n\r\n",
+        431,
+        max_head_size=64,
+    ),
+    _req(
+        "bare-cr-at-limit-after-empty-lines",
+        b"\r\n" * 5 + b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 25 + b"\rw" + b"x" * 40,
+        400,
+        max_head_size=64,
+    ),
+    _req(
+        "bare-cr-past-limit-after-empty-lines",
+        b"\r\n" * 5 + b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 26 + b"\rw" + b"x" * 40,
+        431,
+        max_head_size=64,
+    ),
     _req("ctl-in-value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n", 400),
     _req("del-in-value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x7fb\r\n\r\n", 400),
     _req("nul-in-value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400),
@@ -433,8 +625,6 @@ REQUESTS = [
     _req("method-not-token", b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     _req("target-with-ctl", b"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     _req("target-obs-text", b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-    _req("empty-line-only", b"\r\n\r\n", 400),
-    _req("leading-crlf", b"\r\n" + GET, 400),
     _req(
         "tls-client-hello",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n",
@@ -447,7 +637,15 @@ REQUESTS = [
         400,
     ),
     _req("leading-space", b" GET / HTTP/1.1\r\nHost: a\r\n", 400),
-    _req("crlf-between-requests", GET + b"\r\n" + GET, 400),
+    _req("leading-crlf-then-space", b"\r\n GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    _req("leading-crlf-then-tls", b"\r\n\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),
+    _req(
+        "leading-empty-lines-over-limit",
+        b"\n\n" + b"\r\n" * 18 + GET.replace(b"example.com", b"a"),
+        431,
+        max_head_size=64,
+    ),
+    _req("leading-empty-lines-flood", b"\r\n" * (DEFAULT_MAX_HEAD_SIZE // 2 + 1), 431),
     # several faults at once: the one reported (so the status) is h11's choice
     _req(
         "te-gzip-then-malformed-line",
@@ -576,6 +774,16 @@ RESPONSES = [
     _resp("resp-partial-head", b"HTTP/1.1 200 OK\r\nContent-"),
     _resp("resp-partial-body", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"),
     _resp(
+        "resp-http10-chunked",
+        b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+        eof=True,
+    ),
+    _resp(
+        "resp-chunk-size-max",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\ndata",
+    ),
+    _resp("resp-cr-at-end-incomplete", b"HTTP/1.1 200 OK\r\nX: a\r"),
+    _resp(
         "resp-bytes-after-close",
         b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi"
         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
@@ -614,6 +822,29 @@ RESPONSES = [
     _resp("resp-version-bad", b"HTTP/1.x 200 OK\r\n\r\n", 502),
     _resp("resp-not-http", b"ICY 200 OK\r\n\r\n", 502),
     _resp("resp-leading-crlf", b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 502),
+    _resp("resp-leading-lf", b"\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 502),
+    _resp(
+        "resp-chunk-size-16-f",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
+        502,
+    ),
+    _resp(
+        "resp-chunk-size-16-f-incomplete",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nffffffffffffffff",
+        502,
+    ),
+    _resp(
+        "resp-chunk-line-bare-cr-incomplete",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r;",
+        502,
+    ),
+    _resp("resp-bare-cr-line-end-incomplete", b"HTTP/1.1 200 OK\rContent-Length: 0\r\n", 502),
+    _resp("resp-bare-cr-in-value-incomplete", b"HTTP/1.1 200 OK\r\nX: a\rb", 502),
+    _resp(
+        "resp-trailer-bare-cr-incomplete",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Usage: 1\r2",
+        502,
+    ),
     _resp("resp-binary-incomplete", b"\x00\x01\x02", 502),
     _resp("resp-obs-fold", b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n", 502),
     _resp("resp-ctl-in-reason", b"HTTP/1.1 200 O\x01K\r\nContent-Length: 0\r\n\r\n", 502),
@@ -639,3 +870,14 @@ BY_ID = {case.id: case for case in CORPUS}
 assert len(BY_ID) == len(CORPUS), "duplicate corpus ids"
 assert len(BY_ID["head-at-limit"].data) == 1024
 assert len(BY_ID["head-too-long-small-limit"].data) == 1025
+assert len(BY_ID["leading-empty-lines-at-limit"].data) == 64
+assert len(BY_ID["leading-empty-lines-over-limit"].data) == 65
+# the bare CR is the 64th byte of the message (empty lines included), or the 65th
+for _id, _at in (("bare-cr-at-limit", 63), ("bare-cr-at-limit-complete", 63),
+                 ("bare-cr-at-limit-after-empty-lines", 63), ("bare-cr-past-limit", 64),
+                 ("bare-cr-past-limit-complete", 64),
+                 ("bare-cr-past-limit-after-empty-lines", 64)):
+    assert BY_ID[_id].data.index(b"\rw") == _at, _id
+_TRAILERS_AT = len(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n")
+assert BY_ID["trailer-bare-cr-at-limit"].data.index(b"\rb") - _TRAILERS_AT == 63
+assert BY_ID["trailer-bare-cr-past-limit"].data.index(b"\rb") - _TRAILERS_AT == 64

@@ -109,7 +109,27 @@ _SMUGGLE = (
 )
 _DIGITS = (
     "native integer limits, documented in the twin (RFC 9112 §6.3/§7.1 set no maximum): "
-    "18 decimal / 16 hex digits; h11 allows 20"
+    "Content-Length 18 decimal digits, chunk-size 16 hex digits and at most 2**63 - 1 "
+    "(nginx's limit), refused as soon as a digit passes them; h11 allows 20 digits"
+)
+_EMPTY_LINES = (
+    "RFC 9112 §2.2: a server expecting a request-line SHOULD ignore at least one empty "
+    "line (CRLF) received before it; we skip any number of CRLF/LF, counted towards "
+    "max_head_size; h11 raises 400 on the first"
+)
+_TE10 = (
+    "RFC 9112 §6.1: a server that receives Transfer-Encoding in an HTTP/1.0 message MUST "
+    "treat the message as if the framing is faulty; h11 reads the body as chunked"
+)
+_AT_ONCE = (
+    "RFC 9112 §2.2 (CR only in CRLF) and §7.1 (chunk-size = 1*HEXDIG, then OWS, ';' or "
+    "CRLF): a line no later bytes can make valid is refused at the byte that breaks it; "
+    "h11 waits for the line's end, so the peer is stopped only by a timeout"
+)
+_BYTE_ORDER = (
+    "RFC 9112 §2.3 / §5: the outcome must not depend on how TCP split the head, so a bare "
+    "CR within max_head_size is a 400 and one past it a 431 (byte order); h11 checks "
+    "the limit before the bytes, and its answer changes with the split"
 )
 
 H11_DIFFERENCES = [
@@ -130,6 +150,97 @@ H11_DIFFERENCES = [
     ("chunk-ext-unterminated-quote", "we raise 400; h11 accepts", _EXT),
     ("chunk-ext-bare-cr", "we raise 400 (CR is not qdtext); h11 accepts", _EXT),
     ("chunk-size-17-hex-digits", "we raise 400; h11 waits for 2**64 bytes", _DIGITS),
+    ("chunk-size-16-f", "we raise 400 on 2**64 - 1; h11 waits for that many bytes", _DIGITS),
+    (
+        "chunk-size-16-f-incomplete",
+        "we raise 400 at the 16th f, before the CRLF; h11 waits for the line",
+        _DIGITS,
+    ),
+    ("chunk-size-2-63", "we raise 400 on 2**63; h11 waits for that many bytes", _DIGITS),
+    ("chunk-size-2-63-incomplete", "we raise 400 before the CRLF; h11 waits", _DIGITS),
+    (
+        "chunk-size-17-hex-digits-incomplete",
+        "we raise 400 at the 17th digit; h11 waits for the line",
+        _DIGITS,
+    ),
+    ("chunk-size-not-hex-incomplete", "we raise 400 at the 'z'; h11 waits", _AT_ONCE),
+    ("chunk-size-bad-byte-incomplete", "we raise 400 at the 'x'; h11 waits", _AT_ONCE),
+    ("chunk-line-bare-cr-incomplete", "we raise 400 at the byte after CR; h11 waits", _AT_ONCE),
+    ("trailer-bare-cr-incomplete", "we raise 400 at the byte after CR; h11 waits", _AT_ONCE),
+    (
+        "trailer-bare-cr-at-limit",
+        "a bare CR as the 64th byte of a trailer section over the limit: we raise 400; h11 431",
+        _BYTE_ORDER,
+    ),
+    (
+        "trailer-bare-cr-past-limit",
+        "the CR is the 65th byte: we raise 431; h11 400 whole, 431 byte by byte",
+        _BYTE_ORDER,
+    ),
+    ("bare-cr-line-end-incomplete", "we raise 400 at the byte after CR; h11 waits", _AT_ONCE),
+    ("bare-cr-header-end-incomplete", "we raise 400 at the byte after CR; h11 waits", _AT_ONCE),
+    ("bare-cr-in-value-incomplete", "we raise 400 at the byte after CR; h11 waits", _AT_ONCE),
+    ("bare-cr-after-lf-incomplete", "we raise 400 at the byte after CR; h11 waits", _AT_ONCE),
+    (
+        "bare-cr-at-limit",
+        "a bare CR as the 64th byte of a head over the limit: we raise 400; h11 431",
+        _BYTE_ORDER,
+    ),
+    (
+        "bare-cr-at-limit-complete",
+        "the same head complete: we raise 400; h11 400 whole, 431 byte by byte",
+        _BYTE_ORDER,
+    ),
+    (
+        "bare-cr-past-limit-complete",
+        "the CR is the 65th byte: we raise 431; h11 400 whole, 431 byte by byte",
+        _BYTE_ORDER,
+    ),
+    ("chunked-http10", "we raise 400; h11 reads the chunked body", _TE10),
+    ("chunked-http10-keepalive", "we raise 400; h11 reads the chunked body", _TE10),
+    ("chunked-http10-head-only", "we raise 400; h11 accepts the head", _TE10),
+    (
+        "chunked-http10-second-request",
+        "we raise 400 on the HTTP/1.0 request after a valid one; h11 reads it",
+        _TE10,
+    ),
+    ("leading-crlf", "we skip the CRLF and read the request; h11 raises 400", _EMPTY_LINES),
+    ("leading-lf", "we skip the LF and read the request; h11 raises 400", _EMPTY_LINES),
+    ("leading-empty-lines-mixed", "we skip them; h11 raises 400", _EMPTY_LINES),
+    ("empty-line-only", "we skip both and wait for a request; h11 raises 400", _EMPTY_LINES),
+    ("empty-lines-then-eof", "we skip them, then EOF is a clean close; h11 400", _EMPTY_LINES),
+    ("crlf-between-requests", "we skip the CRLF; h11 raises 400", _EMPTY_LINES),
+    (
+        "crlf-after-post-body",
+        "we skip the CRLF an old client sends after a body; h11 raises 400",
+        _EMPTY_LINES,
+    ),
+    ("crlf-after-chunked-body", "we skip the empty lines; h11 raises 400", _EMPTY_LINES),
+    (
+        "leading-empty-lines-at-limit",
+        "37 bytes of empty lines + a 27-byte head = the 64-byte limit: we accept; h11 400",
+        _EMPTY_LINES,
+    ),
+    (
+        "empty-lines-count-per-request",
+        "each request's empty lines count towards its own head only; h11 raises 400",
+        _EMPTY_LINES,
+    ),
+    (
+        "leading-empty-lines-over-limit",
+        "one byte more: we raise 431; h11 400 at the first empty line",
+        _EMPTY_LINES,
+    ),
+    (
+        "leading-empty-lines-flood",
+        "16 KiB + 2 of CRLFs: we raise 431; h11 400 at the first",
+        _EMPTY_LINES,
+    ),
+    (
+        "bare-cr-past-limit-after-empty-lines",
+        "the CR is the 65th byte, counting the skipped empty lines: we raise 431; h11 400",
+        _EMPTY_LINES + "; " + _BYTE_ORDER,
+    ),
     ("cl-19-digits", "we raise 400; h11 waits for 10**18 bytes", _DIGITS),
     (
         "chunk-line-too-long",
@@ -191,6 +302,33 @@ H11_DIFFERENCES = [
     ("resp-not-http", "status 502, h11 400", _R502),
     ("resp-leading-crlf", "status 502, h11 400", _R502),
     ("resp-binary-incomplete", "status 502, h11 400", _R502),
+    ("resp-leading-lf", "status 502, h11 400 (no empty lines skipped before a status line)", _R502),
+    ("resp-chunk-size-16-f", "we raise 502; h11 waits for 2**64 - 1 bytes", _DIGITS + "; " + _R502),
+    (
+        "resp-chunk-size-16-f-incomplete",
+        "we raise 502 before the CRLF; h11 waits",
+        _DIGITS + "; " + _R502,
+    ),
+    (
+        "resp-chunk-line-bare-cr-incomplete",
+        "we raise 502 at the byte after CR; h11 waits",
+        _AT_ONCE + "; " + _R502,
+    ),
+    (
+        "resp-bare-cr-line-end-incomplete",
+        "we raise 502 at the byte after CR; h11 waits",
+        _AT_ONCE + "; " + _R502,
+    ),
+    (
+        "resp-bare-cr-in-value-incomplete",
+        "we raise 502 at the byte after CR; h11 waits",
+        _AT_ONCE + "; " + _R502,
+    ),
+    (
+        "resp-trailer-bare-cr-incomplete",
+        "we raise 502 at the byte after CR; h11 waits",
+        _AT_ONCE + "; " + _R502,
+    ),
     ("resp-bare-cr", "status 502, h11 400", _R502),
     ("resp-head-too-long-incomplete", "status 502, h11 431", _R502),
     ("resp-eof-mid-head", "status 502, h11 400", _R502),
@@ -604,6 +742,113 @@ def test_buffered_and_state_while_incomplete(cls):
     assert p.state == parser_py.H1_HEAD and p.buffered == 0
 
 
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+CHUNKED_RESP = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+# (kind, bytes that may still become valid, the byte that cannot, status): fed one byte
+# at a time, nothing is raised until that byte, which raises at once.
+AT_ONCE = [
+    ("request", b"GET / HTTP/1.1\r", b"H", 400),
+    ("request", b"GET / HTTP/1.1\r\nHost: a\r", b"X", 400),
+    ("request", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r", b"b", 400),
+    ("request", b"GET / HTTP/1.1\r\nHost: a\r\n\r", b"\r", 400),
+    ("request", b"\r\n\n\r", b"G", 400),
+    ("request", CHUNKED_HEAD + b"f" * 15, b"f", 400),
+    ("request", CHUNKED_HEAD + b"7" + b"f" * 14, b"f0", 400),  # 2**63: the 16th digit
+    ("request", CHUNKED_HEAD + b"0" * 16, b"1", 400),
+    ("request", CHUNKED_HEAD + b"5", b"x", 400),
+    ("request", CHUNKED_HEAD + b"", b"g", 400),
+    ("request", CHUNKED_HEAD + b"5 ;a=\"b\\\r", b"\r", 400),
+    ("request", CHUNKED_HEAD + b"5\r", b";", 400),
+    ("request", CHUNKED_HEAD + b"0\r\nX: y\r", b"z", 400),
+    ("request", b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r", b"\n", 400),
+    ("response", b"HTTP/1.1 200 OK\r", b"C", 502),
+    ("response", b"HTTP/1.1 200 OK\r\nX: a\r", b"b", 502),
+    ("response", CHUNKED_RESP + b"f" * 15, b"f", 502),
+    ("response", CHUNKED_RESP + b"3\r", b"3", 502),
+    ("response", CHUNKED_RESP + b"0\r\nX-Usage: 1\r", b"2", 502),
+]
+
+
+@pytest.mark.parametrize(
+    "entry", [pytest.param(e, id=f"{e[0]}-{i}") for i, e in enumerate(AT_ONCE)]
+)
+@pytest.mark.parametrize("impl", TWINS)
+def test_errors_at_the_breaking_byte(impl, entry):
+    """A head, trailer section or chunk line that can no longer be valid is refused at
+    the byte that breaks it (not when its end arrives, or at the peer's timeout)."""
+    kind, ok, bad, status = entry
+    p = impl[0]() if kind == "request" else impl[1]()
+    for i in range(len(ok)):
+        p.feed(ok[i : i + 1])
+    assert p.state != parser_py.H1_ERROR
+    with pytest.raises(RemoteProtocolError) as info:
+        p.feed(bad)
+    assert info.value.status_hint == status
+    # and the same bytes in one read
+    p = impl[0]() if kind == "request" else impl[1]()
+    with pytest.raises(RemoteProtocolError) as info:
+        p.feed(ok + bad)
+    assert info.value.status_hint == status
+
+
+@pytest.mark.parametrize("impl", TWINS)
+def test_chunk_size_limit(impl):
+    req, resp = impl
+    assert parser_py.MAX_CHUNK_SIZE == 2**63 - 1
+    for size in (parser_py.MAX_CHUNK_SIZE, 1 << 62, 0xFFFFFFFFFFFFFFF):
+        for cls, head in ((req, CHUNKED_HEAD), (resp, CHUNKED_RESP)):
+            p = cls()
+            events = p.feed(head + b"%x\r\nabc" % size)
+            assert events[-1] == Data(b"abc") and p.state == parser_py.H1_CHUNK_DATA
+    for size in (parser_py.MAX_CHUNK_SIZE + 1, 2**64 - 1):
+        for cls, head, status in ((req, CHUNKED_HEAD, 400), (resp, CHUNKED_RESP, 502)):
+            for line in (b"%x" % size, b"%X\r\n" % size, b"%x;a=b\r\n" % size):
+                with pytest.raises(RemoteProtocolError) as info:
+                    cls().feed(head + line)
+                assert info.value.status_hint == status
+
+
+@pytest.mark.parametrize("impl", TWINS)
+def test_empty_lines_before_a_request_are_bounded(impl):
+    """CRLFs streamed forever (no request-line) end in a 431 at max_head_size bytes."""
+    req, resp = impl
+    get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    p = req()
+    for i in range(DEFAULT_MAX_HEAD_SIZE // 2):
+        assert p.feed(b"\r\n") == []
+        assert p.state == parser_py.H1_HEAD and p.buffered == 0
+    with pytest.raises(RemoteProtocolError) as info:
+        p.feed(b"\n")
+    assert info.value.status_hint == 431
+    # the count is per request: it starts again after each head
+    p = req(max_head_size=len(get) + 10)
+    for _ in range(5):
+        assert len(p.feed(b"\r\n" * 5 + get)) == 2
+    with pytest.raises(RemoteProtocolError) as info:
+        p.feed(b"\r\n" * 5 + b"\n" + get)
+    assert info.value.status_hint == 431
+    # a lone CR waits for its LF; EOF after skipped lines is a clean close
+    p = req()
+    assert p.feed(b"\r\n\r") == [] and p.buffered == 1
+    assert len(p.feed(b"\n" + get)) == 2
+    assert p.feed(b"\r\n") == [] and p.feed_eof() == []
+    # responses skip nothing
+    with pytest.raises(RemoteProtocolError) as info:
+        resp().feed(b"\r\nHTTP/1.1 200 OK\r\n\r\n")
+    assert info.value.status_hint == 502
+
+
+@pytest.mark.parametrize("cls", REQUEST_TWINS)
+def test_absolute_form_target_is_passed_on_as_received(cls):
+    target = b"http://user@Example.COM:8080/v1/models?x=%20#frag"
+    (req, eom) = cls().feed(b"GET " + target + b" HTTP/1.1\r\nHost: other\r\n\r\n")
+    assert req.target == target and req.headers == [(b"host", b"other")]
+    with pytest.raises(RemoteProtocolError) as info:  # Host is still required (§3.2)
+        cls().feed(b"GET http://example.com/ HTTP/1.1\r\n\r\n")
+    assert info.value.status_hint == 400
+
+
 def test_states_and_defaults_match_the_twin():
     names = [n for n in dir(parser_py) if n.startswith("H1_")]
     assert len(names) == 9
@@ -615,6 +860,7 @@ def test_states_and_defaults_match_the_twin():
         assert (
             http1.DEFAULT_MAX_HEAD_SIZE == parser_py.DEFAULT_MAX_HEAD_SIZE == DEFAULT_MAX_HEAD_SIZE
         )
+        assert http1.MAX_CHUNK_SIZE == parser_py.MAX_CHUNK_SIZE == 2**63 - 1
     assert DEFAULT_MAX_HEAD_SIZE == h11._connection.DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
 
 
@@ -698,10 +944,13 @@ def chunked_body(draw, body: bytes) -> tuple[bytes, list]:
 
 
 @st.composite
-def request_sequences(draw) -> tuple[bytes, list]:
-    """A pipelined request sequence and the events it must give."""
+def request_sequences(draw, empty_lines: bool = False) -> tuple[bytes, list]:
+    """A pipelined request sequence and the events it must give (with ``empty_lines``,
+    some requests are preceded by empty lines, which must change nothing)."""
     wire, expected = b"", []
     for _ in range(draw(st.integers(1, 4))):
+        if empty_lines:
+            wire += b"".join(draw(st.lists(st.sampled_from([b"\r\n", b"\n"]), max_size=4)))
         method = draw(
             st.one_of(st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"PATCH"]), tokens)
         )
@@ -832,6 +1081,20 @@ def test_property_requests(data):
     if NATIVE:
         assert run(case, (RequestParserC, ResponseParserC), pieces) == ours
     assert run_h11(case, pieces) == ("ok", ours[1])
+
+
+@PROPERTY
+@given(st.data())
+def test_property_requests_after_empty_lines(data):
+    """RFC 9112 §2.2: empty lines before a request-line are ignored (h11 refuses them, so
+    only the generator's ground truth and C == Py judge here)."""
+    wire, expected = data.draw(request_sequences(empty_lines=True))
+    case = Case("generated", "request", wire, eof=data.draw(st.booleans()))
+    pieces = as_types(cut(wire, data.draw(_splits(wire))))
+    ours = run(case, (RequestParserPy, ResponseParserPy), pieces)
+    assert ours[0] == "ok" and ours[1] == normalize(expected), ours
+    if NATIVE:
+        assert run(case, (RequestParserC, ResponseParserC), pieces) == ours
 
 
 @PROPERTY

@@ -13,6 +13,7 @@ import gc
 import random
 import tracemalloc
 from array import array
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -261,6 +262,192 @@ def test_evict_arguments(mk):
     with pytest.raises(TypeError):
         t.evict(1.5)
     assert t.size() == 3
+
+
+# -- memory accounting (radix_py rule 5) -----------------------------------------------------
+
+NODE, SLOT = radix.NODE_BYTES, radix.SLOT_BYTES
+
+
+def _label(k, text: str) -> int:
+    """Bytes a label spelling ``text`` takes in the tree that ``k`` makes keys for."""
+    return 4 * len(text) if k is _as_tokens else len(text.encode("utf-8", "surrogatepass"))
+
+
+def test_memory_constants_agree():
+    assert (radix.NODE_BYTES, radix.SLOT_BYTES) == (112, 24)
+    if StringTreeC is not None:
+        from smg._native import radix as native
+
+        assert (native.NODE_BYTES, native.SLOT_BYTES) == (radix.NODE_BYTES, radix.SLOT_BYTES)
+
+
+def test_mem_size_hand_checked(mk):
+    cls, k = mk
+    t = cls()
+    assert t.mem_size() == 0
+    t.insert(k("hello"), "a")
+    assert t.mem_size() == NODE + _label(k, "hello") + SLOT
+    t.insert(k("help"), "a")  # "hel" + {"lo", "p"}: the split adds a node and a copied slot
+    assert t.mem_size() == 3 * NODE + _label(k, "hellop") + 3 * SLOT
+    t.insert(k("help"), "b")  # b holds "hel" and "p": two slots, no node
+    assert t.mem_size() == 3 * NODE + _label(k, "hellop") + 5 * SLOT
+    t.insert(k("hé€😀\ud800"), "a")  # "h" + {"el", "é€😀\ud800"}; non-ASCII text is UTF-8
+    assert t.node_count() == 5
+    want = 5 * NODE + _label(k, "h" + "el" + "lo" + "p" + "é€😀\ud800") + 8 * SLOT
+    assert t.mem_size() == want
+    t._check()
+    t.remove_tenant("b")  # frees b's slots only: a holds every node too
+    assert t.mem_size() == want - 3 * SLOT
+    t.remove_tenant("a")
+    assert (t.mem_size(), t.node_count()) == (0, 0)
+    t._check()
+
+
+def test_evict_mem_order_and_bound(mk):
+    # Same order as evict(): the LRU (tenant, leaf) holding goes first.
+    cls, k = mk
+    t = cls()
+    t.insert(k("hello world"), "a")  # clock 1
+    t.insert(k("hello there"), "b")  # clock 2
+    t.insert(k("help"), "a")  # clock 3
+    assert t.match(k("hello wx")) == (7, "a")  # refreshes a on hel/lo /world
+    full = t.mem_size()
+    # nodes: hel, "lo ", world, there, p; holdings: hel(a,b) "lo "(a,b) world(a) there(b) p(a)
+    assert full == 5 * NODE + _label(k, "hello worldtherep") + 7 * SLOT
+    # b/there (LRU leaf) goes whole: its node, its label and its slot
+    assert t.evict_mem(full - 1) == NODE + _label(k, "there") + SLOT
+    assert t.match_tenant(k("hello there"), "b") == 6
+    # b/"lo " next: only b's slot goes (a still holds the node)
+    assert t.evict_mem(t.mem_size() - 1) == SLOT
+    assert t.match_tenant(k("hello there"), "b") == 3
+    t._check()
+    before = t.mem_size()
+    assert t.evict_mem(before) == 0 and t.evict_mem(10**30) == 0
+    assert t.evict_mem(0) == before
+    assert (t.mem_size(), t.size(), t.node_count(), t.tenants()) == (0, 0, 0, [])
+
+
+def test_evict_mem_bound_is_for_the_whole_tree(mk):
+    cls, k = mk
+    t = cls()
+    rng = random.Random(7)
+    for w in range(64):
+        for _ in range(4):
+            t.insert(k("".join(rng.choice("abcdefgh") for _ in range(25))), f"w{w}")
+    full, units = t.mem_size(), t.size()
+    freed = t.evict_mem(full // 3)
+    assert t.mem_size() <= full // 3 and freed == full - t.mem_size()
+    # one holding at a time: it stops within one node of the bound
+    assert t.mem_size() > full // 3 - NODE - _label(k, "x" * 25) - SLOT
+    assert t.size() < units
+    t._check()
+
+
+def test_evict_mem_arguments(mk):
+    cls, k = mk
+    t = cls()
+    t.insert(k("abc"), "a")
+    with pytest.raises(ValueError):
+        t.evict_mem(-1)
+    with pytest.raises(TypeError):
+        t.evict_mem(1.5)
+    assert t.mem_size() == NODE + _label(k, "abc") + SLOT
+
+
+def _unique_prompt(i: int) -> str:
+    # 100k distinct prompts that diverge early (a scrambled 8-hex-digit head) and share a
+    # little structure after it, as chat prompts from many users do.
+    h = (i * 2654435761) & 0xFFFFFFFF  # odd multiplier: a bijection on 32-bit ints
+    return f"{h:08x} user {i % 97} asks: question number {i}"
+
+
+@pytest.mark.parametrize("tree_cls", STRING)
+def test_cache_aware_bounds_memory_of_100k_unique_prompts(tree_cls):
+    """The soak that found the char bound wanting: 100,000 unique prompts through the
+    policy's insert path, no sweep at all. After every eviction the policy triggers, the
+    accounted size is within the budget; between evictions it stays under the early-trim
+    line (plus the prompt just inserted); the nodes stay bounded too."""
+    from smg.routing.cache_aware import EVICT_OVERSHOOT, CacheAwarePolicy
+
+    budget = 64 * 1024
+    pol = CacheAwarePolicy(SimpleNamespace(max_tree_size=budget), tree_cls=tree_cls)
+    tree = pol.tree
+    one_prompt = NODE + 64 + 2 * SLOT + NODE  # a leaf and at most one split
+    evictions = 0
+    peak = 0
+    prev = 0
+    for i in range(100_000):
+        pol.record(_unique_prompt(i), f"w{i % 8}")
+        mem = tree.mem_size()
+        if mem < prev:  # unique prompts only grow the tree: this was an eviction
+            evictions += 1
+            assert mem <= budget, (i, mem)
+        assert mem <= budget * EVICT_OVERSHOOT + one_prompt, (i, mem)
+        peak = max(peak, mem)
+        prev = mem
+    assert evictions >= 100  # ~100k prompts x ~200 accounted bytes / (budget / 2)
+    assert tree.node_count() * NODE <= peak
+    tree._check()
+
+
+@pytest.mark.parametrize("tree_cls", STRING)
+def test_cache_aware_periodic_sweep_trims_to_budget(tree_cls):
+    from smg.routing.cache_aware import CacheAwarePolicy
+
+    pol = CacheAwarePolicy(SimpleNamespace(max_tree_size=10_000, eviction_interval_secs=60), tree_cls=tree_cls)
+    pol.maintain(0.0)  # schedules the first trim at t=60
+    for i in range(80):  # ~80 x 170 accounted bytes: past the budget, not past 1.5x
+        pol.record(_unique_prompt(i)[:30], "w0")
+    over = pol.tree.mem_size()
+    assert 10_000 < over <= 15_000
+    pol.maintain(30.0)  # not due
+    assert pol.tree.mem_size() == over
+    pol.maintain(60.0)
+    assert pol.tree.mem_size() <= 10_000
+
+
+_RSS_CHILD = """
+import resource, sys
+from types import SimpleNamespace
+from smg.routing.cache_aware import CacheAwarePolicy
+from smg.routing.radix import StringTreeC
+body = "".join(chr(97 + (i * 7919) % 26) for i in range(2000))
+pol = CacheAwarePolicy(SimpleNamespace(max_tree_size=1 << 20), tree_cls=StringTreeC)
+def prompt(i):
+    h = (i * 2654435761) & 0xFFFFFFFF
+    j = (i * 31) % 1000
+    return "%08x " % h + body[j:j + 500]
+for i in range(2000):  # warm up: allocator pools, the descent scratch, the tree to budget
+    pol.record(prompt(i), "w%d" % (i % 8))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for i in range(2000, 100_000):
+    pol.record(prompt(i), "w%d" % (i % 8))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(base, peak, pol.tree.mem_size(), pol.tree.node_count())
+"""
+
+
+def test_native_tree_rss_stays_bounded():
+    """RSS-style check of the native tree (tracemalloc cannot see what RSS sees): 100k
+    unique ~510-char prompts (~50 MB of text, ~65 MB if it were all kept) through a
+    1 MiB budget in a fresh interpreter; the peak RSS grows by a few MiB at most. The
+    margin is deliberately loose (allocator and interpreter noise), an unbounded tree
+    would exceed it several times over."""
+    if StringTreeC is None:
+        pytest.skip("native extension not built")
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.pop("SMG_NO_EXTENSIONS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD], capture_output=True, text=True, timeout=120, env=env, check=True
+    ).stdout.split()
+    base_kib, peak_kib, mem, nodes = map(int, out)
+    assert mem <= (1 << 20) * 1.5 + 4096
+    assert peak_kib - base_kib < 16 * 1024, (base_kib, peak_kib, mem, nodes)
 
 
 @pytest.mark.parametrize("cls", STRING)
@@ -561,10 +748,25 @@ def _machine(py_cls, c_cls, keys, canon):
             if evicted:
                 self.pristine = False
 
+        @precondition(lambda self: self.trees[0].size() > 0)
+        @rule(data=st.data())
+        def evict_mem(self, data):
+            before = self.trees[0].mem_size()
+            max_bytes = data.draw(
+                st.one_of(st.integers(before // 2, before + 2), st.integers(0, before)), label="max_bytes"
+            )
+            freed = self._all(lambda t: t.evict_mem(max_bytes))
+            after = self.trees[0].mem_size()
+            assert after <= max_bytes
+            assert freed == before - after
+            if freed:
+                self.pristine = False
+
         @invariant()
         def observables_agree(self):
             tenants = self._all(lambda t: t.tenants())
             total = self._all(lambda t: t.size())
+            self._all(lambda t: t.mem_size())  # each _check() below recounts it from the nodes
             sizes = self._all(lambda t: [t.tenant_size(x) for x in TENANTS])
             self._all(lambda t: t.node_count())
             assert total == sum(sizes)

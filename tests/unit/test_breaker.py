@@ -5,9 +5,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smg.config.schema import GatewayConfig
 from smg.errors import UpstreamError
 from smg.workers import breaker as B
+from smg.workers import guards
 from smg.workers.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, outcome_ok
+from smg.workers.retry import RETRYABLE_STATUS
+
+CFG = GatewayConfig()
+
+
+def make(failure_threshold=CFG.cb_failure_threshold, success_threshold=CFG.cb_success_threshold,
+         timeout=CFG.cb_timeout_duration_secs, **kw) -> CircuitBreaker:
+    """A breaker with the settings table's values except those given."""
+    return CircuitBreaker(failure_threshold, success_threshold, timeout, CFG.cb_window_duration_secs, **kw)
 
 
 def test_table_is_total():
@@ -22,7 +33,7 @@ def test_state_values_for_gauge():
 
 
 def test_opens_after_consecutive_failures():
-    cb = CircuitBreaker(failure_threshold=3, success_threshold=2, timeout=30)
+    cb = make(failure_threshold=3, success_threshold=2, timeout=30)
     assert cb.record(False, 0) is None
     assert cb.record(False, 0) is None
     assert cb.record(True, 0) is None        # resets the streak
@@ -34,7 +45,7 @@ def test_opens_after_consecutive_failures():
 
 
 def test_lazy_half_open_and_close():
-    cb = CircuitBreaker(failure_threshold=1, success_threshold=2, timeout=30)
+    cb = make(failure_threshold=1, success_threshold=2, timeout=30)
     cb.record(False, 100)
     assert cb.state == OPEN
     assert cb.can_execute(129.9) is False
@@ -48,7 +59,7 @@ def test_lazy_half_open_and_close():
 
 
 def test_half_open_failure_reopens_and_restarts_timeout():
-    cb = CircuitBreaker(failure_threshold=1, success_threshold=3, timeout=10)
+    cb = make(failure_threshold=1, success_threshold=3, timeout=10)
     cb.record(False, 0)
     assert cb.state_at(10) == HALF_OPEN
     cb.record(True, 11)
@@ -58,7 +69,7 @@ def test_half_open_failure_reopens_and_restarts_timeout():
 
 
 def test_outcomes_while_open_move_nothing():
-    cb = CircuitBreaker(failure_threshold=1, success_threshold=1, timeout=10)
+    cb = make(failure_threshold=1, success_threshold=1, timeout=10)
     cb.record(False, 0)
     for _ in range(5):
         assert cb.record(True, 1) is None
@@ -68,7 +79,7 @@ def test_outcomes_while_open_move_nothing():
 
 def test_transition_callback():
     seen = []
-    cb = CircuitBreaker(failure_threshold=2, success_threshold=1, timeout=5, label="w1",
+    cb = make(failure_threshold=2, success_threshold=1, timeout=5, label="w1",
                         on_transition=lambda b, f, t: seen.append((b.label, f, t)))
     cb.record(False, 0)
     cb.record(False, 0)
@@ -78,7 +89,7 @@ def test_transition_callback():
 
 
 def test_disabled_breaker_always_executes():
-    cb = CircuitBreaker(failure_threshold=1, enabled=False)
+    cb = make(failure_threshold=1, enabled=False)
     for _ in range(10):
         assert cb.record(False, 0) is None
     assert cb.can_execute(0) is True
@@ -87,7 +98,7 @@ def test_disabled_breaker_always_executes():
 
 
 def test_reset_and_force_open():
-    cb = CircuitBreaker(failure_threshold=5, timeout=10)
+    cb = make(failure_threshold=5, timeout=10)
     assert cb.force_open(3) == OPEN
     assert cb.can_execute(12) is False
     assert cb.reset(4) == CLOSED
@@ -96,7 +107,7 @@ def test_reset_and_force_open():
 
 
 def test_stats():
-    cb = CircuitBreaker(failure_threshold=5)
+    cb = make(failure_threshold=5)
     cb.record(False, 10)
     s = cb.stats(12)
     assert s["state"] == CLOSED and s["total_failures"] == 1 and s["time_since_last_failure"] == 2
@@ -104,11 +115,11 @@ def test_stats():
 
 def test_validation():
     with pytest.raises(ValueError):
-        CircuitBreaker(failure_threshold=0)
+        make(failure_threshold=0)
     with pytest.raises(ValueError):
-        CircuitBreaker(success_threshold=0)
+        make(success_threshold=0)
     with pytest.raises(ValueError):
-        CircuitBreaker(timeout=-1)
+        make(timeout=-1)
 
 
 @pytest.mark.parametrize("status,ok", [
@@ -128,8 +139,37 @@ def test_outcome_transport_error_and_custom_set():
     assert outcome_ok(503, retryable={503}) is False
 
 
+def test_retryable_status_is_the_retry_policys():
+    assert B.RETRYABLE_STATUS is RETRYABLE_STATUS
+    assert {s for s in range(100, 600) if not outcome_ok(s)} == set(RETRYABLE_STATUS)
+
+
+def test_thresholds_are_required():
+    with pytest.raises(TypeError):
+        CircuitBreaker()  # no value is restated here: they come from the settings table
+
+
+def test_from_config_and_resilience_overrides():
+    cfg = CFG.replace(cb_failure_threshold=4, cb_success_threshold=2, cb_timeout_duration_secs=7.0)
+    cb = CircuitBreaker.from_config(cfg, label="w9", now=5.0)
+    assert (cb.failure_threshold, cb.success_threshold, cb.timeout, cb.window) == \
+        (4, 2, 7.0, CFG.cb_window_duration_secs)
+    assert cb.enabled and cb.label == "w9" and cb.changed_at == 5.0
+    cb = CircuitBreaker.from_config(cfg, {"cb_failure_threshold": 1, "cb_timeout_secs": 3.0, "max_retries": 9})
+    assert (cb.failure_threshold, cb.success_threshold, cb.timeout) == (1, 2, 3.0)
+    assert cb.record(False, 0) == OPEN
+    assert not CircuitBreaker.from_config(cfg, {"disable_circuit_breaker": True}).enabled
+    assert not CircuitBreaker.from_config(cfg.replace(disable_circuit_breaker=True)).enabled
+
+
+def test_unknown_input_is_a_bug():
+    cb = make()
+    with pytest.raises(ValueError, match="no breaker transition"):
+        cb._apply("bogus", 0)
+
+
 def test_record_status():
-    cb = CircuitBreaker(failure_threshold=2)
+    cb = make(failure_threshold=2)
     cb.record_status(404, 0)
     cb.record_status(503, 0)
     assert cb.record_status(None, 0) == OPEN
@@ -161,7 +201,8 @@ class Model:
                 self.state, self.changed, self.cs = OPEN, now, 0
 
 
-EDGES = {(s, g[2]) for (s, _), guards in B.TRANSITIONS.items() for g in guards}
+EDGES = {(s, g[2]) for (s, _), gs in B.TRANSITIONS.items() for g in gs}
+assert EDGES == guards.edges(B.TRANSITIONS)
 
 step = st.tuples(st.sampled_from(["ok", "fail", "read"]), st.floats(0, 20, allow_nan=False))
 
@@ -171,7 +212,7 @@ step = st.tuples(st.sampled_from(["ok", "fail", "read"]), st.floats(0, 20, allow
        steps=st.lists(step, max_size=150))
 def test_any_sequence_matches_model(f, s, timeout, steps):
     seen = []
-    cb = CircuitBreaker(f, s, timeout, on_transition=lambda b, a, c: seen.append((a, c)))
+    cb = make(f, s, timeout, on_transition=lambda b, a, c: seen.append((a, c)))
     m = Model(f, s, timeout)
     now = 0.0
     for kind, dt in steps:

@@ -48,8 +48,8 @@ def test_yaml_and_cli_merge(tmp_path):
     f.write_text("policy: random\nworker-urls: [http://a:1, http://b:2]\nprometheus_duration_buckets: [0.1, 1]\n")
     cfg = build_config({"policy": "round_robin"}, str(f))
     assert cfg.policy == "round_robin"  # the command line wins
-    assert cfg.worker_urls == ["http://a:1", "http://b:2"]
-    assert cfg.prometheus_duration_buckets == [0.1, 1.0]
+    assert cfg.worker_urls == ("http://a:1", "http://b:2")  # frozen: list settings are tuples
+    assert cfg.prometheus_duration_buckets == (0.1, 1.0)
     f.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError):
         build_config({}, str(f))

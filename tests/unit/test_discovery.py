@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from smg.errors import ConfigError, UpstreamError
 from smg.testing.fake_kube import FakeKube, make_pod
+from smg.upstream import client
 from smg.workers import discovery as D
 from smg.workers.discovery import (
     FileDiscovery,
@@ -217,7 +218,7 @@ def test_selectors():
         D.parse_selector(["=x"])
 
 
-# -- _Routing: any sequence of owner updates keeps callbacks consistent
+# -- Routing: any sequence of owner updates keeps callbacks consistent
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["p1", "p2", "p3"]),
@@ -225,7 +226,7 @@ def test_selectors():
                                           st.integers(0, 2), max_size=3)), max_size=30))
 def test_routing_callbacks_consistent(updates):
     sink = Sink()  # asserts no double add and no unknown remove
-    r = D._Routing(sink.add, sink.remove)
+    r = D.Routing(sink.add, sink.remove)
     for owner, urls in updates:
         r.set_owner(owner, {u: {"url": u, "v": v} for u, v in urls.items()})
         assert sink.urls == r.specs
@@ -513,13 +514,16 @@ def test_kube_bad_json_line_is_an_error():
 # -- TLS and configuration
 
 def _make_ca_and_cert(tmp_path):
+    """A CA, a server certificate for 127.0.0.1 (tls.crt/tls.key) and a client
+    certificate (client.crt/client.key), all PEM files in ``tmp_path``; returns the CA PEM."""
     pytest.importorskip("cryptography")
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     now = datetime.datetime.now(datetime.timezone.utc)
+    pem = serialization.Encoding.PEM
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-kube-ca")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
@@ -527,32 +531,43 @@ def _make_ca_and_cert(tmp_path):
           .not_valid_after(now + datetime.timedelta(days=1))
           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
           .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
-            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
+
+    def issue(name: str, serial: int, usage, san=None) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+             .issuer_name(ca_name).public_key(key.public_key()).serial_number(serial)
+             .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        if san is not None:
+            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        cert = b.sign(ca_key, hashes.SHA256())
+        stem = "tls" if usage == ExtendedKeyUsageOID.SERVER_AUTH else "client"
+        (tmp_path / f"{stem}.crt").write_bytes(cert.public_bytes(pem))
+        (tmp_path / f"{stem}.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                                 serialization.NoEncryption()))
+
+    issue("kube", 2, ExtendedKeyUsageOID.SERVER_AUTH, [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    issue("system:smg", 3, ExtendedKeyUsageOID.CLIENT_AUTH)
     ca_pem = ca.public_bytes(pem)
     (tmp_path / "ca.crt").write_bytes(ca_pem)
-    (tmp_path / "tls.crt").write_bytes(cert.public_bytes(pem))
-    (tmp_path / "tls.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption()))
     return ca_pem
 
 
-def test_kube_https_with_ca(tmp_path):
+def _server_tls(tmp_path, require_client_cert: bool = False):
     import ssl
+    sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    sctx.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    if require_client_cert:
+        sctx.verify_mode = ssl.CERT_REQUIRED
+        sctx.load_verify_locations(tmp_path / "ca.crt")
+    return sctx
+
+
+def test_kube_https_with_ca(tmp_path):
     ca_pem = _make_ca_and_cert(tmp_path)
 
     async def main():
-        sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        sctx.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
-        async with FakeKube(token="tok") as fk:
-            await fk.stop()
-            await fk.start(ssl=sctx)
+        async with FakeKube(token="tok", ssl=_server_tls(tmp_path)) as fk:
             assert fk.url.startswith("https://127.0.0.1:")
             fk.add_pod("w1", labels={"app": "sglang"}, ip="10.0.0.1")
             sink = Sink()
@@ -683,4 +698,180 @@ def test_kube_repeated_gone_backs_off():
             assert d.gone == 6 and d.lists == 6
             assert slept == [1.0, 2.0, 4.0, 8.0, 8.0]
             assert len(sink.urls) == 1       # the routing set stays
+    run(main())
+
+
+# -- the control-plane client (smg.upstream.client): list + watch, plain and TLS
+
+async def _watch_events(stream, n: int) -> list:
+    lines = stream.lines(idle=5)
+    return [orjson.loads(await anext(lines)) for _ in range(n)]
+
+
+def test_client_list_and_watch_plain_http():
+    async def main():
+        async with FakeKube(token="tok", split_chunks=True) as fk:
+            fk.add_pod("a", labels={"app": "x"})
+            status, headers, body = await client.request(fk.url, "GET", "/api/v1/pods", bearer="tok")
+            assert status == 200 and (b"content-type", b"application/json") in headers
+            listed = orjson.loads(body)
+            assert [p["metadata"]["name"] for p in listed["items"]] == ["a"]
+            assert (await client.request(fk.url, "GET", "/api/v1/pods"))[0] == 401   # no token
+            assert await client.get_json(fk.url, "/api/v1/pods", bearer="tok") == listed
+            rv = listed["metadata"]["resourceVersion"]
+            async with await client.stream(fk.url, "GET", f"/api/v1/pods?watch=1&resourceVersion={rv}",
+                                           bearer="tok") as s:
+                assert s.status == 200 and s.header(b"transfer-encoding") == b"chunked"
+                fk.add_pod("b", labels={"app": "x"})
+                fk.delete_pod("a")
+                evs = await _watch_events(s, 2)
+                assert [(e["type"], e["object"]["metadata"]["name"]) for e in evs] == [("ADDED", "b"),
+                                                                                     ("DELETED", "a")]
+                fk.end_watches()
+                assert await s.next_data(5) is None and s.ended    # the chunked body ended cleanly
+            assert fk.requests[-1][1]["resourceVersion"] == rv
+
+    run(main())
+
+
+def test_client_list_and_watch_over_tls(tmp_path):
+    ca_pem = _make_ca_and_cert(tmp_path)
+
+    async def main():
+        async with FakeKube(token="tok", ssl=_server_tls(tmp_path)) as fk:
+            assert fk.url.startswith("https://")
+            fk.add_pod("a", labels={"app": "x"})
+            tls = client.tls_context(ca_file=str(tmp_path / "ca.crt"))
+            status, _, body = await client.request(fk.url, "GET", "/api/v1/pods", bearer="tok", ssl=tls)
+            assert status == 200 and orjson.loads(body)["items"][0]["metadata"]["name"] == "a"
+            async with await client.stream(fk.url, "GET", "/api/v1/pods?watch=1", bearer="tok", ssl=tls) as s:
+                (first,) = await _watch_events(s, 1)         # the synthetic ADDED of a watch without rv
+                assert first["type"] == "ADDED"
+                fk.set_ready("a", False)
+                (ev,) = await _watch_events(s, 1)
+                assert ev["type"] == "MODIFIED" and ev["object"]["status"]["conditions"][0]["status"] == "False"
+            # CA given as PEM data (text or bytes) instead of a file
+            for data in (ca_pem, ca_pem.decode()):
+                ctx = client.tls_context(ca_data=data)
+                assert (await client.request(fk.url, "GET", "/api/v1/pods", bearer="tok", ssl=ctx))[0] == 200
+            # no CA: the default context does not trust the server
+            with pytest.raises(UpstreamError):
+                await client.request(fk.url, "GET", "/api/v1/pods", bearer="tok")
+            with pytest.raises(UpstreamError):
+                await client.stream(fk.url, "GET", "/api/v1/pods?watch=1", bearer="tok")
+            # insecure-skip-tls-verify
+            insecure = client.tls_context(insecure=True)
+            assert (await client.request(fk.url, "GET", "/api/v1/pods", bearer="tok", ssl=insecure))[0] == 200
+
+    run(main())
+
+
+def test_client_certificate_auth_and_kubeconfig(tmp_path):
+    _make_ca_and_cert(tmp_path)
+
+    async def main():
+        async with FakeKube(ssl=_server_tls(tmp_path, require_client_cert=True)) as fk:
+            fk.add_pod("w1", labels={"app": "sglang"}, ip="10.0.0.1")
+            no_cert = client.tls_context(ca_file=str(tmp_path / "ca.crt"))
+            with pytest.raises(UpstreamError):
+                await client.request(fk.url, "GET", "/api/v1/pods", ssl=no_cert)
+            files = client.tls_context(ca_file=str(tmp_path / "ca.crt"), cert_file=str(tmp_path / "client.crt"),
+                                       key_file=str(tmp_path / "client.key"))
+            assert (await client.request(fk.url, "GET", "/api/v1/pods", ssl=files))[0] == 200
+            # a kubeconfig user with inline client-certificate-data, the CA as a relative path
+            cert, key = (base64.b64encode((tmp_path / n).read_bytes()).decode() for n in ("client.crt", "client.key"))
+            kc = tmp_path / "kubeconfig"
+            kc.write_text(f"""
+current-context: t
+contexts: [{{name: t, context: {{cluster: c, user: u}}}}]
+clusters: [{{name: c, cluster: {{server: "{fk.url}", certificate-authority: ca.crt}}}}]
+users: [{{name: u, user: {{client-certificate-data: {cert}, client-key-data: {key}}}}}]
+""")
+            cfg = KubeConfig.from_kubeconfig(str(kc))
+            sink = Sink()
+            d = KubeDiscovery(cfg, sink.add, sink.remove, selector="app=sglang", port=8000,
+                              sleep=lambda s: asyncio.sleep(0.01))
+            d.start()
+            await fk.wait_watches(1)
+            fk.add_pod("w2", labels={"app": "sglang"}, ip="10.0.0.2")
+            await eventually(lambda: set(sink.urls) == {"http://10.0.0.1:8000", "http://10.0.0.2:8000"})
+            assert d.errors == 0
+            await d.stop()
+
+    run(main())
+
+
+def test_client_bodies_limits_timeouts_and_bad_responses():
+    big = os.urandom(3 * client.HIGH_WATER)
+    release = asyncio.Event()
+
+    async def handle(reader, writer):
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            target = head.split(b" ", 2)[1]
+            if target == b"/big":
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big))
+                if not head.startswith(b"HEAD "):
+                    writer.write(big)
+            elif target == b"/lines":
+                writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                             b"3\r\na\n\n\r\n4\r\nbb\nc\r\n2\r\ncc\r\n0\r\n\r\n")
+            elif target == b"/long":
+                writer.write(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 100)
+            elif target == b"/cut":
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+            elif target == b"/bad":
+                writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+            elif target == b"/head-only":
+                writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                await writer.drain()
+                await release.wait()
+            else:  # /hang: never answers
+                await release.wait()
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        try:
+            status, _, body = await client.request(url, "GET", "/big", timeout=10)
+            assert status == 200 and body == big
+            # a stream reads ahead only so far: reading pauses until the consumer catches up
+            async with await client.stream(url, "GET", "/big") as s:
+                await eventually(lambda: s._reader.paused)
+                assert await s.read(idle=5) == big
+            with pytest.raises(UpstreamError):
+                await client.request(url, "GET", "/big", limit=1024)
+            status, headers, body = await client.request(url, "HEAD", "/big")
+            assert status == 200 and body == b"" and (b"content-length", b"%d" % len(big)) in headers
+            async with await client.stream(url, "GET", "/lines") as s:
+                assert [line async for line in s.lines(idle=5)] == [b"a", b"bb", b"ccc"]
+            async with await client.stream(url, "GET", "/long") as s:
+                with pytest.raises(UpstreamError):
+                    async for _ in s.lines(idle=5, limit=10):
+                        pass
+            for path in ("/cut", "/bad"):
+                with pytest.raises(UpstreamError):
+                    await client.request(url, "GET", path)
+            with pytest.raises(UpstreamError) as ei:
+                await client.request(url, "GET", "/hang", timeout=0.2)
+            assert ei.value.status_hint == 504
+            with pytest.raises(UpstreamError) as ei:
+                await client.stream(url, "GET", "/hang", timeout=0.2)
+            assert ei.value.status_hint == 504
+            async with await client.stream(url, "GET", "/head-only") as s:
+                with pytest.raises(UpstreamError) as ei:
+                    await s.next_data(idle=0.2)
+                assert ei.value.status_hint == 504
+            with pytest.raises(UpstreamError):
+                await client.request("ftp://127.0.0.1:1", "GET", "/")
+        finally:
+            release.set()
+            server.close()
+            await server.wait_closed()
+
     run(main())

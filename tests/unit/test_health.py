@@ -7,10 +7,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smg.config.schema import GatewayConfig
 from smg.testing.mock_worker import MockConfig, MockWorker
+from smg.workers import guards
 from smg.workers import health as H
 from smg.workers.health import HealthChecker, HealthTracker
 from smg.workers.worker import DRAINING, FAILED, NOT_READY, PENDING, READY, Worker
+
+CFG = GatewayConfig()
+
+
+def checker(on_status, **kw) -> HealthChecker:
+    """A checker with the settings table's values except those given."""
+    return HealthChecker.from_config(CFG, on_status, **kw)
 
 
 def run(coro, timeout: float = 10.0):
@@ -168,7 +177,8 @@ class Model:
             self.probes = 0
 
 
-EDGES = {(s, g[2]) for (s, _), guards in H.TRANSITIONS.items() for g in guards}
+EDGES = {(s, g[2]) for (s, _), gs in H.TRANSITIONS.items() for g in gs}
+assert EDGES == guards.edges(H.TRANSITIONS)
 
 
 @settings(max_examples=300, deadline=None)
@@ -227,7 +237,7 @@ def make_checker(results: dict, clock: FakeClock, **kw):
             raise r
         return r
 
-    chk = HealthChecker(lambda w, s: events.append((w.id, s)), probe=probe, clock=clock,
+    chk = checker(lambda w, s: events.append((w.id, s)), probe=probe, clock=clock,
                         jitter=0.0, **kw)
     return chk, events, calls
 
@@ -320,7 +330,7 @@ def test_checker_on_result_and_removed_mid_probe():
             await gate.wait()
             return True
 
-        chk = HealthChecker(lambda *_: None, probe=probe, clock=clock,
+        chk = checker(lambda *_: None, probe=probe, clock=clock,
                             on_result=lambda wk, ok: results.append(ok))
         chk.add(w)
         task = asyncio.ensure_future(chk.check_once())
@@ -338,8 +348,8 @@ def test_checker_jitter_bounds():
         import random
         clock = FakeClock()
         workers = [Worker(f"http://127.0.0.1:{i + 1}", worker_id=f"w{i}") for i in range(50)]
-        chk = HealthChecker(lambda *_: None, probe=lambda w, k: asyncio.sleep(0, True), clock=clock,
-                            interval=60.0, jitter=0.2, rng=random.Random(7))
+        chk = checker(lambda *_: None, probe=lambda w, k: asyncio.sleep(0, True), clock=clock,
+                      interval=60.0, startup_interval=None, jitter=0.2, rng=random.Random(7))
         for w in workers:
             chk.add(w)
         await chk.check_once()
@@ -380,7 +390,7 @@ def test_run_wakes_on_add():
         async def sleep(d):
             await forever.wait()  # only a wake-up can end the wait
 
-        chk = HealthChecker(lambda *_: None, probe=probe, clock=clock, sleep=sleep, interval=60.0)
+        chk = checker(lambda *_: None, probe=probe, clock=clock, sleep=sleep, interval=60.0)
         task = asyncio.ensure_future(chk.run())
         await asyncio.sleep(0.01)
         chk.add(Worker("http://127.0.0.1:1", worker_id="x"))
@@ -422,7 +432,7 @@ def test_http_probe_against_mock_worker():
         try:
             w = Worker(mw.url, worker_id="m")
             events = []
-            chk = HealthChecker(lambda wk, s: events.append(s), success_threshold=1, failure_threshold=1,
+            chk = checker(lambda wk, s: events.append(s), success_threshold=1, failure_threshold=1,
                                 timeout=2.0)
             chk.add(w)
             await chk.check_once(force=True)
@@ -454,7 +464,7 @@ def test_http_probe_sends_bearer_and_endpoint():
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         try:
-            chk = HealthChecker(lambda *_: None, endpoint="readiness", api_key="sekret", timeout=2.0)
+            chk = checker(lambda *_: None, endpoint="readiness", api_key="sekret", timeout=2.0)
             ok = await chk.http_probe(Worker(f"http://127.0.0.1:{port}"), "sekret")
             assert ok is True
             assert seen[0].startswith("GET /readiness HTTP/1.1")
@@ -464,3 +474,45 @@ def test_http_probe_sends_bearer_and_endpoint():
             await server.wait_closed()
 
     run(main())
+
+
+def test_http_probe_goes_to_the_address_of_a_dp_rank():
+    """``base@rank`` is a logical key: parsed as a URL its ``@`` makes ``base`` user-info
+    and the probe would go nowhere. The probe uses ``base_url``, and the rank gets ready."""
+    async def main():
+        mw = await MockWorker(MockConfig()).start()
+        try:
+            ranks = [Worker(mw.url, worker_id=f"r{i}", dp_rank=i) for i in range(2)]
+            assert [w.url for w in ranks] == [mw.url + "@0", mw.url + "@1"]
+            events = []
+            chk = checker(lambda wk, s: events.append((wk.id, s)), success_threshold=1, timeout=2.0)
+            for w in ranks:
+                chk.add(w)
+            await chk.check_once(force=True)
+            assert sorted(events) == [("r0", READY), ("r1", READY)]
+        finally:
+            await mw.stop()
+
+    run(main())
+
+
+def test_checker_settings_come_from_the_table():
+    chk = checker(lambda *_: None)
+    assert (chk.endpoint, chk.interval, chk.timeout, chk.success_threshold, chk.failure_threshold,
+            chk.startup_interval, chk.remove_unhealthy) == \
+        (CFG.health_check_endpoint, CFG.health_check_interval_secs, CFG.health_check_timeout_secs,
+         CFG.health_success_threshold, CFG.health_failure_threshold, CFG.worker_startup_check_interval,
+         CFG.remove_unhealthy_workers)
+    cfg = CFG.replace(health_check_endpoint="ready", health_failure_threshold=7, remove_unhealthy_workers=True)
+    chk = HealthChecker.from_config(cfg, lambda *_: None)
+    assert (chk.endpoint, chk.failure_threshold, chk.remove_unhealthy) == ("/ready", 7, True)
+    with pytest.raises(TypeError):
+        HealthChecker(lambda *_: None)  # no value restated: every setting is required
+    with pytest.raises(TypeError):
+        HealthTracker()
+
+
+def test_unknown_input_is_a_bug():
+    t = HealthTracker(2, 3)
+    with pytest.raises(ValueError, match="no health transition"):
+        t._apply("bogus")

@@ -8,11 +8,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smg.config.schema import GatewayConfig
 from smg.errors import UpstreamError
 from smg.testing.mock_worker import MockConfig, MockWorker
 from smg.workers import loads as L
 from smg.workers.loads import LoadMonitor
 from smg.workers.worker import Worker
+
+CFG = GatewayConfig()
+
+
+def monitor(on_load, **kw) -> LoadMonitor:
+    """A monitor with the settings table's values except those given."""
+    return LoadMonitor.from_config(CFG, on_load, **kw)
 
 
 def run(coro, timeout: float = 10.0):
@@ -246,7 +254,7 @@ def test_monitor_against_mock_worker():
         try:
             w = Worker(mw.url, worker_id="m")
             got = []
-            mon = LoadMonitor(lambda wk, r: got.append((wk.id, r)), timeout=2.0)
+            mon = monitor(lambda wk, r: got.append((wk.id, r)), timeout=2.0)
             mon.add(w)
             assert await mon.poll_once() == 1
             (wid, r), = got
@@ -278,7 +286,7 @@ def test_monitor_fallback_chain_and_memo():
         routes = {L.GET_LOAD_PATH: (404, b""),
                   L.METRICS_PATH: (200, b"sglang:num_running_reqs 4\n")}
         got = []
-        mon = LoadMonitor(lambda w, r: got.append(r), fetch=fake_fetch(routes, calls), api_key="k")
+        mon = monitor(lambda w, r: got.append(r), fetch=fake_fetch(routes, calls), api_key="k")
         w = Worker("http://127.0.0.1:9", worker_id="a")
         mon.add(w)
         await mon.poll_once()
@@ -303,7 +311,7 @@ def test_monitor_stale_after_failures():
         calls = []
         routes = {L.V1_LOADS_PATH: (200, orjson.dumps({"loads": [{"num_running_reqs": 1}]}))}
         got = []
-        mon = LoadMonitor(lambda w, r: got.append(r), fetch=fake_fetch(routes, calls))
+        mon = monitor(lambda w, r: got.append(r), fetch=fake_fetch(routes, calls))
         w = Worker("http://127.0.0.1:9", worker_id="a")
         mon.add(w, runtime="trtllm")
         await mon.poll_once()
@@ -326,7 +334,7 @@ def test_monitor_run_rounds_and_remove():
 
         got = []
         routes = {L.METRICS_PATH: (200, b'vllm:num_requests_running 2\n')}
-        mon = LoadMonitor(lambda w, r: got.append(r), fetch=fake_fetch(routes, []), sleep=sleep,
+        mon = monitor(lambda w, r: got.append(r), fetch=fake_fetch(routes, []), sleep=sleep,
                           interval=10.0)
         w = Worker("http://127.0.0.1:9", worker_id="a")
         mon.add(w, runtime="vllm")
@@ -335,9 +343,46 @@ def test_monitor_run_rounds_and_remove():
         mon.remove(w)
         assert await mon.poll_once() == 0
         with pytest.raises(ValueError):
-            LoadMonitor(lambda *_: None, interval=0)
+            monitor(lambda *_: None, interval=0)
 
     run(main())
+
+
+def test_monitor_polls_the_address_of_a_dp_rank():
+    """A DP rank's logical key is base@rank; polls go to the base URL and get a report."""
+    async def main():
+        mw = await MockWorker(MockConfig()).start()
+        try:
+            w = Worker(mw.url, worker_id="r1", dp_rank=1)
+            assert w.url == mw.url + "@1" and w.base_url == mw.url
+            got = []
+            mon = monitor(lambda wk, r: got.append(r))
+            mon.add(w)
+            await mon.poll_once()
+            assert len(got) == 1 and got[0]["source"] == "v1/loads"
+        finally:
+            await mw.stop()
+        seen = []
+
+        async def fetch(url, path, key):
+            seen.append(url)
+            return 404, b""
+
+        mon = monitor(lambda wk, r: None, fetch=fetch)
+        mon.add(w)
+        await mon.poll_once()
+        assert seen and set(seen) == {w.base_url}
+
+    run(main())
+
+
+def test_monitor_settings_come_from_the_table():
+    mon = monitor(lambda *_: None)
+    assert (mon.interval, mon.timeout) == (CFG.load_monitor_interval, CFG.load_monitor_timeout_secs)
+    mon = LoadMonitor.from_config(CFG.replace(load_monitor_timeout_secs=1.5), lambda *_: None)
+    assert mon.timeout == 1.5
+    with pytest.raises(TypeError):
+        LoadMonitor(lambda *_: None)  # interval and timeout are required
 
 
 def test_sources_for():

@@ -1,6 +1,7 @@
 """Retry policy: attempts, retryable outcomes, backoff with jitter."""
 from __future__ import annotations
 
+import dataclasses
 import random
 from types import SimpleNamespace
 
@@ -8,12 +9,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smg.config.schema import GatewayConfig
 from smg.errors import UpstreamError
 from smg.workers.retry import RETRYABLE_STATUS, RetryPolicy
 
+CFG = GatewayConfig()
+BASE = RetryPolicy.from_config(CFG)
+
+
+def policy(**kw) -> RetryPolicy:
+    """The gateway's default policy (from the settings table) with ``kw`` changed."""
+    return dataclasses.replace(BASE, **kw)
+
 
 def test_defaults_are_smg():
-    p = RetryPolicy()
+    p = BASE
     assert (p.max_retries, p.initial_backoff_ms, p.max_backoff_ms, p.multiplier, p.jitter_factor) == \
         (5, 50, 30000, 1.5, 0.2)
     assert set(p.retryable_status) == {408, 429, 500, 502, 503, 504}
@@ -21,29 +31,29 @@ def test_defaults_are_smg():
 
 
 def test_max_retries_is_total_attempts_min_one():
-    assert RetryPolicy(max_retries=0).max_retries == 1
-    assert RetryPolicy(max_retries=-3).max_retries == 1
-    p = RetryPolicy(max_retries=3)
+    assert policy(max_retries=0).max_retries == 1
+    assert policy(max_retries=-3).max_retries == 1
+    p = policy(max_retries=3)
     assert [p.should_retry(a, 503) for a in range(4)] == [True, True, False, False]
-    assert RetryPolicy.disabled().should_retry(0, 503) is False
+    assert BASE.without_retries().should_retry(0, 503) is False
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
 def test_retryable_statuses(status):
-    p = RetryPolicy()
+    p = BASE
     assert p.is_retryable(status)
     assert p.should_retry(0, status)
 
 
 @pytest.mark.parametrize("status", [200, 400, 401, 403, 404, 413, 422, 501, 505])
 def test_non_retryable_statuses(status):
-    p = RetryPolicy()
+    p = BASE
     assert not p.is_retryable(status)
     assert not p.should_retry(0, status)
 
 
 def test_transport_errors_are_retried():
-    p = RetryPolicy()
+    p = BASE
     assert p.should_retry(0, None)
     assert p.should_retry(0, UpstreamError("reset"))
     assert p.should_retry(0, TimeoutError())
@@ -51,12 +61,12 @@ def test_transport_errors_are_retried():
 
 
 def test_custom_retryable_set():
-    p = RetryPolicy(retryable_status=(503,))
+    p = policy(retryable_status=(503,))
     assert p.should_retry(0, 503) and not p.should_retry(0, 500)
 
 
 def test_base_delay_schedule():
-    p = RetryPolicy(initial_backoff_ms=100, max_backoff_ms=1000, multiplier=2.0)
+    p = policy(initial_backoff_ms=100, max_backoff_ms=1000, multiplier=2.0)
     assert [p.base_delay(n) for n in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
     assert p.base_delay(10**6) == 1.0  # no overflow
     with pytest.raises(ValueError):
@@ -64,13 +74,13 @@ def test_base_delay_schedule():
 
 
 def test_delay_without_jitter_is_exact():
-    p = RetryPolicy(jitter_factor=0.0)
+    p = policy(jitter_factor=0.0)
     assert p.delay(0) == 0.05
     assert p.delay(1) == pytest.approx(0.075)
 
 
 def test_delay_jitter_uses_rng():
-    p = RetryPolicy(initial_backoff_ms=1000, jitter_factor=0.2)
+    p = policy(initial_backoff_ms=1000, jitter_factor=0.2)
     a = [p.delay(0, random.Random(1)) for _ in range(3)]
     assert a[0] == a[1] == a[2]
     ds = [p.delay(0, random.Random(i)) for i in range(200)]
@@ -81,7 +91,7 @@ def test_delay_jitter_uses_rng():
 def test_validation():
     for kw in ({"initial_backoff_ms": -1}, {"multiplier": 0.5}, {"jitter_factor": 1.5}):
         with pytest.raises(ValueError):
-            RetryPolicy(**kw)
+            policy(**kw)
 
 
 def test_from_config():
@@ -92,14 +102,51 @@ def test_from_config():
         (3, 10, 500, 2.0, 0.1)
     cfg.disable_retries = True
     assert RetryPolicy.from_config(cfg).max_retries == 1
-    assert RetryPolicy.from_config(SimpleNamespace()) == RetryPolicy()
+    assert RetryPolicy.from_config(cfg).initial_backoff_ms == 10
+    with pytest.raises(AttributeError):
+        RetryPolicy.from_config(SimpleNamespace())  # no fallback values: the table is the one source
+
+
+def test_no_restated_defaults():
+    with pytest.raises(TypeError):
+        RetryPolicy()
+    assert RetryPolicy(1, 2, 3, 1.0, 0.0).retryable_status == frozenset(RETRYABLE_STATUS)
+
+
+def test_for_worker_without_retry_fields_is_none():
+    assert BASE.for_worker(None) is None
+    assert BASE.for_worker({}) is None
+    assert BASE.for_worker({"cb_failure_threshold": 2, "disable_circuit_breaker": True}) is None
+
+
+def test_for_worker_overrides_over_the_gateways_policy():
+    gw = RetryPolicy.from_config(CFG.replace(retry_max_retries=4, retry_initial_backoff_ms=20,
+                                             retry_jitter_factor=0.0))
+    p = gw.for_worker({"max_retries": 2, "backoff_multiplier": 3.0, "retryable_status_codes": [503, 599],
+                       "cb_failure_threshold": 1})
+    assert (p.max_retries, p.initial_backoff_ms, p.max_backoff_ms, p.multiplier, p.jitter_factor) == \
+        (2, 20, gw.max_backoff_ms, 3.0, 0.0)
+    assert p.retryable_status == frozenset({503, 599})
+    assert p.should_retry(0, 599) and not p.should_retry(0, 500) and not p.should_retry(1, 503)
+    assert p.base_delay(1) == pytest.approx(0.06)
+    p = gw.for_worker({"initial_backoff_ms": 5, "max_backoff_ms": 7, "jitter_factor": 0.5})
+    assert (p.max_retries, p.initial_backoff_ms, p.max_backoff_ms, p.jitter_factor) == (4, 5, 7, 0.5)
+    assert gw.max_retries == 4  # the gateway's policy is untouched
+
+
+def test_for_worker_disable_retry():
+    p = BASE.for_worker({"disable_retry": True, "max_retries": 9})
+    assert p.max_retries == 1 and not p.should_retry(0, 503)
+    assert BASE.for_worker({"disable_retry": False}) == BASE  # explicit: the gateway's values
+    with pytest.raises(ValueError):
+        BASE.for_worker({"backoff_multiplier": 0.5})
 
 
 @settings(max_examples=300, deadline=None)
 @given(initial=st.floats(0, 5000), cap=st.floats(0, 60000), mult=st.floats(1.0, 4.0),
        jitter=st.floats(0, 1), attempt=st.integers(0, 200), seed=st.integers(0, 2**32))
 def test_delay_bounds(initial, cap, mult, jitter, attempt, seed):
-    p = RetryPolicy(initial_backoff_ms=initial, max_backoff_ms=cap, multiplier=mult, jitter_factor=jitter)
+    p = policy(initial_backoff_ms=initial, max_backoff_ms=cap, multiplier=mult, jitter_factor=jitter)
     base = p.base_delay(attempt)
     assert 0 <= base <= cap / 1000.0 + 1e-12
     assert base <= max(initial, 0) / 1000.0 * mult ** attempt + 1e-9 or base == cap / 1000.0
@@ -112,7 +159,7 @@ def test_delay_bounds(initial, cap, mult, jitter, attempt, seed):
 @settings(max_examples=200, deadline=None)
 @given(n=st.integers(-5, 20), outcomes=st.lists(st.one_of(st.integers(100, 599), st.none()), max_size=30))
 def test_attempts_never_exceed_max(n, outcomes):
-    p = RetryPolicy(max_retries=n)
+    p = policy(max_retries=n)
     attempts = 0
     for i, o in enumerate(outcomes):
         attempts += 1

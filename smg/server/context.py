@@ -1,0 +1,84 @@
+"""RequestContext: one per request, created when its head arrives, handed down the
+pipeline (filters → selection → exchange → sink) and read by the observer when the
+request ends.
+
+Rules:
+- Per-request facts live here and nowhere else: not on the connection (which only
+  frames bytes) and not on the exchange (which only drives attempts). The observer
+  records from the context alone (``Observer.request_done(ctx)``).
+- Fields are written by the stage that learns them: the protocol (method, path,
+  target, headers, endpoint, t0, keep-alive), the request-id filter (``rid``), body
+  parsing (``body``), auth and tenant filters (``principal``, ``tenant``), selection
+  (``model``, ``model_label``, ``policy``, ``worker``), the exchange and its response
+  transforms (``upstream_status``, ``is_sse``, ``scanner``, ``body_parts``,
+  ``bytes_out``, ``error_type``), the sink (``status``).
+- The context is also what a routing policy sees of the request (the interface in
+  smg/routing/policy.py: ``headers``, ``header()``, ``body``, ``path``,
+  ``routing_text()``), so selection allocates nothing more.
+"""
+from __future__ import annotations
+
+
+class RequestContext:
+    __slots__ = (
+        # the request as received
+        "method", "target", "path", "headers", "endpoint", "family", "keep_alive", "http11", "t0",
+        "raw", "body", "rid", "span",
+        # filled by later filters (auth, tenant): None until then
+        "principal", "tenant",
+        # selection
+        "model", "model_label", "policy", "worker", "attempts",
+        # the answer
+        "status", "error_code", "upstream_status", "error_type", "is_sse", "scanner", "body_parts",
+        "bytes_out", "dispatch_t", "_text",
+    )
+
+    def __init__(self, method: bytes, target: bytes, path: bytes, headers: list, endpoint, t0: float) -> None:
+        self.method = method
+        self.target = target
+        self.path = path
+        self.headers = headers
+        self.endpoint = endpoint
+        self.family = endpoint.family
+        self.keep_alive = True
+        self.http11 = True
+        self.t0 = t0
+        self.raw = b""
+        self.body = None
+        self.rid = b""
+        self.span = None
+        self.principal = None
+        self.tenant = None
+        self.model = None
+        self.model_label = ""
+        self.policy = None
+        self.worker = None
+        self.attempts = 0
+        self.status = 0
+        self.error_code = None
+        self.upstream_status = 0
+        self.error_type = None
+        self.is_sse = False
+        self.scanner = None
+        self.body_parts = None
+        self.bytes_out = 0
+        self.dispatch_t = 0.0
+        self._text = None
+
+    # -- what a routing policy reads (smg/routing/policy.py) -----------------------------
+
+    def routing_text(self) -> str:
+        t = self._text
+        if t is None:
+            fn = self.endpoint.text
+            t = self._text = fn(self.body) if fn is not None and self.body is not None else ""
+        return t
+
+    def header(self, name: bytes) -> bytes | None:
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
+
+    def __repr__(self) -> str:
+        return f"RequestContext({self.method!r} {self.path!r} rid={self.rid!r} status={self.status})"

@@ -1,0 +1,155 @@
+"""The endpoint table: one record per path the gateway serves, and everything the
+pipeline needs to know about it.
+
+Rules:
+- This table is the only list of paths. The protocol's route lookup, the API family
+  of error bodies, request-id prefixes, validation, the metric labels, whether TTFT
+  and usage are observed, and the text prefix-matching policies route on are all read
+  off the ``Endpoint`` a request matched; nothing else keeps a path list.
+- A record names its handler by the name of a method of a handler provider (the
+  gateway's ``Handlers`` or ``WorkersAPI``); ``bind`` resolves the names once at
+  start-up, so a request costs one dict lookup for its endpoint and one for its method.
+- Paths with a ``{...}`` tail (``/workers/{worker_id}``) match by prefix; they are
+  tried, in table order, only after the exact lookup missed.
+- ``HEAD`` is listed for the ``GET`` routes the gateway answers itself; the sink then
+  sends the same head without the body (RFC 9110 §9.3.2).
+
+Adding an endpoint (``/v1/responses`` say) is one row here plus its handler.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from smg.api.errors import ANTHROPIC, OPENAI
+from smg.routing import text
+
+
+@dataclass(frozen=True, eq=False)  # identity: a record is hashed (metric shape keys) by who it is
+class Endpoint:
+    path: str                      # as clients send it; a "{...}" tail matches by prefix
+    methods: dict                  # method -> handler name (a method of the provider)
+    provider: str = "handlers"     # "handlers" (gateway) or "workers_api"
+    family: int = OPENAI           # API family of the gateway's error bodies
+    generative: bool = False       # TTFT/TPOT/token usage observed on the answer
+    required: tuple = ()           # ((field, allowed types, human name), ...) checked before routing
+    id_prefix: bytes = b"req-"     # request ids minted for it (SMG's prefixes)
+    label: str = "other"           # SMG's endpoint label in the router metric families
+    text: Callable | None = None   # routing text for prefix-matching policies: f(body) -> str
+    proxied: bool = False          # answered by a worker (validation and selection run)
+
+    @property
+    def key(self) -> bytes:
+        """What the route lookup matches: the whole path, or the prefix before ``{``."""
+        p = self.path
+        i = p.find("{")
+        return (p if i < 0 else p[:i]).encode()
+
+    @property
+    def is_prefix(self) -> bool:
+        return "{" in self.path
+
+    @property
+    def path_label(self) -> str:
+        """The ``path`` label of the HTTP metric families."""
+        return self.path
+
+
+_CHAT_REQ = (("messages", (list,), "an array"),)
+_RERANK_REQ = (("query", (str,), "a string"), ("documents", (list,), "an array"))
+
+ENDPOINTS: tuple = (
+    Endpoint("/v1/chat/completions", {"POST": "proxy"}, generative=True, required=_CHAT_REQ,
+             id_prefix=b"chatcmpl-", label="chat", text=text.chat_text, proxied=True),
+    Endpoint("/v1/completions", {"POST": "proxy"}, generative=True,
+             required=(("prompt", (str, list), "a string or an array"),),
+             id_prefix=b"cmpl-", label="completions", text=text.prompt_text, proxied=True),
+    Endpoint("/generate", {"POST": "proxy"}, generative=True, id_prefix=b"gnt-", label="generate",
+             text=text.generate_text, proxied=True),
+    Endpoint("/v1/messages", {"POST": "proxy"}, family=ANTHROPIC, generative=True, required=_CHAT_REQ,
+             id_prefix=b"msg_", label="messages", text=text.chat_text, proxied=True),
+    Endpoint("/v1/embeddings", {"POST": "proxy"}, required=(("input", (str, list), "a string or an array"),),
+             label="embeddings", text=text.input_text, proxied=True),
+    Endpoint("/v1/rerank", {"POST": "proxy"}, required=_RERANK_REQ, label="rerank", text=text.no_text,
+             proxied=True),
+    Endpoint("/rerank", {"POST": "proxy"}, required=_RERANK_REQ, label="rerank", text=text.no_text,
+             proxied=True),
+    Endpoint("/get_model_info", {"GET": "proxy_info"}, label="model_info"),
+    Endpoint("/get_server_info", {"GET": "proxy_info"}, label="server_info"),
+    Endpoint("/v1/models", {"GET": "models", "HEAD": "models"}),
+    Endpoint("/health", {"GET": "liveness", "HEAD": "liveness"}),
+    Endpoint("/liveness", {"GET": "liveness", "HEAD": "liveness"}),
+    Endpoint("/readiness", {"GET": "readiness", "HEAD": "readiness"}),
+    Endpoint("/workers", {"GET": "list", "HEAD": "list", "POST": "create"}, provider="workers_api"),
+    Endpoint("/add_worker", {"POST": "legacy_add"}, provider="workers_api"),
+    Endpoint("/remove_worker", {"POST": "legacy_remove"}, provider="workers_api"),
+    Endpoint("/workers/{worker_id}", {"GET": "get", "HEAD": "get", "PUT": "replace", "PATCH": "patch",
+                                      "DELETE": "delete"}, provider="workers_api"),
+)
+
+# The metrics listener's table.
+METRICS_ENDPOINTS: tuple = (
+    Endpoint("/metrics", {"GET": "metrics"}),
+)
+
+# A request that matched no row: errors in the OpenAI format, "unmatched" path label.
+UNMATCHED = Endpoint("", {}, label="other")
+
+
+@dataclass
+class Route:
+    """An endpoint with its handlers bound: ``handlers[method](conn, ctx)``, run after
+    the filters of ``chain`` (smg/server/filters.py)."""
+
+    endpoint: Endpoint
+    handlers: dict = field(default_factory=dict)
+    allow: bytes = b""  # the Allow header of a 405
+    chain: tuple = ()
+
+
+class RouteTable:
+    """Exact-path dict plus the prefix rows, built once from endpoint records."""
+
+    __slots__ = ("exact", "prefixes", "endpoints")
+
+    def __init__(self, endpoints: tuple, providers: dict, chain_for: Callable | None = None) -> None:
+        """``providers``: provider name -> object with the handler methods;
+        ``chain_for(endpoint)``: the filters of the endpoint's route."""
+        self.exact: dict = {}
+        self.prefixes: list = []
+        self.endpoints = endpoints
+        for ep in endpoints:
+            provider = providers[ep.provider]
+            handlers = {m.encode(): getattr(provider, name) for m, name in ep.methods.items()}
+            route = Route(ep, handlers, b", ".join(sorted(handlers)), chain_for(ep) if chain_for else ())
+            if ep.is_prefix:
+                self.prefixes.append((ep.key, route))
+            else:
+                self.exact[ep.key] = route
+
+    def match(self, path: bytes) -> Route | None:
+        r = self.exact.get(path)
+        if r is None:
+            for prefix, route in self.prefixes:
+                if path.startswith(prefix) and len(path) > len(prefix):
+                    return route
+        return r
+
+
+def check_required(endpoint: Endpoint, body: dict) -> str | None:
+    """Returns an error message, or None when ``body`` has what routing needs.
+
+    Only what routing needs and what is unambiguous is checked (required fields exist
+    with the right JSON type, ``model`` is a string); everything else is the worker's
+    to judge, so a newer API field never gets rejected by the gateway.
+    """
+    for name, types, what in endpoint.required:
+        v = body.get(name)
+        if v is None:
+            return f"missing required field '{name}'"
+        if not isinstance(v, types):
+            return f"field '{name}' must be {what}"
+    model = body.get("model")
+    if model is not None and type(model) is not str:
+        return "field 'model' must be a string"
+    return None

@@ -1,0 +1,382 @@
+"""Exchange: one request forwarded to workers, attempt by attempt, its answer relayed.
+
+Theory of operation: ``start`` dispatches the first attempt to the worker the
+selection filter chose: an upstream leg (smg/upstream/http1_leg.py) takes it from
+there. Each batch of leg events passes the response transforms and goes to the
+response sink (the client connection) in one ``send``. While nothing has been sent
+to the client, a transport failure or a retryable status (408/429/500/502/503/504)
+ends the attempt and, if the retry policy allows another, a new attempt runs after
+the backoff with a freshly selected worker (smg/server/selection.py). The last
+attempt's answer is relayed as it is.
+
+The attempt lifecycle is the table ``TRANSITIONS`` below: ``(state, input) -> state``.
+Every state change goes through ``_go``, which refuses an input the table has no row
+for (a bug, and what the Hypothesis walk in tests/unit/test_exchange.py looks for).
+
+======== ============ ===========================================================
+state    input        meaning
+======== ============ ===========================================================
+IDLE     START        first attempt dispatched                       -> WAITING
+WAITING  HEAD         a head to relay arrived                        -> STREAMING
+WAITING  RETRY        attempt failed before the head, retry allowed  -> BACKOFF
+WAITING  GIVE_UP      attempt failed before the head, none left      -> DONE
+BACKOFF  REDISPATCH   backoff over, a worker chosen                  -> WAITING
+BACKOFF  WAIT_MORE    backoff over, no worker yet, retries left      -> BACKOFF
+BACKOFF  NO_WORKER    backoff over, no worker, none left             -> DONE
+STREAMING END         the answer is complete                         -> DONE
+STREAMING CUT         the leg failed after the head                  -> DONE
+any live TIMEOUT      the request deadline passed                    -> DONE
+any live CLIENT_GONE  the client left                                -> DONE
+======== ============ ===========================================================
+
+Rules:
+- Every attempt ends exactly once (``_end_attempt``): the worker's in-flight count is
+  decremented there and nowhere else, and the outcome goes to the policy and the
+  worker's circuit breaker (a client hanging up is nobody's failure).
+- The exchange reaches DONE exactly once, on every path; the request deadline (on the
+  timer wheel) spans all attempts and backoffs.
+- The client is answered only through the sink: ``send_head``/``send`` while
+  relaying, ``reply_error`` before anything was sent, ``fail`` after.
+- A leg is finished (its connection pooled) only after a complete answer; on any
+  other end it is aborted, which is how an engine learns the generation is no longer
+  wanted. Backpressure: a slow client pauses the leg.
+"""
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from smg.http1 import writer
+from smg.http1.events import Data, EndOfMessage, Response
+from smg.server import transforms
+
+log = logging.getLogger("smg.proxy")
+
+# states
+IDLE, WAITING, BACKOFF, STREAMING, DONE = "idle", "waiting", "backoff", "streaming", "done"
+STATES = (IDLE, WAITING, BACKOFF, STREAMING, DONE)
+# inputs
+START, HEAD, RETRY, GIVE_UP, REDISPATCH, WAIT_MORE, NO_WORKER, END, CUT, TIMEOUT, CLIENT_GONE = (
+    "start", "head", "retry", "give_up", "redispatch", "wait_more", "no_worker", "end", "cut", "timeout",
+    "client_gone")
+INPUTS = (START, HEAD, RETRY, GIVE_UP, REDISPATCH, WAIT_MORE, NO_WORKER, END, CUT, TIMEOUT, CLIENT_GONE)
+
+TRANSITIONS = {
+    (IDLE, START): WAITING,
+    (WAITING, HEAD): STREAMING,
+    (WAITING, RETRY): BACKOFF,
+    (WAITING, GIVE_UP): DONE,
+    (BACKOFF, REDISPATCH): WAITING,
+    (BACKOFF, WAIT_MORE): BACKOFF,
+    (BACKOFF, NO_WORKER): DONE,
+    (STREAMING, END): DONE,
+    (STREAMING, CUT): DONE,
+    (WAITING, TIMEOUT): DONE,
+    (BACKOFF, TIMEOUT): DONE,
+    (STREAMING, TIMEOUT): DONE,
+    (IDLE, CLIENT_GONE): DONE,
+    (WAITING, CLIENT_GONE): DONE,
+    (BACKOFF, CLIENT_GONE): DONE,
+    (STREAMING, CLIENT_GONE): DONE,
+}
+
+_SKIP_RESPONSE = writer.HOP_BY_HOP | {b"x-request-id"}
+_SSE = b"text/event-stream"
+
+
+class InvalidTransition(RuntimeError):
+    """An input the attempt table has no row for: a bug in the exchange."""
+
+
+class ExchangeDeps:
+    """What an exchange uses, handed over once per gateway (no gateway object).
+
+    ``open_leg(worker, owner)`` makes the worker's upstream leg; ``schedule(delay, fn)``
+    is ``loop.call_later``; ``now()`` the loop's coarse clock (deadlines), ``clock()``
+    the precise one (the overhead header); ``on_retry(ctx, worker, attempt, delay)``
+    and ``on_retries_exhausted(ctx, worker)`` are metrics hooks (None: off).
+    """
+
+    __slots__ = ("config", "retry", "timers", "now", "clock", "schedule", "selector", "open_leg",
+                 "record_outcome", "on_retry", "on_retries_exhausted", "tracing", "observe")
+
+    def __init__(self, config, retry, timers, now, clock, schedule, selector, open_leg, record_outcome,
+                 on_retry=None, on_retries_exhausted=None, tracing=None, observe: bool = False) -> None:
+        self.config = config
+        self.retry = retry
+        self.timers = timers
+        self.now = now
+        self.clock = clock
+        self.schedule = schedule
+        self.selector = selector
+        self.open_leg = open_leg
+        self.record_outcome = record_outcome
+        self.on_retry = on_retry
+        self.on_retries_exhausted = on_retries_exhausted
+        self.tracing = tracing
+        self.observe = observe
+
+
+class Exchange:
+    __slots__ = ("deps", "conn", "ctx", "state", "leg", "worker", "retry", "attempt", "in_attempt",
+                 "retries_left", "timer_key", "retry_handle", "paused", "upstream_keep", "transforms")
+
+    def __init__(self, deps: ExchangeDeps, conn, ctx, retries: bool = True) -> None:
+        self.deps = deps
+        self.conn = conn
+        self.ctx = ctx
+        self.state = IDLE
+        self.leg = None
+        self.worker = ctx.worker
+        self.retry = deps.retry
+        self.attempt = 0
+        self.in_attempt = False
+        # retries need a body small enough to have been kept
+        self.retries_left = retries and len(ctx.raw) <= deps.config.max_buffered_request_bytes
+        self.timer_key = 0
+        self.retry_handle = None
+        self.paused = False
+        self.upstream_keep = False
+        self.transforms = ()
+
+    def _go(self, inp: str) -> None:
+        nxt = TRANSITIONS.get((self.state, inp))
+        if nxt is None:
+            raise InvalidTransition(f"exchange: no transition for {inp!r} in state {self.state!r}")
+        self.state = nxt
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        deps = self.deps
+        self._go(START)
+        self.conn.set_producer(self)
+        self.timer_key = deps.timers.add(self, deps.now() + deps.config.request_timeout_secs)
+        if deps.config.expose_overhead_header:
+            self.ctx.dispatch_t = deps.clock()
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        w = self.worker
+        w.inflight += 1
+        self.in_attempt = True
+        ctx = self.ctx
+        ctx.worker = w
+        ctx.attempts += 1
+        self.retry = w.retry or self.deps.retry
+        tracing = self.deps.tracing
+        trace = tracing.inject(ctx.span) if ctx.span is not None and tracing is not None else None
+        leg = self.leg = self.deps.open_leg(w, self)
+        if self.paused:
+            leg.pause()
+        leg.start(ctx, w, trace)
+
+    # -- leg → client ------------------------------------------------------------------
+
+    def on_leg_events(self, events: list) -> None:
+        if self.state is DONE:
+            return
+        ctx = self.ctx
+        head = None
+        for tr in self.transforms:
+            replaced = tr(events)
+            if replaced is not None:
+                events = replaced
+        out = []
+        parts = ctx.body_parts  # a non-streamed body kept for its usage (None: not kept)
+        done = False
+        for ev in events:
+            t = type(ev)
+            if t is Data:
+                d = ev.data
+                ctx.bytes_out += len(d)
+                if parts is not None:
+                    parts.append(d)
+                out.append(d)
+            elif t is Response:
+                st = ev.status_code
+                if st in self.retry.retryable_status and self.retries_left and \
+                        self.retry.should_retry(self.attempt, st):
+                    self._attempt_failed(st, None, st, f"worker {self.worker.url} answered {st}")
+                    return
+                head = ev
+                self._head(ev)
+                parts = ctx.body_parts
+            elif t is EndOfMessage:
+                done = True
+                break
+            # InformationalResponse: a worker's 1xx is not relayed (the gateway already
+            # answered any Expect: 100-continue itself)
+        if head is not None and self.transforms:
+            # the head's transforms see the rest of the batch that carried it
+            for tr in self.transforms:
+                tr(events)
+        if done:
+            self._go(END)
+            self._end_attempt(ctx.upstream_status not in self.retry.retryable_status)
+            self._settle()
+            leg = self.leg
+            self.leg = None
+            leg.finish(self.upstream_keep)
+            self.conn.send(out, True)
+        elif out or head is not None:
+            self.conn.send(out, False)
+
+    def _head(self, ev: Response) -> None:
+        self._go(HEAD)
+        ctx = self.ctx
+        st = ctx.upstream_status = ev.status_code
+        self.upstream_keep = ev.keep_alive
+        for n, v in ev.headers:
+            if n == b"content-type":
+                ctx.is_sse = v.startswith(_SSE)
+                break
+        cfg = self.deps.config
+        extra = None
+        if cfg.expose_overhead_header or cfg.expose_worker_header:
+            extra = []
+            if cfg.expose_overhead_header:
+                extra.append((b"x-smg-overhead-ms", b"%.3f" % ((ctx.dispatch_t - ctx.t0) * 1000)))
+            if cfg.expose_worker_header:
+                extra.append((b"x-smg-worker", self.worker.url.encode()))
+        length = ev.content_length if not ev.chunked else -1
+        self.conn.send_head(st, ev.headers, length, _SKIP_RESPONSE, extra)
+        self.transforms = transforms.for_response(ctx, st, length, self.deps.observe and ctx.endpoint.generative,
+                                                  cfg.usage_body_limit)
+
+    def on_leg_error(self, err) -> None:
+        if self.state is DONE:
+            return
+        self.leg = None
+        if self.state is STREAMING:
+            self.ctx.error_type = "upstream_closed_mid_response"
+            self._go(CUT)
+            self._cut(f"worker {self.worker.url} failed mid-response: {err}")
+            return
+        self._attempt_failed(None, err.kind, err.status_hint, f"worker {self.worker.url} failed: {err}")
+
+    # -- attempts and retries ---------------------------------------------------------
+
+    def _end_attempt(self, ok: bool | None) -> None:
+        """Ends the current attempt exactly once; ``ok`` None = no verdict on the worker."""
+        if not self.in_attempt:
+            return
+        self.in_attempt = False
+        w = self.worker
+        w.inflight -= 1
+        w.processed += 1
+        self.ctx.policy.on_complete(w, bool(ok))
+        if ok is not None:
+            self.deps.record_outcome(w, ok)
+
+    def _attempt_failed(self, status, kind: str | None, fail_status: int, message: str) -> None:
+        """The attempt failed before anything reached the client: retry or give up."""
+        self._end_attempt(False)
+        self._drop_leg()
+        deps = self.deps
+        if self.retries_left and self.retry.should_retry(self.attempt, status):
+            self._go(RETRY)
+            self._backoff(True)
+            log.info("request %s: %s; retry %d", self.ctx.rid.decode(), message, self.attempt)
+            return
+        self._go(GIVE_UP)
+        if self.attempt and deps.on_retries_exhausted is not None:
+            deps.on_retries_exhausted(self.ctx, self.worker)
+        self.ctx.error_type = kind or f"upstream_{status}"
+        self._fail(fail_status, message)
+
+    def _backoff(self, count: bool) -> None:
+        deps = self.deps
+        delay = self.retry.delay(self.attempt)
+        self.attempt += 1
+        if count and deps.on_retry is not None:
+            deps.on_retry(self.ctx, self.worker, self.attempt, delay)
+        self.retry_handle = deps.schedule(delay, self._retry)
+
+    def _retry(self) -> None:
+        self.retry_handle = None
+        if self.state is not BACKOFF:
+            return
+        worker = self.deps.selector.again(self.ctx, self.worker)
+        if worker is None:
+            if self.retry.should_retry(self.attempt, None):
+                # nobody to try right now: wait one more backoff (workers come back)
+                self._go(WAIT_MORE)
+                self._backoff(False)
+                return
+            self._go(NO_WORKER)
+            self.ctx.error_type = "no_healthy_workers"
+            self._fail(503, "no healthy worker is available for a retry")
+            return
+        self._go(REDISPATCH)
+        self.worker = worker
+        self._dispatch()
+
+    # -- endings (the state is DONE already) -------------------------------------------
+
+    def _settle(self) -> None:
+        self.deps.timers.remove(self, self.timer_key)
+        if self.retry_handle is not None:
+            self.retry_handle.cancel()
+            self.retry_handle = None
+
+    def _drop_leg(self) -> None:
+        leg = self.leg
+        self.leg = None
+        if leg is not None:
+            leg.abort()
+
+    def _fail(self, status: int, message: str) -> None:
+        """Fails before anything was sent to the client: an error response."""
+        self._end_attempt(False)
+        self._settle()
+        self._drop_leg()
+        log.warning("request %s: %s", self.ctx.rid.decode(), message)
+        self.conn.set_producer(None)
+        self.conn.reply_error(status, message, code="upstream_timeout" if status == 504 else None)
+
+    def _cut(self, message: str) -> None:
+        """Fails after the response head went out: end the stream visibly, then close."""
+        self._end_attempt(False)
+        self._settle()
+        self._drop_leg()
+        log.warning("request %s: %s", self.ctx.rid.decode(), message)
+        event = None
+        if self.ctx.is_sse:
+            event = b"data: " + orjson.dumps(
+                {"error": {"message": message, "type": "api_error", "code": "upstream_error"}}) + b"\n\n"
+        self.conn.fail(event)
+
+    def abort(self) -> None:
+        """The client went away: stop the worker at once."""
+        if self.state is DONE:
+            return
+        self._go(CLIENT_GONE)
+        self.ctx.error_type = "client_disconnected"
+        self._end_attempt(None)
+        self._settle()
+        self._drop_leg()
+
+    def on_timeout(self) -> None:
+        if self.state is DONE:
+            return
+        streaming = self.state is STREAMING
+        self._go(TIMEOUT)
+        self.ctx.error_type = "upstream_timeout"
+        if streaming:
+            self._cut("upstream request timed out")
+        else:
+            self._fail(504, f"worker {self.worker.url} did not answer within the request timeout")
+
+    # -- backpressure (from the sink) ----------------------------------------------------
+
+    def pause(self) -> None:
+        self.paused = True
+        if self.leg is not None:
+            self.leg.pause()
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.leg is not None:
+            self.leg.resume()

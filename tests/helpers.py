@@ -1,0 +1,54 @@
+"""Small helpers shared by test modules.
+
+Rules: every wait is bounded (a helper never waits longer than its ``timeout``) and
+reports the outcome instead of sleeping a fixed time; a helper polls for a condition,
+it never measures how long something took (timing belongs in bench/).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+
+
+def _polls(pred: Callable[[], object], timeout: float, interval: float) -> Iterator[float]:
+    """Yields the pause before each new check of ``pred``; returns whether it held in time.
+
+    ``pred`` is checked once more when the deadline has passed, so a condition that
+    becomes true during the last pause still counts.
+    """
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() >= deadline:
+            return False
+        yield interval
+    return True
+
+
+def wait_for(pred: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Polls ``pred`` (blocking the thread) until it is true or ``timeout`` seconds pass.
+
+    For tests whose server runs on another thread (``GatewayHarness``):
+    ``assert wait_for(lambda: w.stats.cancelled == 1)``.
+    """
+    polls = _polls(pred, timeout, interval)
+    while True:
+        try:
+            pause = next(polls)
+        except StopIteration as done:
+            return done.value
+        time.sleep(pause)
+
+
+async def wait_for_async(pred: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> bool:
+    """``wait_for`` for a coroutine running on the server's own loop: sleeps with ``asyncio.sleep``.
+
+    ``assert await wait_for_async(lambda: w.stats.cancelled == 1)``.
+    """
+    polls = _polls(pred, timeout, interval)
+    while True:
+        try:
+            pause = next(polls)
+        except StopIteration as done:
+            return done.value
+        await asyncio.sleep(pause)
