@@ -419,6 +419,8 @@ class Target:
     # Only our own code may see this checkout on PYTHONPATH: PyPI's `smg` (the Rust SMG)
     # has the same import name and would import ours instead of itself (style.md H1).
     repo_on_path: bool = False
+    # Another checkout of this repo (``--base-checkout``), put on PYTHONPATH instead.
+    other_checkout: bool = False
 
 
 def _venv_bin(venv: str, exe: str) -> Path:
@@ -444,6 +446,21 @@ def _smg_proxy_available() -> str | None:
 
 
 POLICY = {"name": "round_robin"}  # set from --policy
+BASE = {"dir": None}              # set from --base-checkout
+
+
+def _smg_base_available() -> str | None:
+    d = BASE["dir"]
+    if d is None:
+        return "no --base-checkout given"
+    r = subprocess.run([sys.executable, "-c", "import smg.cli"], env=dict(os.environ, PYTHONPATH=str(d)),
+                       capture_output=True, text=True, timeout=60)
+    return None if r.returncode == 0 else f"{d}: smg.cli not importable"
+
+
+def _smg_base_cmd(port: int, urls: list, workdir: Path) -> list:
+    # the same flags as smg-proxy, run from the other checkout (PYTHONPATH set by start_gateway)
+    return [sys.executable, "-m", "smg"] + _smg_proxy_cmd(port, urls, workdir)[len(_smg_proxy_argv()):]
 
 
 def _smg_proxy_cmd(port: int, urls: list, workdir: Path) -> list:
@@ -524,6 +541,8 @@ TARGETS = {
                             _smg_proxy_available, _smg_proxy_obs_cmd, repo_on_path=True),
     "smg-proxy-bare": Target("smg-proxy-bare", "this repo's gateway, metrics and access log off",
                              _smg_proxy_available, _smg_proxy_bare_cmd, repo_on_path=True),
+    "smg-proxy-base": Target("smg-proxy-base", "this repo's gateway from --base-checkout (before/after runs)",
+                             _smg_base_available, _smg_base_cmd, other_checkout=True),
     "smg-rust": Target("smg-rust", "Shepherd Model Gateway (PyPI smg, Rust)",
                        _need(_venv_bin("smg-rust", "smg"), "smg-rust"), _smg_rust_cmd),
     "nginx": Target("nginx", "nginx reverse proxy, upstream keepalive (a floor for proxy overhead)",
@@ -541,7 +560,9 @@ TARGETS = {
 def start_gateway(t: Target, urls: list, cpu: str | None, workdir: Path, body: bytes) -> tuple:
     port = free_port()
     env = dict(os.environ)
-    if t.repo_on_path:
+    if t.other_checkout:
+        env["PYTHONPATH"] = str(BASE["dir"])
+    elif t.repo_on_path:
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     else:
         env.pop("PYTHONPATH", None)
@@ -639,6 +660,10 @@ def summarize(result: dict) -> None:
                 ratios[f"{a}/{b}"]["per_core"] = round(ts[a]["median_rps_per_core"] / ts[b]["median_rps_per_core"], 4)
 
     ratio("smg-proxy", "smg-rust")
+    ratio("smg-proxy", "nginx")
+    ratio("smg-proxy-base", "smg-rust")
+    ratio("smg-proxy-base", "nginx")
+    ratio("smg-proxy", "smg-proxy-base")  # a change against its base, same run
     ratio("smg-proxy-obs", "smg-proxy-bare")  # the cost of metrics + access logs
     for name in ts:
         if name != "direct":
@@ -735,8 +760,11 @@ def main(argv: list | None = None) -> int:
     ap.add_argument("--load-cpu", default="1", help="CPU list for wrk and backends, '' = no pinning (default: 1)")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default: bench/results/compare-<time>.json)")
     ap.add_argument("--keep-logs", action="store_true", help="keep the gateways' logs (path printed)")
+    ap.add_argument("--base-checkout", type=Path, default=None,
+                    help="another checkout of this repo (built in place) for the smg-proxy-base target")
     args = ap.parse_args(argv)
     POLICY["name"] = args.policy
+    BASE["dir"] = args.base_checkout.resolve() if args.base_checkout else None
 
     if shutil.which("wrk") is None:
         ap.error("wrk not found: bash bench/rig/setup_refs.sh wrk")

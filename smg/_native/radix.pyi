@@ -2,13 +2,20 @@
 same API; its module docstring defines the semantics)."""
 
 from collections.abc import Iterable
+from typing import Any
+
+from typing_extensions import disjoint_base
+
+__all__ = ["MAX_KEY_UNITS", "NODE_BYTES", "SLOT_BYTES", "StringTree", "TokenTree"]
 
 MAX_KEY_UNITS: int
 NODE_BYTES: int  # mem_size(): bytes per node on top of its label
 SLOT_BYTES: int  # mem_size(): bytes per (tenant, node) holding
 
+@disjoint_base
 class _Tree:
-    def insert(self, key: object, tenant: str) -> None:
+    # key: Any here, narrowed by each tree below (str / Iterable[int]).
+    def insert(self, key: Any, tenant: str) -> None:
         """Record that ``tenant`` holds every prefix of ``key``; refresh its stamps on
         the path. Empty keys are ignored.
 
@@ -17,11 +24,11 @@ class _Tree:
             OverflowError: a token id outside ``[0, 2**32)``.
             ValueError: key longer than ``MAX_KEY_UNITS``.
         """
-    def match(self, key: object) -> tuple[int, str | None]:
+    def match(self, key: Any) -> tuple[int, str | None]:
         """Longest prefix held by any tenant: ``(matched_units, most recently used tenant
         among those holding it)``, ``(0, None)`` if none. Refreshes that tenant's stamps
         on the matched path; changes nothing else."""
-    def match_tenant(self, key: object, tenant: str) -> int:
+    def match_tenant(self, key: Any, tenant: str) -> int:
         """Longest prefix (units) held by ``tenant``; read-only."""
     def remove_tenant(self, tenant: str) -> None:
         """Drop ``tenant`` everywhere; unheld nodes are freed."""

@@ -10,6 +10,9 @@ import math
 import time
 from bisect import bisect_left
 
+# The API shared with smg._native.tally (its stub, tally.pyi); the rest is this twin's own.
+__all__ = ["AccessBuffer", "Hist", "Tally"]
+
 # Durations above this (seconds) are printed as this.
 MAX_SECONDS = 1e9
 

@@ -31,6 +31,9 @@ from operator import index as _index
 
 from smg.errors import RemoteProtocolError
 
+# The API shared with smg._native.sse (its stub, sse.pyi); the rest is this twin's own.
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEScanner", "usage_counts"]
+
 #: Largest event accepted, counted as the content bytes of its lines (terminators excluded).
 #: A chat-completion chunk is a few hundred bytes and a final chunk with usage or tool-call
 #: arguments a few KiB; the big legitimate events are base64 payloads sent in one event

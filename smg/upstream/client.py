@@ -21,7 +21,9 @@ Rules:
 3. Every wait is bounded: ``timeout`` bounds connect + TLS handshake + response head
    (``request``: the whole exchange), ``idle`` bounds each wait for more body.
    Every failure (connect, TLS, timeout, malformed or oversized response, early
-   close) is an ``UpstreamError``; a timeout's ``status_hint`` is 504.
+   close) is an ``UpstreamError`` subclass (smg/errors.py: ``ConnectFailed``,
+   ``UpstreamTimeout`` with ``status_hint`` 504, ``UpstreamProtocolError``,
+   ``UpstreamClosed``); callers dispatch on the type, never the text.
 4. A stream reads at most ``HIGH_WATER`` bytes ahead of its consumer: reading pauses
    until the consumer catches up.
 """
@@ -36,7 +38,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from smg.errors import RemoteProtocolError, UpstreamError
+from smg.errors import (ConnectFailed, RemoteProtocolError, UpstreamClosed, UpstreamError, UpstreamProtocolError,
+                        UpstreamTimeout)
 from smg.http1.events import Data, EndOfMessage, Response
 from smg.http1.parser import ResponseParser
 
@@ -104,7 +107,7 @@ class _Reader(asyncio.Protocol):
         try:
             events = self.parser.feed(data)
         except RemoteProtocolError as e:
-            self._fail(UpstreamError(f"malformed response: {e}"))
+            self._fail(UpstreamProtocolError(f"malformed response: {e}"))
             self.transport.close()
             return
         self._push(events)
@@ -113,7 +116,7 @@ class _Reader(asyncio.Protocol):
         try:
             self._push(self.parser.feed_eof())
         except RemoteProtocolError as e:
-            self._fail(UpstreamError(f"malformed response: {e}"))
+            self._fail(UpstreamProtocolError(f"malformed response: {e}"))
         return False
 
     def connection_lost(self, exc) -> None:
@@ -146,7 +149,7 @@ class _Reader(asyncio.Protocol):
             if self.error is not None:
                 raise self.error
             if self.closed:
-                raise UpstreamError("connection closed before the response ended")
+                raise UpstreamClosed("connection closed before the response ended")
             self.waiter = self.loop.create_future()
             if timeout is None:
                 await self.waiter
@@ -202,7 +205,7 @@ class Stream:
         return b"".join(parts)
 
     def _timed_out(self, idle) -> UpstreamError:
-        return UpstreamError(f"{self.what}: no data within {idle:g} s", 504)
+        return UpstreamTimeout(f"{self.what}: no data within {idle:g} s")
 
     async def next_data(self, idle: float | None = None) -> bytes | None:
         """The next body piece, or None at the end of the body.
@@ -314,7 +317,7 @@ async def _open(url: str, method: str, path: str, body: bytes | None, headers, *
 
 
 def _failed(method: str, url: str, path: str, e: OSError) -> UpstreamError:
-    return UpstreamError(f"{method} {url}{path}: {e.strerror or e}")
+    return ConnectFailed(f"{method} {url}{path}: {e.strerror or e}")
 
 
 async def stream(url: str, method: str = "GET", path: str = "/", body: bytes | None = None,
@@ -334,7 +337,7 @@ async def stream(url: str, method: str = "GET", path: str = "/", body: bytes | N
             return await _open(url, method, path, body, headers, ssl=ssl, bearer=bearer,
                                connect_timeout=connect_timeout)
     except TimeoutError:
-        raise UpstreamError(f"{method} {url}{path} timed out", 504) from None
+        raise UpstreamTimeout(f"{method} {url}{path} timed out") from None
     except OSError as e:
         raise _failed(method, url, path, e) from None
 
@@ -357,7 +360,7 @@ async def request(url: str, method: str = "GET", path: str = "/", body: bytes | 
             finally:
                 s.close()
     except TimeoutError:
-        raise UpstreamError(f"{method} {url}{path} timed out", 504) from None
+        raise UpstreamTimeout(f"{method} {url}{path} timed out") from None
     except OSError as e:
         raise _failed(method, url, path, e) from None
 

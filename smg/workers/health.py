@@ -312,7 +312,7 @@ class HealthChecker(Background):
         """``GET {base_url}{endpoint}``; True on 2xx. Transport errors and timeouts are False."""
         headers = [("authorization", f"Bearer {api_key}")] if api_key else None
         try:
-            status, _, _ = await client.request(worker.url, "GET", self.endpoint, headers=headers,
+            status, _, _ = await client.request(worker.base_url, "GET", self.endpoint, headers=headers,
                                                 timeout=self.timeout)
         except UpstreamError as e:
             log.debug("health probe %s failed: %s", worker.url, e)

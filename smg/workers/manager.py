@@ -42,7 +42,7 @@ from smg.workers.health import HealthChecker
 from smg.workers.loads import LoadMonitor
 from smg.workers.registry import WorkerRegistry
 from smg.workers.retry import RetryPolicy
-from smg.workers.spec import SpecError, validate
+from smg.workers.spec import DEFAULT_COST, DEFAULT_PRIORITY, SpecError, validate
 from smg.workers.worker import DRAINING, FAILED, PENDING, READY, Worker
 
 log = logging.getLogger("smg.workers")
@@ -362,8 +362,8 @@ class WorkerManager:
         return {
             "id": w.id, "url": w.url, "model_id": w.models[0] if w.models else None, "models": list(w.models),
             "worker_type": w.worker_type, "connection_mode": spec.get("connection_mode", "http"),
-            "runtime_type": w.runtime, "labels": spec.get("labels", {}), "priority": spec.get("priority", 50),
-            "cost": spec.get("cost", 1.0), "bootstrap_port": spec.get("bootstrap_port"),
+            "runtime_type": w.runtime, "labels": spec.get("labels", {}), "priority": spec.get("priority", DEFAULT_PRIORITY),
+            "cost": spec.get("cost", DEFAULT_COST), "bootstrap_port": spec.get("bootstrap_port"),
             "dp_rank": w.dp_rank, "dp_size": w.dp_size, "is_healthy": w.status == READY, "status": w.status,
             "load": w.inflight, "job_status": self.jobs.get(w.id, "completed"),
             "circuit_breaker": w.breaker.stats(now) if w.breaker is not None else None,

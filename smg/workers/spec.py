@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 WORKER_TYPES = ("regular", "prefill", "decode", "encode")
 CONNECTION_MODES = ("http", "grpc")
 RUNTIMES = ("unspecified", "sglang", "vllm", "trtllm", "mlx", "tokenspeed", "external")
+DEFAULT_PRIORITY = 50   # SMG's WorkerSpec defaults
+DEFAULT_COST = 1.0
 
 _HEALTH = {"timeout_secs": float, "check_interval_secs": float, "success_threshold": int,
            "failure_threshold": int, "disable_health_check": bool, "drain_settle_secs": float}
@@ -150,9 +152,9 @@ def validate(body, partial: bool = False) -> dict:
             raise SpecError("dp_rank", "must be below dp_size")
         spec["resilience"] = _section("resilience", body.get("resilience"), _RESILIENCE)
     if "priority" in body or not partial:
-        spec["priority"] = _typed("priority", body.get("priority", 50), int)
+        spec["priority"] = _typed("priority", body.get("priority", DEFAULT_PRIORITY), int)
     if "cost" in body or not partial:
-        spec["cost"] = _typed("cost", body.get("cost", 1.0), float)
+        spec["cost"] = _typed("cost", body.get("cost", DEFAULT_COST), float)
     if "labels" in body or not partial:
         labels = body.get("labels") or {}
         if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str)

@@ -970,7 +970,10 @@ def request_sequences(draw, empty_lines: bool = False) -> tuple[bytes, list]:
         if expect:
             lines.append(b"Expect: 100-continue")
             headers.append((b"expect", b"100-continue"))
-        framing = draw(st.sampled_from(["none", "length", "chunked"]))
+        # (Transfer-Encoding in an HTTP/1.0 request is refused: RFC 9112 §6.1)
+        framing = draw(
+            st.sampled_from(["none", "length", "chunked"] if version == b"1.1" else ["none", "length"])
+        )
         body = draw(st.binary(max_size=200)) if framing != "none" else b""
         trailers: list = []
         if framing == "length":
@@ -1214,18 +1217,39 @@ def _fragments(alphabet: bytes, pieces: list, max_size: int = 12):
 @st.composite
 def grammar_cases(draw) -> Case:
     """One line of the grammar, dense in edge cases: a chunk-size line, a header line, a
-    Content-Length value, a request line or a status line."""
-    which = draw(st.sampled_from(["chunk", "header", "cl", "request", "status"]))
+    Content-Length value, a request line, a status line, or the empty lines before a
+    request-line."""
+    which = draw(st.sampled_from(["chunk", "header", "cl", "request", "status", "lead"]))
     if which == "chunk":
         line = draw(
-            _fragments(b'0aF; =\t"\\,xz\x01\x80', [b"5", b";a", b"=b", b'"q"', b" ", b"\r"])
+            _fragments(
+                b'0aF; =\t"\\,xz\x01\x80',
+                [b"5", b";a", b"=b", b'"q"', b" ", b"\r", b"ffffffff", b"7fffffff", b"\r\n"],
+            )
         )
         data = (
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
             + line
             + b"\r\nhello\r\n0\r\n\r\n"
         )
-        return Case("grammar", "request", data, eof=draw(st.booleans()))
+        return Case(
+            "grammar",
+            draw(st.sampled_from(["request", "response"])),
+            data if draw(st.booleans()) else data.replace(
+                b"POST / HTTP/1.1\r\nHost: a", b"HTTP/1.1 200 OK"
+            ),
+            eof=draw(st.booleans()),
+            max_head_size=draw(st.sampled_from([DEFAULT_MAX_HEAD_SIZE, 24])),
+        )
+    if which == "lead":
+        lead = draw(_fragments(b"\r\n G\x16", [b"\r\n", b"\n", b"\r"], max_size=30))
+        return Case(
+            "grammar",
+            draw(st.sampled_from(["request", "response"])),
+            lead + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" + lead,
+            eof=draw(st.booleans()),
+            max_head_size=draw(st.sampled_from([DEFAULT_MAX_HEAD_SIZE, 40])),
+        )
     if which == "header":
         line = draw(
             _fragments(
@@ -1247,6 +1271,7 @@ def grammar_cases(draw) -> Case:
             "grammar",
             draw(st.sampled_from(["request", "response"])),
             data if draw(st.booleans()) else b"HTTP/1.1 200 OK\r\n" + line + b"\r\n\r\n",
+            max_head_size=draw(st.sampled_from([DEFAULT_MAX_HEAD_SIZE, 40])),
         )
     if which == "cl":
         value = draw(_fragments(b"05, \t+-x", [b"5", b"05", b", ", b"12345678901234567"]))

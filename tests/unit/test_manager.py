@@ -258,3 +258,19 @@ def test_constructor_takes_no_gateway():
     m = WorkerManager(cfg, WorkerRegistry(), E.EventBus(), clock=lambda: 42.0)
     assert m.loop is None and m.health is not None and m.loads is not None
     assert m.health.interval == cfg.health_check_interval_secs and m.loads.timeout == cfg.load_monitor_timeout_secs
+
+
+@pytest.mark.parametrize("section, field, value", [
+    ("resilience", "backoff_multiplier", 0.5), ("resilience", "jitter_factor", 1.5),
+    ("resilience", "cb_failure_threshold", 0), ("resilience", "cb_success_threshold", 0),
+    ("resilience", "retryable_status_codes", [42]), ("health", "success_threshold", 0),
+    ("health", "failure_threshold", 0),
+])
+def test_a_spec_that_validates_builds_its_worker(section, field, value):
+    """Bounds the breaker and the retry policy enforce are checked at validation, so an
+    accepted POST /workers never fails while the worker is built."""
+    from smg.workers.spec import SpecError
+
+    with pytest.raises(SpecError) as e:
+        validate({"url": "http://127.0.0.1:9", section: {field: value}})
+    assert e.value.field == f"{section}.{field}"
