@@ -6,7 +6,7 @@
    request kinds: ``turn`` continues a stored conversation (a cache hit: the ~3 KB so far +
    ~5 KB new), ``new`` starts a conversation on a shared system prompt (2 KB of 8 KB
    match: a miss, so the least-loaded worker). Each round is one decision on a fresh
-   ``RouteRequest`` (routing text built from the JSON body inside the decision, as in the
+   ``RequestContext`` (routing text built from the JSON body inside the decision, as in the
    gateway), and inserts into the tree, so the tree keeps growing as in production.
    Parametrized over the radix twins: native (c) and pure Python (py). Target: <= 20 us
    native.
@@ -34,9 +34,19 @@ def policy_classes() -> dict:
     return {n: c for n, c in FACTORIES.items() if n not in ("round_robin", "random")}
 from smg.routing.cache_aware import CacheAwarePolicy
 from smg.routing.radix import StringTreeC, StringTreePy
-from smg.server.routes import RouteRequest
+from smg.server.context import RequestContext
+from smg.server.endpoints import ENDPOINTS
 from smg.testing.twins import twin_params
 from smg.workers.worker import READY, Worker
+
+_CHAT = next(e for e in ENDPOINTS if e.path == "/v1/chat/completions")
+
+
+def RouteRequest(headers: list, body: dict, path: bytes) -> RequestContext:
+    """What a policy sees of a request: the request context, as the gateway builds it."""
+    ctx = RequestContext(b"POST", path, path, headers, _CHAT, 0.0)
+    ctx.body = body
+    return ctx
 
 N_WORKERS = 64
 N_SYSTEM_PROMPTS = 50

@@ -493,9 +493,10 @@ cdef list _parse_header_lines(const unsigned char *p, Py_ssize_t pos, Py_ssize_t
 
 cdef inline Py_ssize_t _chunk_size(const unsigned char *p, Py_ssize_t n,
                                    uint64_t *size) noexcept:
-    # The chunk-size at the start of p[0:n] (the twin's _CHUNK_SIZE rule): returns the
-    # number of its hex digits (0: none) and stores the value; -1 once it can no longer
-    # be valid: a 17th digit, or a value above H1_MAX_CHUNK_SIZE.
+    # The chunk-size at the start of p[0:n] (the twin: _CHUNK_LINE's 1-16 HEXDIG and
+    # MAX_CHUNK_SIZE): returns the number of its hex digits (0: none) and stores the
+    # value; -1 once it can no longer be valid: a 17th digit, or a value above
+    # H1_MAX_CHUNK_SIZE.
     cdef Py_ssize_t i = 0
     cdef uint64_t v = 0
     cdef unsigned char c

@@ -1,10 +1,9 @@
 """Type stub for smg._native.radix (the pure-Python twin smg.routing.radix_py has the
-same API; its module docstring defines the semantics)."""
+same API; its module docstring defines the semantics). mypy's stubtest checks the twin
+and the compiled module against this stub (tests/test_stubs.py)."""
 
 from collections.abc import Iterable
 from typing import Any
-
-from typing_extensions import disjoint_base
 
 __all__ = ["MAX_KEY_UNITS", "NODE_BYTES", "SLOT_BYTES", "StringTree", "TokenTree"]
 
@@ -12,7 +11,6 @@ MAX_KEY_UNITS: int
 NODE_BYTES: int  # mem_size(): bytes per node on top of its label
 SLOT_BYTES: int  # mem_size(): bytes per (tenant, node) holding
 
-@disjoint_base
 class _Tree:
     # key: Any here, narrowed by each tree below (str / Iterable[int]).
     def insert(self, key: Any, tenant: str) -> None:

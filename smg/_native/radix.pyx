@@ -64,6 +64,9 @@ MAX_KEY_UNITS = _MAX_KEY_UNITS
 NODE_BYTES = RADIX_NODE_BYTES
 SLOT_BYTES = RADIX_SLOT_BYTES
 
+# The public API, as in radix.pyi and the twin (tests/test_stubs.py checks all three agree).
+__all__ = ["MAX_KEY_UNITS", "NODE_BYTES", "SLOT_BYTES", "StringTree", "TokenTree"]
+
 cdef uint32_t _NO_TID = 0xFFFFFFFF
 
 
@@ -780,7 +783,7 @@ cdef class _Tree:
         return self._nodes
 
     def _check(self):
-        """Test hook: assert every structural invariant (as radix_py._TreeBase._check)."""
+        """Test hook: assert every structural invariant (as radix_py._Tree._check)."""
         cdef Node* nd
         cdef Node* c
         cdef uint32_t e, s, i, held

@@ -1,16 +1,14 @@
 # Stub for the compiled smg._native.sse; the pure-Python twin
-# smg/streaming/sse_py.py has the same API.
+# smg/streaming/sse_py.py has the same API (mypy's stubtest checks both against this
+# stub: tests/test_stubs.py).
 
 from typing import final
-
-from typing_extensions import disjoint_base
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEScanner", "usage_counts"]
 
 DEFAULT_MAX_EVENT_SIZE: int
 
 @final
-@disjoint_base
 class SSEScanner:
     """Incremental SSE scanner: feed it the upstream bytes, read back completed events."""
 

@@ -57,6 +57,9 @@ cdef extern from "Python.h":
 # Same value and reasoning as smg.streaming.sse_py.DEFAULT_MAX_EVENT_SIZE.
 DEFAULT_MAX_EVENT_SIZE = 8 * 1024 * 1024
 
+# The public API, as in sse.pyi and the twin (tests/test_stubs.py checks all three agree).
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEScanner", "usage_counts"]
+
 cdef enum:
     # After an event or line this large, its buffer is freed rather than kept: one
     # oversized event must not pin megabytes for the rest of a long stream.

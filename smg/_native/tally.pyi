@@ -1,11 +1,9 @@
 # Stub for the compiled smg._native.tally; the pure-Python twin
-# smg/observability/tally_py.py has the same API.
-
-from typing_extensions import disjoint_base
+# smg/observability/tally_py.py has the same API (mypy's stubtest checks both against
+# this stub: tests/test_stubs.py).
 
 __all__ = ["AccessBuffer", "Hist", "Tally"]
 
-@disjoint_base
 class Hist:
     """A histogram cell: counts per "le" bucket (the last one is +Inf) and the sum."""
 
@@ -16,7 +14,6 @@ class Hist:
     def counts(self) -> list[int]: ...
     def observe(self, value: float) -> None: ...
 
-@disjoint_base
 class AccessBuffer:
     """Access lines waiting for the next flush."""
 
@@ -29,7 +26,6 @@ class AccessBuffer:
     def line(self, labels: bytes, now: float, rid: bytes, duration: float, ttft: float | None,
              nbytes: int) -> None: ...
 
-@disjoint_base
 class Tally:
     """Counters, histograms and access-log labels of one request shape."""
 

@@ -46,6 +46,9 @@ cdef enum:
 # Durations above this (seconds) are printed as this: no request lives 30 years.
 cdef double MAX_SECONDS = 1e9
 
+# The public API, as in tally.pyi and the twin (tests/test_stubs.py checks all three agree).
+__all__ = ["AccessBuffer", "Hist", "Tally"]
+
 
 cdef class Hist:
     """A histogram cell: counts per "le" bucket (the last one is +Inf) and the sum."""

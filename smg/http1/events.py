@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 class _Event:
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
 
     def __eq__(self, other: object) -> bool:
         if type(self) is not type(other):

@@ -166,7 +166,8 @@ def _bare_cr(buf: bytearray, start: int, stop: int) -> bool:
 def _chunk_prefix_bad(line: bytes) -> bool:
     """``line`` (not empty, no LF yet) starts a chunk line: is no complete line valid any
     more? (The size part of ``_CHUNK_LINE``, and no bare CR.)"""
-    digits = _HEX_DIGITS.match(line).end()
+    m = _HEX_DIGITS.match(line)  # always matches (maybe nothing)
+    digits = m.end() if m is not None else 0
     if digits == 0 or digits > 16 or int(line[:digits], 16) > MAX_CHUNK_SIZE:
         return True
     if digits < len(line) and line[digits] not in b" \t;\r":
@@ -257,6 +258,8 @@ class _Parser:
                  "_state")
     # the status every error carries (ResponseParser), or None to keep each error's own
     _error_status: int | None = None
+    # the status of "connection closed in the middle of a message"
+    _eof_status: int = 400
     # empty lines before a head are ignored (RequestParser, RFC 9112 §2.2)
     _skip_empty_lines = False
 

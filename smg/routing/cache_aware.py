@@ -72,6 +72,9 @@ class CacheAwarePolicy(Policy):
         self.eviction_interval = float(config_value(config, "eviction_interval_secs"))
         self.max_tree_size = int(config_value(config, "max_tree_size"))  # bytes (mem_size)
         self._evict_at = int(self.max_tree_size * EVICT_OVERSHOOT)
+        # one prompt's text is matched and inserted up to what a quarter of the budget
+        # holds even at 4 UTF-8 bytes a character: a huge prompt cannot evict the cache
+        self._max_text = max(1, min(MAX_KEY_UNITS, self.max_tree_size // 16))
         self.affinity_under_imbalance = affinity_under_imbalance
         self._next_evict = None
         self._index = CandidateIndex()
@@ -99,8 +102,8 @@ class CacheAwarePolicy(Policy):
         abs_t = self.abs_threshold
         rel_t = self.rel_threshold
         text = request.routing_text()
-        if len(text) > MAX_KEY_UNITS:  # the tree's key limit (a 512 MiB body can exceed it)
-            text = text[:MAX_KEY_UNITS]
+        if len(text) > self._max_text:  # the budget's share (and the tree's key limit)
+            text = text[:self._max_text]
         chosen = best
         if text and (self.affinity_under_imbalance or not (hi - lo > abs_t and hi > lo * rel_t)):
             matched, tenant = self.tree.match(text)

@@ -18,7 +18,6 @@ from smg.routing.power_of_two import PowerOfTwoPolicy
 from smg.routing.prefix_hash import PrefixHashPolicy
 from smg.routing.random import RandomPolicy
 from smg.routing.round_robin import RoundRobinPolicy
-from smg.workers.registry import ADDED, REMOVED, WorkerRegistry
 
 FACTORIES: dict = {cls.name: cls for cls in (
     CacheAwarePolicy, PowerOfTwoPolicy, ConsistentHashingPolicy, PrefixHashPolicy, ManualPolicy, BucketPolicy,
@@ -35,8 +34,16 @@ def make_policy(name: str, config=None) -> Policy:
     return cls(config) if getattr(cls, "takes_config", False) else cls()
 
 
+# The worker registry's record names this module acts on (smg/workers/events.py); the
+# routing layer sits below the workers layer, so it knows them as the wire names they are.
+ADDED = "worker_added"
+REMOVED = "worker_removed"
+
+
 class PolicyRegistry:
-    def __init__(self, workers: WorkerRegistry, default: str, config=None,
+    """``workers``: the worker registry (``subscribe(fn, with_worker=True)``, ``all()``)."""
+
+    def __init__(self, workers, default: str, config=None,
                  factory: Callable[..., Policy] = make_policy) -> None:
         self._default = default
         self._config = config
@@ -70,8 +77,10 @@ class PolicyRegistry:
         if p is None:
             p = self._by_model.get(None)
             if p is None:
-                # a model served only by wildcard-less workers of other models: make one lazily
-                p = self._by_model[model] = self._factory(self._default, self._config)
+                # no worker names the model and none takes any: selection answers before
+                # asking, so this is a caller's odd case; a policy made for it is not kept
+                # (client input must not grow this dict)
+                p = self._factory(self._default, self._config)
         return p
 
     def models(self) -> list:

@@ -40,8 +40,8 @@ Rules (both twins keep all of them):
    given up from the longest end and rule 1 holds throughout. One holding is removed
    whole, so ``size()`` can end below ``max_size`` by up to one edge label.
 5. *Memory.* ``mem_size()`` estimates the tree's memory in bytes, as the native tree lays
-   it out (radix.pxd), and is kept exact under that estimate (updated by every change,
-   not sampled): ``NODE_BYTES`` per node, plus the node's label in bytes (UTF-8 for
+   it out (radix.pxd), kept up to date by every change (a counter, never a walk):
+   ``NODE_BYTES`` per node, plus the node's label in bytes (UTF-8 for
    ``StringTree``, surrogates as 3 bytes; 4 bytes per token for ``TokenTree``), plus
    ``SLOT_BYTES`` per (tenant, node) holding. A label two tenants hold is stored, so
    counted, once. ``evict_mem(max_bytes)`` evicts exactly as ``evict`` does (rule 4, same
@@ -57,12 +57,14 @@ a ``Node`` is 56 bytes (one 64-byte pymalloc block); its ``Edge`` in the parent'
 array is 16 bytes in an array grown by doubling (~24 on average); the label's block is
 rounded up to 16 bytes (~8); eviction keeps an 8-byte scratch pointer per node
 (``_path``). That is ``NODE_BYTES = 112``. A ``Slot`` is 16 bytes in an array grown by
-doubling: ``SLOT_BYTES = 24``. Measured RSS growth minus label bytes, 100k-200k unique
-64-char prompts: 103-134 bytes per node held by one tenant (estimate: 136), ~300 per node
-held by eight (estimate: 304); bench/micro/test_radix_bench.py prints the figures. The
-twin keeps the same books so that both twins evict identically; its own Python objects
-take several times more per node (the twin is the readable reference and the fallback,
-not the memory target).
+doubling: ``SLOT_BYTES = 24``. Measured on 100k-200k unique 64-char prompts, the
+native tree's RSS growth is 0.7-1.0 times this estimate (one to eight tenants per node;
+``bench/micro/test_radix_bench.py::test_memory_accounting_vs_rss`` prints it); tracemalloc
+sees 0.96 of it for the 50k-conversation benchmark tree. The estimate errs on the safe
+side. The twin
+keeps the same books so that both twins evict identically; its own Python objects take
+several times more per node (the twin is the readable reference and the fallback, not
+the memory target).
 
 Why LRU order is total (no tie-breaks needed, so the twins cannot disagree): each stamp
 value is written by one operation, for one tenant, along one root path. Later touches
@@ -143,7 +145,7 @@ def _check_tenant(tenant: object) -> None:
         raise TypeError(f"tenant must be str, not {type(tenant).__name__}")
 
 
-class _TreeBase:
+class _Tree:
     __slots__ = ("_clock", "_mem", "_nodes", "_root", "_sizes", "_total")
 
     # Width of one unit in the raw label (1 char for str, 4 bytes for uint32 tokens).
@@ -495,7 +497,7 @@ class _TreeBase:
         assert mem == self._mem, "memory accounting"
 
 
-class StringTree(_TreeBase):
+class StringTree(_Tree):
     """Radix tree over ``str`` keys; one unit = one character (code point)."""
 
     __slots__ = ()
@@ -515,7 +517,7 @@ class StringTree(_TreeBase):
         return len(label) if label.isascii() else len(label.encode("utf-8", "surrogatepass"))
 
 
-class TokenTree(_TreeBase):
+class TokenTree(_Tree):
     """Radix tree over token-id sequences (list, tuple, array, any iterable of ints in
     ``[0, 2**32)``; ``str``/``bytes``/``bytearray`` are refused); one unit = one token."""
 

@@ -73,18 +73,8 @@ def no_text(body: dict) -> str:
 def routing_text(path: bytes, body: dict) -> str:
     """The text of any request body, whatever its endpoint (used where the endpoint is
     not known; the endpoint table names the per-endpoint extractor above)."""
-    msgs = body.get("messages")
-    if isinstance(msgs, list):
-        parts = []
-        system = body.get("system")
-        if system is not None:
-            parts.append(_content_text(system))
-        for m in msgs:
-            if isinstance(m, dict):
-                t = _content_text(m.get("content"))
-                if t:
-                    parts.append(t)
-        return " ".join(parts)
+    if isinstance(body.get("messages"), list):
+        return chat_text(body)
     if "prompt" in body:
         return _join(body["prompt"])
     if "text" in body:

@@ -198,7 +198,7 @@ class Gateway:
                         c.check_timeouts(now, cfg)
             for w in self.registry.all():
                 w.pool.sweep(now)
-            self.workers.sweep(now)
+            self.workers.sweep()
             self.policies.maintain(now)
 
     def inflight(self) -> int:

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from smg.workers.spec import SpecError, validate
+from smg.workers.spec import WORKER_TYPES, SpecError, validate
 from smg.workers.worker import READY
 
 
@@ -84,7 +84,7 @@ class WorkersAPI:
         self._register(conn, self._spec(self._body(ctx)))
 
     def _register(self, conn, spec: dict) -> None:
-        if any(w.base_url == spec["url"] for w in self.registry.all()):
+        if self.registry.at_address(spec["url"]):
             raise Refusal(409, f"a worker with url {spec['url']} is already registered", "worker_exists")
         w = self.manager.add(spec)
         self._accepted(conn, w, "worker registration started")
@@ -93,7 +93,7 @@ class WorkersAPI:
         model = self._query(ctx.target).get("model")
         m = self.manager
         workers = [w for w in self.registry.all() if model is None or model in w.models or not w.models]
-        by_type = {"regular": 0, "prefill": 0, "decode": 0}
+        by_type = dict.fromkeys(WORKER_TYPES, 0)
         for w in workers:
             by_type[w.worker_type] = by_type.get(w.worker_type, 0) + 1
         doc = {"workers": [m.info(w) for w in workers], "total": len(workers),
@@ -144,7 +144,7 @@ class WorkersAPI:
     @_refusals
     def legacy_remove(self, conn, ctx) -> None:
         url = (self._query(ctx.target).get("url") or "").rstrip("/")
-        ws = [w for w in self.registry.all() if w.base_url == url]
+        ws = self.registry.at_address(url)
         if not ws:
             raise Refusal(404, f"no worker with url {url!r}", "worker_not_found")
         for w in ws:

@@ -23,6 +23,7 @@ def policy_classes() -> dict:
     """The policies beyond round_robin and random."""
     return {n: c for n, c in FACTORIES.items() if n not in ("round_robin", "random")}
 from smg.routing.bucket import L_MAX, BucketPolicy
+from smg.routing.radix import NODE_BYTES, SLOT_BYTES
 from smg.routing.cache_aware import EVICT_OVERSHOOT, CacheAwarePolicy
 from smg.routing.consistent_hashing import ConsistentHashingPolicy, parse_index
 from smg.routing.hash_ring import VNODES, HashRing, hash64
@@ -270,21 +271,30 @@ def test_cache_aware_empty_text(tree_cls):
 
 
 def test_cache_aware_eviction_bounds_the_whole_model_tree(tree_cls):
-    pol, ws = cache_aware(tree_cls, max_tree_size=1000, eviction_interval_secs=60)
+    """The bound counts the tree's estimated memory in bytes (nodes, labels, holders)."""
+    pol, ws = cache_aware(tree_cls, max_tree_size=5000, eviction_interval_secs=60)
     pol.maintain(0.0)  # schedules the first eviction at t=60
-    for i in range(40):  # 40 distinct 30-char prompts over 4 workers: 1,200 chars
+    one = NODE_BYTES + 32 + SLOT_BYTES  # a 30-char prompt whose first char is 3 UTF-8 bytes
+    for i in range(40):
         w = pol.select(ws, Req(chr(0x4e00 + i) + "z" * 29))
         w.processed += 1
-    assert pol.tree.size() == 1200
+    assert pol.tree.mem_size() == 40 * one
     pol.maintain(30.0)  # neither due nor past the overshoot bound
-    assert pol.tree.size() == 1200
+    assert pol.tree.mem_size() == 40 * one
     pol.maintain(60.0)
-    assert pol.tree.size() <= 1000
-    for i in range(40, 100):  # past 1.5x the budget: evicted at the next sweep, not at t=120
+    assert pol.tree.mem_size() <= 5000
+    for i in range(40, 100):  # a burst between sweeps: trimmed by the inserts themselves
         pol.select(ws, Req(chr(0x4e00 + i) + "z" * 29))
-    assert pol.tree.size() > 1000 * EVICT_OVERSHOOT
-    pol.maintain(60.5)
-    assert pol.tree.size() <= 1000
+        assert pol.tree.mem_size() <= 5000 * EVICT_OVERSHOOT
+    assert pol.tree.node_count() <= 5000 * EVICT_OVERSHOOT / one
+
+
+def test_cache_aware_inserts_at_most_a_budget_of_one_prompt(tree_cls):
+    pol, ws = cache_aware(tree_cls, max_tree_size=4096, eviction_interval_secs=60)
+    pol.select(ws, Req("a" * 100))
+    pol.select(ws, Req("b" * 100_000))  # far larger than the whole budget
+    assert 0 < pol.tree.mem_size() <= 4096 * EVICT_OVERSHOOT
+    assert pol.tree.match("a" * 100)[0] == 100  # the earlier prompt survived the big one
 
 
 @HYP
@@ -824,3 +834,9 @@ def test_least_load_forgets_removed_worker():
     pol.select(ws, Req())
     pol.on_worker_removed(ws[0])
     assert ws[0].id not in pol._state
+
+
+def test_policy_registry_knows_the_registry_record_names():
+    # routing sits below the workers layer, so it names the records it acts on itself
+    from smg.workers.events import WorkerAdded, WorkerRemoved
+    assert (policies.ADDED, policies.REMOVED) == (WorkerAdded.event, WorkerRemoved.event)
