@@ -90,10 +90,9 @@ class Gateway:
             on_retries_exhausted=self._on_retries_exhausted if self.metrics is not None else None,
             tracing=tracing, observe=self.metrics is not None or access_log is not None)
         handlers = Handlers(self.deps, self.registry, self.policies, self.selector, site)
-        proxied = (parse_body, self.selector.first)
         self.routes = site.routes = RouteTable(
             ENDPOINTS, {"handlers": handlers, "workers_api": WorkersAPI(self.registry, self.workers)},
-            lambda ep: proxied if ep.proxied else ())
+            self._chain_for)
         self.metrics_site = None if self.metrics is None else Site(
             config, RouteTable(METRICS_ENDPOINTS, {"handlers": _MetricsHandlers(self.metrics.registry())}),
             request_ids, self.clock)
@@ -101,6 +100,20 @@ class Gateway:
         self.metrics_server: asyncio.base_events.Server | None = None
         self._tick_handle = None
         self._next_sweep = 0.0
+
+    # -- the filter chains ---------------------------------------------------------------
+
+    def _chain_for(self, endpoint) -> tuple:
+        """The filters of one route, in the pipeline's order (smg/server/filters.py):
+        request id (at the head, Site.on_head) → auth → tenant → rate limit → admission
+        → validation → selection. Stages not configured are left out, so they cost
+        nothing; gateway-owned routes (health, models, Workers API) skip validation and
+        selection."""
+        stages: list = []
+        if endpoint.proxied:
+            stages.append(parse_body)          # validation: the body is a JSON object with what routing needs
+            stages.append(self.selector.first)  # selection: model + role → worker
+        return tuple(stages)
 
     # -- workers ----------------------------------------------------------------------
 

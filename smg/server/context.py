@@ -12,6 +12,10 @@ Rules:
   (``model``, ``model_label``, ``policy``, ``worker``), the exchange and its response
   transforms (``upstream_status``, ``is_sse``, ``scanner``, ``body_parts``,
   ``bytes_out``, ``error_type``), the sink (``status``).
+- A filter that holds something for the request's lifetime (an admission permit, a
+  rate-limit reservation) adds a callable to ``on_end`` (``add_end_hook``); the sink
+  runs the hooks exactly once when the request ends — answered, failed, or abandoned by
+  the client — before the observer records it (``Site.request_ended``).
 - The context is also what a routing policy sees of the request (the interface in
   smg/routing/policy.py: ``headers``, ``header()``, ``body``, ``path``,
   ``routing_text()``), so selection allocates nothing more.
@@ -26,6 +30,8 @@ class RequestContext:
         "raw", "body", "rid", "span",
         # filled by later filters (auth, tenant): None until then
         "principal", "tenant",
+        # callables run once when the request ends, however it ends (permits, settlements)
+        "on_end",
         # selection
         "model", "model_label", "policy", "worker", "attempts",
         # the answer
@@ -49,6 +55,7 @@ class RequestContext:
         self.span = None
         self.principal = None
         self.tenant = None
+        self.on_end = None
         self.model = None
         self.model_label = ""
         self.policy = None
@@ -64,6 +71,14 @@ class RequestContext:
         self.bytes_out = 0
         self.dispatch_t = 0.0
         self._text = None
+
+    def add_end_hook(self, fn) -> None:
+        """``fn(ctx)`` runs once when the request ends, whatever way it ends."""
+        hooks = self.on_end
+        if hooks is None:
+            self.on_end = [fn]
+        else:
+            hooks.append(fn)
 
     # -- what a routing policy reads (smg/routing/policy.py) -----------------------------
 

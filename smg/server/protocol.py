@@ -137,9 +137,7 @@ class HTTPServerProtocol(asyncio.Protocol):
             if p is not None:
                 p.abort()
             ctx.status = 499  # nginx's "client closed request"
-            obs = self.site.observer
-            if obs is not None:
-                obs.request_done(ctx)
+            self.site.request_ended(ctx)
         self.closing = True
 
     def pause_writing(self) -> None:
@@ -357,9 +355,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         if self.answering and ctx is not None:
             self.answering = False
             self.ctx = None
-            obs = self.site.observer
-            if obs is not None:
-                obs.request_done(ctx)
+            self.site.request_ended(ctx)
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
@@ -372,9 +368,8 @@ class HTTPServerProtocol(asyncio.Protocol):
         self.ctx = None
         self.chunked = False
         self.close_delimited = False
-        obs = self.site.observer
-        if obs is not None and ctx is not None:
-            obs.request_done(ctx)
+        if ctx is not None:
+            self.site.request_ended(ctx)
         if not keep_alive or self.closing:
             self.close()
             return

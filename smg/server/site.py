@@ -9,6 +9,7 @@ Rules:
 - ``on_head`` runs the head stage of the pipeline (request id, trace span) the moment
   a request head is parsed, so even an early answer (413, 408) carries its id.
 - ``dispatch`` runs the route's filter chain, then its handler (smg/server/filters.py).
+- ``request_ended`` is called by the sink exactly once per request it ends.
 """
 from __future__ import annotations
 
@@ -38,6 +39,18 @@ class Site:
 
     def dispatch(self, route, handler, conn, ctx) -> None:
         filters.run(route.chain, handler, conn, ctx, 0, self.timers, self.now + self.config.request_timeout_secs)
+
+    def request_ended(self, ctx) -> None:
+        """Every sink calls this exactly once per request, whatever way it ended: the
+        filters' end hooks (permits, reservations), then the observer."""
+        hooks = ctx.on_end
+        if hooks is not None:
+            ctx.on_end = None
+            for fn in hooks:
+                fn(ctx)
+        obs = self.observer
+        if obs is not None:
+            obs.request_done(ctx)
 
     def inflight(self) -> int:
         return sum(1 for c in self.connections if c.answering)
