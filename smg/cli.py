@@ -125,14 +125,23 @@ async def _serve(cfg: GatewayConfig) -> int:
             await m.start("127.0.0.1", 0)
             mocks.append(m)
         cfg = cfg.replace(worker_urls=[m.url for m in mocks])
-    gw = Gateway(cfg, access_log=access, tracing=tracing)
+    try:
+        gw = Gateway(cfg, access_log=access, tracing=tracing)
+    except ConfigError as e:  # TLS material that does not load
+        click.echo(f"smg-proxy: {e}", err=True)
+        for m in mocks:
+            await m.stop()
+        return 2
     try:
         await gw.start()
     except OSError as e:
         click.echo(f"smg-proxy: cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}", err=True)
         return 1
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
-    click.echo(f"smg-proxy listening on http://{host}:{gw.port} with policy {cfg.policy}", err=True)
+    scheme = "https" if gw.tls is not None else "http"
+    click.echo(f"smg-proxy listening on {scheme}://{host}:{gw.port} with policy {cfg.policy}", err=True)
+    exposed, posture = gw.security_posture()  # what is open to anyone who reaches the port
+    click.echo(("WARNING: " if exposed else "") + posture, err=True)
     if gw.metrics_server is not None:
         click.echo(f"metrics on http://{host if cfg.prometheus_host in ('0.0.0.0', '::', '') else cfg.prometheus_host}"
                    f":{gw.metrics_port}/metrics", err=True)
@@ -140,7 +149,7 @@ async def _serve(cfg: GatewayConfig) -> int:
         click.echo("demo mode: routing to 2 built-in mock workers (" + ", ".join(m.url for m in mocks)
                    + "); give --worker-urls, --discovery-file or --service-discovery to use real ones",
                    err=True)
-        click.echo(f"try:\n  curl http://{host}:{gw.port}/v1/chat/completions -H 'content-type: application/json' "
+        click.echo(f"try:\n  curl {scheme}://{host}:{gw.port}/v1/chat/completions -H 'content-type: application/json' "
                    "-d '{\"model\": \"mock-model\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'",
                    err=True)
     stop = asyncio.Event()

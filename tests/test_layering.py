@@ -25,9 +25,9 @@ import pytest
 LAYERS = [
     ["smg", "smg.errors", "smg._version", "smg._native", "smg.http1", "smg.streaming"],
     ["smg.config", "smg.api"],
-    ["smg.routing"],
+    ["smg.routing", "smg.admission"],
     ["smg.upstream"],
-    ["smg.workers"],
+    ["smg.workers", "smg.auth"],
     ["smg.observability"],
     ["smg.server"],
     ["smg.testing", "smg.cli", "smg.__main__"],

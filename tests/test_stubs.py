@@ -4,7 +4,7 @@ and every compiled module, against its stub, so a signature drift on either side
 How: stubtest imports the module it checks by name. For a twin, a small runner puts the
 twin into ``sys.modules`` under the native module's name first, so stubtest compares the
 twin with ``smg/_native/<name>.pyi``. Each leg is one subprocess (one mypy build for all
-four stubs; well under the ~60 s budget).
+the stubs; well under the ~60 s budget).
 
 The twin leg is strict (no allowlist). The compiled leg allowlists only what Cython
 generates and a stub cannot spell (``COMPILED_ALLOWLIST``), and ignores PEP 800
@@ -36,6 +36,7 @@ TWINS = {
     "smg._native.sse": "smg.streaming.sse_py",
     "smg._native.radix": "smg.routing.radix_py",
     "smg._native.tally": "smg.observability.tally_py",
+    "smg._native.token_bucket": "smg.admission.token_bucket_py",
 }
 
 # Cython-generated, not part of any API: pickling hooks, the doctest dict, and the

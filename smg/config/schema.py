@@ -120,7 +120,81 @@ SETTINGS: tuple = (
     Setting("service_discovery_port", int, 80, "Port of discovered pods' workers.", minimum=1),
     Setting("service_discovery_namespace", str, "", "Namespace to watch (empty: all)."),
     Setting("kubeconfig", str, "", "Kubeconfig file for discovery outside a cluster."),
+    # TLS (SMG's flags): the listener, and https workers
+    Setting("tls_cert_path", str, "",
+            "Serve HTTPS: the server certificate chain (PEM); needs tls_key_path. ALPN offers h2 and "
+            "http/1.1. SIGHUP re-reads certificate and key for new connections (open ones keep theirs; "
+            "a file that does not load keeps the current one and is logged). The TLS handshake must "
+            "finish within header_read_timeout_secs."),
+    Setting("tls_key_path", str, "", "The server certificate's private key (PEM)."),
+    Setting("tls_client_ca_path", str, "",
+            "smg addition (no SMG flag): with TLS on, require clients to present a certificate "
+            "issued by a CA in this PEM file (mutual TLS on the data plane); re-read on SIGHUP."),
+    Setting("ca_cert_paths", list, [],
+            "CA certificates (PEM files or hashed directories) trusted for https:// workers, in "
+            "addition to the system store."),
+    Setting("client_cert_path", str, "",
+            "Client certificate (PEM) presented to https:// workers (mutual TLS); needs client_key_path."),
+    Setting("client_key_path", str, "", "Private key (PEM) of client_cert_path."),
+    # authentication and control-plane roles (SMG's flags and defaults; smg/auth)
+    Setting("api_key", str, "",
+            "The gateway's shared API key: inference routes need Authorization: Bearer <key> (or "
+            "x-api-key); without control-plane auth, admin routes need it too. Also the default key sent "
+            "to workers listed with --worker-urls."),
+    Setting("tenant_api_key", list, [],
+            "Per-tenant data-plane keys TENANT_ID:KEY (repeat the flag); each authenticates as tenant "
+            "auth:<TENANT_ID>. With only tenant keys, admin routes refuse everyone."),
+    Setting("control_plane_api_keys", list, [],
+            "Control-plane keys 'id:name:role:key', role admin or user (repeat the flag). Admin routes and "
+            "the Workers API need the admin role (a user key gets 403)."),
+    Setting("control_plane_audit_enabled", bool, False,
+            "Log an audit line (logger smg.audit, message control_plane_audit) for every control-plane "
+            "request authenticated, denied or refused."),
+    Setting("jwt_issuer", str, "",
+            "OIDC issuer of control-plane JWTs (needs jwt_audience); the iss claim must equal it, and "
+            "without jwt_jwks_uri its .well-known/openid-configuration names the JWKS."),
+    Setting("jwt_audience", str, "", "Audience control-plane JWTs must carry in aud (needs jwt_issuer)."),
+    Setting("jwt_jwks_uri", str, "",
+            "JWKS of the issuer's signing keys (default: discovered from the issuer). https:// only "
+            "(http:// for localhost); cached an hour, re-fetched on an unknown kid (at most every 30 s)."),
+    Setting("jwt_role_claim", str, "roles",
+            "JWT claim holding the caller's role(s); when absent, role, roles, groups and group are read."),
+    Setting("jwt_role_mapping", list, [],
+            "IdP role to gateway role, 'IdpRole=admin' or 'IdpRole=user' (repeat the flag); with "
+            "mappings only mapped values count, else a claim value admin/user is the role."),
+    Setting("control_plane_host", str, "127.0.0.1",
+            "smg addition (no SMG flag): address of the separate control-plane listener (see "
+            "control_plane_port)."),
+    Setting("control_plane_port", int, -1,
+            "smg addition (no SMG flag): serve the Workers API and admin routes on their own listener "
+            "at control_plane_host:this port (0: any free port); the main listener then answers 404 on "
+            "them. -1: served on the main listener.", minimum=-1),
     Setting("max_payload_size", int, 536870912, "Largest request body in bytes (413 above).", minimum=1),
+    # admission of bodies, browsers and worker addresses
+    Setting("body_budget_bytes", int, 1073741824,
+            "smg addition (no SMG flag): request-body bytes held in memory at once, all connections "
+            "together (bodies are kept whole until their request ends). Reserved as the bytes arrive; a "
+            "body that finds it spent is answered 503 body_budget_exhausted (Retry-After: 1), at once when "
+            "its Content-Length does not fit in what is free. The default 1 GiB keeps uploads to a known "
+            "share of memory (two bodies of the maximum payload size at a time); 0 turns the budget off.",
+            minimum=0),
+    Setting("body_budget_per_connection_bytes", int, 536870912,
+            "smg addition (no SMG flag): most of body_budget_bytes one connection may hold (one HTTP/1.1 "
+            "request at a time, HTTP/2 streams together); a body above it is answered 413 "
+            "payload_too_large. The default equals max_payload_size's.", minimum=1),
+    Setting("cors_allowed_origins", list, [],
+            "Origins (scheme://host[:port]) browsers may call the gateway from, or * for any. CORS is the "
+            "outermost stage: a preflight (OPTIONS with Access-Control-Request-Method) from an allowed "
+            "origin is answered 200 on any path (methods GET POST PUT PATCH DELETE OPTIONS, the requested "
+            "headers, max-age 3600), from another one 403 cors_origin_not_allowed; answers to an allowed "
+            "origin carry Access-Control-Allow-Origin and expose x-request-id. Credentials are never "
+            "allowed. Empty: no CORS header at all (unlike SMG, which then allows any origin: give * for that)."),
+    Setting("worker_allowed_addresses", list, [],
+            "smg addition (no SMG flag): worker addresses registered although the address guard refuses "
+            "them (link-local 169.254.0.0/16 and fe80::/10, cloud metadata services fd00:ec2::254, "
+            "100.100.100.200, 168.63.129.16 and names like metadata.google.internal): IP addresses, CIDR "
+            "networks or host names. Host names are resolved (within worker_probe_timeout_secs) and every "
+            "address they resolve to is judged."),
     Setting("max_header_size", int, 32768,
             "Largest request head (request line + headers) in bytes (431 above).", minimum=1024),
     Setting("max_upstream_header_size", int, 65536,
@@ -145,6 +219,35 @@ SETTINGS: tuple = (
             "Time a client may take to send a complete request head (408 after).", minimum=0.001),
     Setting("idle_connection_timeout_secs", float, 90.0,
             "Idle keep-alive connections are closed after this long.", minimum=0.001),
+    # HTTP/2 listener (h2c with prior knowledge; h2 by ALPN on TLS): SETTINGS and flood limits
+    Setting("http2_max_concurrent_streams", int, 100,
+            "HTTP/2: SETTINGS_MAX_CONCURRENT_STREAMS, streams a client may have open on one connection.",
+            minimum=1),
+    Setting("http2_initial_window_size", int, 65535,
+            "HTTP/2: SETTINGS_INITIAL_WINDOW_SIZE for request bodies, and the connection window "
+            "(bytes, at most 2147483647). Windows are reopened as the gateway takes the body in.",
+            minimum=65535),
+    Setting("http2_max_frame_size", int, 16384,
+            "HTTP/2: SETTINGS_MAX_FRAME_SIZE, largest frame payload accepted (16384..16777215).",
+            minimum=16384),
+    Setting("http2_max_header_list_size", int, 65536,
+            "HTTP/2: SETTINGS_MAX_HEADER_LIST_SIZE, largest decoded request header list (bytes, "
+            "RFC 9113 sizes); a larger header block (HPACK bomb, CONTINUATION flood) ends the "
+            "connection with GOAWAY ENHANCE_YOUR_CALM.", minimum=1024),
+    Setting("http2_flood_window_secs", float, 10.0,
+            "HTTP/2: the time window the reset, PING and SETTINGS limits below count over.", minimum=0.1),
+    Setting("http2_max_resets_per_window", int, 400,
+            "HTTP/2: RST_STREAM frames a client may send per window before the connection is ended "
+            "with GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).", minimum=1),
+    Setting("http2_max_pings_per_window", int, 100,
+            "HTTP/2: PING frames a client may send per window (GOAWAY ENHANCE_YOUR_CALM above).",
+            minimum=1),
+    Setting("http2_max_settings_per_window", int, 50,
+            "HTTP/2: SETTINGS frames a client may send per window (GOAWAY ENHANCE_YOUR_CALM above).",
+            minimum=1),
+    Setting("http2_zero_window_timeout_secs", float, 30.0,
+            "HTTP/2: a response stream that cannot send for this long because the client keeps its "
+            "flow-control window at zero (or stops reading the connection) is reset.", minimum=0.01),
     Setting("upstream_pool_idle_timeout_secs", float, 3.0,
             "Idle pooled worker connections are closed after this long; keep it below the "
             "engines' 5 s keep-alive so the gateway never reuses a connection the worker is closing.",
@@ -169,9 +272,58 @@ SETTINGS: tuple = (
             "Add x-smg-overhead-ms (gateway time before dispatch, ms) to proxied responses."),
     Setting("expose_worker_header", bool, False,
             "Add x-smg-worker (the worker URL) to proxied responses; reveals topology."),
+    # tenants (SMG's flags and defaults)
+    Setting("trust_tenant_header", bool, False,
+            "Take the tenant of a request from tenant_header_name (tenant key header:<value>); only "
+            "behind a proxy that sets it, since any client can send it."),
+    Setting("tenant_header_name", str, "x-smg-tenant-id",
+            "Header naming a request's tenant when trust_tenant_header is set."),
+    Setting("tenant_rate_limit_enabled", bool, False,
+            "Per-tenant requests/minute and tokens/minute limits from tenant_rate_limit_config "
+            "(429 tenant_rate_limit_exceeded, with Retry-After)."),
+    Setting("tenant_rate_limit_config", str, "",
+            "YAML file of the tenant rate limits (default_policy, tenants, model_rules); required "
+            "with tenant_rate_limit_enabled, checked at start-up."),
+    Setting("tenant_rate_limit_max_tenants", int, 65536,
+            "Tenants whose rate-limit state is kept; past this the least recently seen one is "
+            "forgotten (its limits start full again), so client-chosen tenant keys cannot grow memory.",
+            minimum=1),
+    # admission: the legacy concurrency limiter and the priority scheduler (SMG's flags, 1.13 defaults)
+    Setting("max_concurrent_requests", int, -1,
+            "Inference requests in flight at once (legacy limiter; a request holds its slot until its "
+            "answer or stream ends). -1: 1024 x CPU cores, at least 4096 (SMG 1.13); 0: no limiter. Also "
+            "the priority scheduler's capacity when no worker is healthy.", minimum=-1),
+    Setting("queue_size", int, 100,
+            "Requests that wait for a slot when max_concurrent_requests are in flight (FIFO); a full queue, "
+            "or 0, answers 429 at once (with Retry-After).", minimum=0),
+    Setting("queue_timeout_secs", float, 60.0,
+            "Longest wait in the queue; then 408 queue_timeout.", minimum=0.0),
+    Setting("rate_limit_tokens_per_second", float, 0.0,
+            "With the limiter: its slots also refill at this rate (SMG's token bucket); with the priority "
+            "scheduler: a requests/second limit checked first (429). 0: unset (the limiter is then a pure "
+            "concurrency bound).", minimum=0.0),
+    Setting("priority_scheduler_enabled", bool, False,
+            "Admit by priority class (X-SMG-Priority: system, interactive, default, bulk) with per-class "
+            "reservations, queues, starvation promotion and preemption, instead of the legacy limiter."),
+    Setting("priority_scheduler_config", str, "",
+            "YAML file of per-class settings (classes: {<class>: {reserved_floor, reserved_per_slot, "
+            "queue_size, queue_timeout_secs, starvation_threshold_secs, can_preempt}}) and tenant ceilings "
+            "(tenant_policies: {<tenant key>: {max_class}}); checked at start-up."),
+    Setting("priority_scheduler_default_max_class", str, "default",
+            "Highest class a tenant not in tenant_policies may use (X-SMG-Priority is clamped to it).",
+            choices=("system", "interactive", "default", "bulk")),
+    Setting("priority_scheduler_tenant_metric_top_n", int, 32,
+            "Tenants given their own label in the smg_scheduler_* families; later ones are 'other'.",
+            minimum=0),
+    Setting("worker_capacity_override", int, 0,
+            "Priority scheduler capacity, fixed (0: from the workers: the sum of their reported "
+            "max_running_requests, 64 for a worker that reports none).", minimum=0),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
+
+# Settings holding credentials: never shown by repr (logs, tracebacks).
+SECRET_SETTINGS = frozenset(n for n in ("api_key", "tenant_api_key", "control_plane_api_keys") if n in _BY_NAME)
 
 
 def _defaults() -> dict:
@@ -225,7 +377,8 @@ class GatewayConfig:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"GatewayConfig({self.values!r})"
+        shown = {k: ("<redacted>" if v and k in SECRET_SETTINGS else v) for k, v in self.values.items()}
+        return f"GatewayConfig({shown!r})"
 
 
 def setting(name: str) -> Setting:

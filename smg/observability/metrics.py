@@ -168,6 +168,16 @@ def _router(sh):
     return sh.labels.get("rk")
 
 
+def _by_protocol(connections) -> list:
+    """``[((protocol,), open connections)]``; a connection names its protocol in its
+    ``protocol`` attribute (HTTP/1.1 when it has none)."""
+    counts = {"http/1.1": 0, "h2": 0}
+    for c in list(connections):
+        p = getattr(c, "protocol", "http/1.1")
+        counts[p] = counts.get(p, 0) + 1
+    return [((p,), n) for p, n in counts.items()]
+
+
 class GaugeFn:
     """A gauge family computed at scrape time by ``fn() -> iterable of (labels, value)``
     (``counter``: a counter family read off totals kept elsewhere, e.g. the breakers)."""
@@ -211,6 +221,17 @@ class Metrics:
           lambda sh: (sh.labels["path"], sh.labels["status"], sh.labels["error_code"]), lambda sh: sh.count)
         g("smg_http_connections_active", "Open client connections", (),
           lambda: [((), len(connections))])
+        # connections by protocol and HTTP/2 streams (SMG has no such families; new names,
+        # a ``protocol`` label of "http/1.1" or "h2"), read off the connections at scrape
+        g("smg_http_protocol_connections_active", "Open client connections by protocol", ("protocol",),
+          lambda: _by_protocol(connections))
+        g("smg_http2_streams_active", "Open HTTP/2 streams (requests being received or answered)", (),
+          lambda: [((), sum(getattr(c, "stream_count", 0) for c in list(connections)))])
+        self.http2_streams = c("smg_http2_streams_total", "HTTP/2 streams opened by clients", ())
+        self.http2_goaway = c("smg_http2_goaway_total",
+                              "HTTP/2 connections the gateway ended with GOAWAY, by reason", ("reason",))
+        self.http2_resets = c("smg_http2_stream_resets_total",
+                              "HTTP/2 streams reset, by the side that reset them and why", ("side", "reason"))
         # Layer 2: router
         rl = ("router_type", "backend_type", "connection_mode", "model", "endpoint")
         d("smg_router_requests_total", "Requests routed", rl + ("streaming",),
@@ -295,6 +316,45 @@ class Metrics:
                 self.discovery_registrations.inc((rec.source, rec.result))
             else:
                 self.discovery_deregistrations.inc((rec.source, rec.result))
+
+    # -- admission (smg/admission/admit.py): registered only when a limiter or the
+    # scheduler is configured, so an unconfigured gateway exports none of them
+
+    def add_rate_limit(self) -> CounterVec:
+        """``smg_http_rate_limit_total{result}`` (allowed | rejected), once."""
+        m = getattr(self, "rate_limit", None)
+        if m is None:
+            m = self.rate_limit = self._counter("smg_http_rate_limit_total", "Admission decisions of the "
+                                                "concurrency limiter / rate limit", ("result",))
+        return m
+
+    def add_scheduler(self, state, wait_buckets: tuple) -> dict:
+        """The ``smg_scheduler_*`` families. Counters and the queue-wait histogram are
+        returned by name (the admission stage updates them); the gauges read ``state``
+        at scrape time: ``state.gauges()`` → {family name: [(label tuple, value)]}."""
+        c = self._counter
+        out = {
+            "admit": c("smg_scheduler_admit_total", "Priority-scheduler admission outcomes", ("class", "outcome")),
+            "clamp": c("smg_scheduler_clamp_total", "Requests clamped below their requested class by tenant policy",
+                       ("tenant", "requested_class", "effective_class")),
+            "preemption": c("smg_scheduler_preemption_total", "Requests preempted before their first byte",
+                            ("by_class", "victim_class")),
+            "starvation": c("smg_scheduler_starvation_promotion_total",
+                            "Queued requests admitted by the starvation override", ("class",)),
+            "unknown": c("smg_scheduler_unknown_priority_value_total",
+                         "Requests with an unrecognized x-smg-priority value (taken as default)", ("tenant",)),
+            "wait": self._histogram("smg_scheduler_queue_wait_seconds",
+                                    "Time queued before admission, timeout or cancel", ("class",), wait_buckets),
+        }
+        for name, doc, labels in (
+                ("smg_scheduler_inflight", "In-flight requests per class", ("class",)),
+                ("smg_scheduler_queue_depth", "Queued requests per class", ("class",)),
+                ("smg_scheduler_queue_size_limit", "Queue limit per class", ("class",)),
+                ("smg_scheduler_class_capacity_pressure", "0-1: the worse of queue fill and slot pressure",
+                 ("class",)),
+                ("smg_scheduler_utilization", "In-flight requests / backend capacity", ())):
+            self._gauge(name, doc, labels, lambda name=name: state.gauges()[name])
+        return out
 
     def _counter(self, name, doc, labels) -> CounterVec:
         m = CounterVec(name, doc, labels)

@@ -9,27 +9,51 @@ Prometheus ``Site``. Each component receives what it uses, never the gateway.
 Routing state lives in the registries (smg/workers/registry.py,
 smg/routing/policies.py), changed only through their event methods; worker lifecycle
 events reach the metrics through the event bus (smg/workers/events.py).
+
+TLS (smg/server/tls.py, smg/upstream/tls.py): with ``--tls-cert-path`` the API
+listener serves HTTPS (the Prometheus listener stays plain); SIGHUP, when the gateway
+runs in the main thread, and ``reload_tls()`` from anywhere re-read the certificate
+for new connections. https workers share one client context (``worker_tls``).
+
+Auth (smg/auth): ``Auth`` picks each route's first filter from its endpoint's
+``access`` (data-plane keys, control-plane keys/JWT, or none); with
+``--control-plane-port`` the admin rows are served by a third ``Site`` of their own and
+the API listener answers 404 on them. ``security_posture()`` is the start-up line.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import threading
 import time
 
+from smg.admission.admit import build as build_admission
+from smg.admission.tenant_limits import build as build_tenant_limits
+from smg.admission.tenants import TenantResolver
 from smg.api.request_id import RequestIds
+from smg.auth import Auth
+from smg.auth.posture import describe as describe_posture
 from smg.config.schema import GatewayConfig
+from smg.errors import ConfigError
 from smg.observability.metrics import DEFAULT_DURATION_BUCKETS, Metrics, exposition
 from smg.observability.observer import Observer
 from smg.routing.policies import PolicyRegistry
+from smg.server import address_filter, h2_connection
+from smg.server.body_budget import BodyBudget
+from smg.server.cors import CorsPolicy
 from smg.server.endpoints import ENDPOINTS, METRICS_ENDPOINTS, RouteTable
 from smg.server.exchange import ExchangeDeps
+from smg.server.filters import Reply
 from smg.server.handlers import Handlers, parse_body
-from smg.server.protocol import HTTPServerProtocol
+from smg.server.protocol import HTTPServerProtocol, TLSServerProtocol
 from smg.server.selection import Selector
 from smg.server.site import Site
 from smg.server.timers import TimerWheel
+from smg.server.tls import ServerTLS
 from smg.server.workers_api import WorkersAPI
 from smg.upstream.http1_leg import Http1Leg
+from smg.upstream.tls import WorkerTLS
 from smg.workers.events import EventBus
 from smg.workers.manager import WorkerManager
 from smg.workers.registry import WorkerRegistry
@@ -70,11 +94,16 @@ class Gateway:
         self.events = EventBus()
         self.policies = PolicyRegistry(self.registry, config.policy, config)
         self.retry = RetryPolicy.from_config(config)
-        self.workers = WorkerManager(config, self.registry, self.events, self.clock)
+        h2_connection.check_config(config)                # HTTP/2 settings within RFC 9113's bounds
+        self.tls = ServerTLS.from_config(config)          # None: the listener is plain HTTP
+        self.worker_tls = WorkerTLS.from_config(config)   # the client context of https workers
+        self.workers = WorkerManager(config, self.registry, self.events, self.clock, tls=self.worker_tls)
         request_ids = RequestIds(config.request_id_headers)
         self.access_log = access_log
         self.tracing = tracing
         self.site = site = Site(config, None, request_ids, self.clock, self.timers, tracing=tracing)
+        site.cors = CorsPolicy.from_config(config)
+        site.body_budget = BodyBudget.from_config(config)  # one budget, every listener's bodies
         self.metrics = None if config.disable_metrics else Metrics(
             self.registry, site.connections, self.workers.discovered_counts,
             tuple(config.prometheus_duration_buckets) or DEFAULT_DURATION_BUCKETS)
@@ -83,16 +112,37 @@ class Gateway:
         self.observer = site.observer = Observer(self.metrics, access_log, tracing, self.clock) \
             if (self.metrics or access_log or tracing) else None
         self.selector = Selector(self.registry, self.policies)
+        # tenant resolution (only when something reads ctx.tenant) and tenant rate limits
+        self.tenant_resolver = TenantResolver.from_config(config, Reply)
+        self.tenant_limits = build_tenant_limits(config, lambda: site.now, parse_body, Reply)
+        # admission: the legacy concurrency limiter or the priority scheduler (None: off)
+        self.admission = build_admission(config, registry=self.registry, ready=READY, reply=Reply,
+                                         timers=self.timers, now=lambda: site.now, metrics=self.metrics)
         self.deps = ExchangeDeps(
             config, self.retry, self.timers, now=lambda: site.now, clock=self.clock, schedule=self._call_later,
             selector=self.selector, open_leg=_open_leg, record_outcome=self.workers.record_outcome,
             on_retry=self._on_retry if self.metrics is not None else None,
             on_retries_exhausted=self._on_retries_exhausted if self.metrics is not None else None,
-            tracing=tracing, observe=self.metrics is not None or access_log is not None)
+            tracing=tracing,
+            # usage is kept for metrics, the access log, and tenant rate-limit settlement
+            observe=self.metrics is not None or access_log is not None or self.tenant_limits is not None)
         handlers = Handlers(self.deps, self.registry, self.policies, self.selector, site)
+        # auth (smg/auth): each route's first stage, by its endpoint's ``access``
+        self.auth = Auth(config, Reply, clock=self.clock)
+        providers = {"handlers": handlers, "workers_api": WorkersAPI(self.registry, self.workers)}
+        # --control-plane-port: the admin rows get their own listener; the main one 404s them
+        control_rows = tuple(e for e in ENDPOINTS if e.access == "admin") \
+            if config.control_plane_port >= 0 else ()
+        if not control_rows and config.control_plane_host != "127.0.0.1":
+            raise ConfigError("--control-plane-host", "needs --control-plane-port (a control-plane listener)")
         self.routes = site.routes = RouteTable(
-            ENDPOINTS, {"handlers": handlers, "workers_api": WorkersAPI(self.registry, self.workers)},
-            self._chain_for)
+            tuple(e for e in ENDPOINTS if e not in control_rows), providers, self._chain_for)
+        self.control_site = Site(config, RouteTable(control_rows, providers, self._chain_for), request_ids,
+                                 self.clock, self.timers, observer=self.observer, tracing=tracing) \
+            if control_rows else None
+        if self.control_site is not None:
+            self.control_site.cors, self.control_site.body_budget = site.cors, site.body_budget
+        self.control_server: asyncio.base_events.Server | None = None
         self.metrics_site = None if self.metrics is None else Site(
             config, RouteTable(METRICS_ENDPOINTS, {"handlers": _MetricsHandlers(self.metrics.registry())}),
             request_ids, self.clock)
@@ -100,6 +150,7 @@ class Gateway:
         self.metrics_server: asyncio.base_events.Server | None = None
         self._tick_handle = None
         self._next_sweep = 0.0
+        self._sighup = False
 
     # -- the filter chains ---------------------------------------------------------------
 
@@ -110,7 +161,19 @@ class Gateway:
         nothing; gateway-owned routes (health, models, Workers API) skip validation and
         selection."""
         stages: list = []
+        auth = self.auth.stage(endpoint)       # auth: first, on every route that needs it
+        if auth is not None:
+            stages.append(auth)
+        guard = address_filter.for_endpoint(endpoint, self.workers.guard)
+        if guard is not None:
+            stages.append(guard)               # validation: a worker's address is no metadata service
         if endpoint.proxied:
+            if self.tenant_resolver is not None:
+                stages.append(self.tenant_resolver)  # tenant: ctx.tenant (auth:/header:/ip:/anonymous)
+            if self.tenant_limits is not None:
+                stages.append(self.tenant_limits)    # tenant rate limit: reserve now, settle at the end
+            if self.admission is not None:
+                stages.append(self.admission)        # admission: a slot (or a queue place) per request
             stages.append(parse_body)          # validation: the body is a JSON object with what routing needs
             stages.append(self.selector.first)  # selection: model + role → worker
         return tuple(stages)
@@ -151,12 +214,23 @@ class Gateway:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._set_now(self.loop.time())
+        key = {"api_key": self.config.api_key} if self.config.api_key else {}  # SMG: --api-key is their default
         for url in self.config.worker_urls:
-            self.add_worker(url)
+            self.add_worker(url, **key)
         self.workers.start()
+        self.auth.start()
         site = self.site
-        self.server = await self.loop.create_server(
-            lambda: HTTPServerProtocol(site), self.config.host, self.config.port, backlog=4096)
+        tls = self.tls
+        if tls is None:
+            self.server = await self.loop.create_server(
+                lambda: HTTPServerProtocol(site), self.config.host, self.config.port, backlog=4096)
+        else:
+            self.server = await self.loop.create_server(
+                lambda: TLSServerProtocol(site), self.config.host, self.config.port, backlog=4096,
+                ssl=tls.context, ssl_handshake_timeout=self.config.header_read_timeout_secs)
+            if threading.current_thread() is threading.main_thread():
+                self.loop.add_signal_handler(signal.SIGHUP, self.reload_tls)
+                self._sighup = True
         if self.metrics_site is not None:
             msite = self.metrics_site
             try:
@@ -165,7 +239,40 @@ class Gateway:
             except OSError:
                 self.server.close()
                 raise
+        if self.control_site is not None:
+            await self._start_control_listener()
         self._tick()
+
+    async def _start_control_listener(self) -> None:
+        csite, tls = self.control_site, self.tls
+        kw = {} if tls is None else {"ssl": tls.context,
+                                     "ssl_handshake_timeout": self.config.header_read_timeout_secs}
+        proto = HTTPServerProtocol if tls is None else TLSServerProtocol
+        try:
+            self.control_server = await self.loop.create_server(
+                lambda: proto(csite), self.config.control_plane_host, self.config.control_plane_port, **kw)
+        except OSError:
+            self.server.close()
+            if self.metrics_server is not None:
+                self.metrics_server.close()
+            raise
+
+    @property
+    def control_port(self) -> int:
+        """Port of the separate control-plane listener (``--control-plane-port``)."""
+        return self.control_server.sockets[0].getsockname()[1]
+
+    def security_posture(self) -> tuple:
+        """``(exposed, line)``: what each class of route demands, the open ones named
+        (smg/auth/posture.py); printed at start-up."""
+        where = None if self.control_server is None else f"{self.config.control_plane_host}:{self.control_port}"
+        return describe_posture(self.auth, ENDPOINTS, where)
+
+    def reload_tls(self) -> bool:
+        """Re-reads the listener's certificate and key for new connections (SIGHUP).
+        Safe from any thread. Returns False when TLS is off or the new material does not
+        load (the current certificate stays; the error is logged)."""
+        return self.tls.reload() if self.tls is not None else False
 
     @property
     def port(self) -> int:
@@ -186,6 +293,8 @@ class Gateway:
         self.site.now = now
         if self.metrics_site is not None:
             self.metrics_site.now = now
+        if self.control_site is not None:
+            self.control_site.now = now
 
     def _tick(self) -> None:
         # rescheduled first: a failure below must never stop the clock, deadlines and sweeps
@@ -205,7 +314,7 @@ class Gateway:
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY
             cfg = self.config
-            for site in (self.site, self.metrics_site):
+            for site in (self.site, self.metrics_site, self.control_site):
                 if site is not None:
                     for c in list(site.connections):
                         c.check_timeouts(now, cfg)
@@ -221,17 +330,24 @@ class Gateway:
         """Stops accepting, turns readiness to 503, lets in-flight responses finish
         within ``grace`` seconds, then closes everything."""
         self.site.draining = True
+        if self._sighup:
+            self._sighup = False
+            self.loop.remove_signal_handler(signal.SIGHUP)
         if self.server is not None:
             self.server.close()
-        for c in list(self.site.connections):
-            if not c.answering and c.ctx is None:
+        if self.control_server is not None:
+            self.control_server.close()
+            for c in list(self.control_site.connections):
                 c.close()
+        for c in list(self.site.connections):
+            c.drain()  # idle ones close; HTTP/2 ones send GOAWAY and let open streams finish
         deadline = self.loop.time() + grace
         while self.inflight() and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         for c in list(self.site.connections):
             c.close()
         await self.workers.stop()
+        self.auth.stop()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         if self.access_log is not None:

@@ -13,6 +13,10 @@ Rules:
   tried, in table order, only after the exact lookup missed.
 - ``HEAD`` is listed for the ``GET`` routes the gateway answers itself; the sink then
   sends the same head without the body (RFC 9110 §9.3.2).
+- ``access`` says which auth stage a route runs first (SMG §1): ``"data"`` the
+  inference routes (``--api-key``, tenant keys), ``"admin"`` the Workers API and admin
+  routes (control-plane auth; they move to their own listener with
+  ``--control-plane-port``), ``"public"`` probes, ``/v1/models`` and server info.
 
 Adding an endpoint (``/v1/responses`` say) is one row here plus its handler.
 """
@@ -37,6 +41,7 @@ class Endpoint:
     label: str = "other"           # SMG's endpoint label in the router metric families
     text: Callable | None = None   # routing text for prefix-matching policies: f(body) -> str
     proxied: bool = False          # answered by a worker (validation and selection run)
+    access: str = "data"           # who may call it (smg/auth): "public" | "data" | "admin"
 
     @property
     def key(self) -> bytes:
@@ -60,40 +65,41 @@ _RERANK_REQ = (("query", (str,), "a string"), ("documents", (list,), "an array")
 
 ENDPOINTS: tuple = (
     Endpoint("/v1/chat/completions", {"POST": "proxy"}, generative=True, required=_CHAT_REQ,
-             id_prefix=b"chatcmpl-", label="chat", text=text.chat_text, proxied=True),
+             id_prefix=b"chatcmpl-", label="chat", text=text.chat_text, proxied=True, access="data"),
     Endpoint("/v1/completions", {"POST": "proxy"}, generative=True,
              required=(("prompt", (str, list), "a string or an array"),),
-             id_prefix=b"cmpl-", label="completions", text=text.prompt_text, proxied=True),
+             id_prefix=b"cmpl-", label="completions", text=text.prompt_text, proxied=True, access="data"),
     Endpoint("/generate", {"POST": "proxy"}, generative=True, id_prefix=b"gnt-", label="generate",
-             text=text.generate_text, proxied=True),
+             text=text.generate_text, proxied=True, access="data"),
     Endpoint("/v1/messages", {"POST": "proxy"}, family=ANTHROPIC, generative=True, required=_CHAT_REQ,
-             id_prefix=b"msg_", label="messages", text=text.chat_text, proxied=True),
+             id_prefix=b"msg_", label="messages", text=text.chat_text, proxied=True, access="data"),
     Endpoint("/v1/embeddings", {"POST": "proxy"}, required=(("input", (str, list), "a string or an array"),),
-             label="embeddings", text=text.input_text, proxied=True),
+             label="embeddings", text=text.input_text, proxied=True, access="data"),
     Endpoint("/v1/rerank", {"POST": "proxy"}, required=_RERANK_REQ, label="rerank", text=text.no_text,
-             proxied=True),
+             proxied=True, access="data"),
     Endpoint("/rerank", {"POST": "proxy"}, required=_RERANK_REQ, label="rerank", text=text.no_text,
-             proxied=True),
-    Endpoint("/get_model_info", {"GET": "proxy_info"}, label="model_info"),
-    Endpoint("/get_server_info", {"GET": "proxy_info"}, label="server_info"),
-    Endpoint("/v1/models", {"GET": "models", "HEAD": "models"}),
-    Endpoint("/health", {"GET": "liveness", "HEAD": "liveness"}),
-    Endpoint("/liveness", {"GET": "liveness", "HEAD": "liveness"}),
-    Endpoint("/readiness", {"GET": "readiness", "HEAD": "readiness"}),
-    Endpoint("/workers", {"GET": "list", "HEAD": "list", "POST": "create"}, provider="workers_api"),
-    Endpoint("/add_worker", {"POST": "legacy_add"}, provider="workers_api"),
-    Endpoint("/remove_worker", {"POST": "legacy_remove"}, provider="workers_api"),
+             proxied=True, access="data"),
+    Endpoint("/get_model_info", {"GET": "proxy_info"}, label="model_info", access="public"),
+    Endpoint("/get_server_info", {"GET": "proxy_info"}, label="server_info", access="public"),
+    Endpoint("/v1/models", {"GET": "models", "HEAD": "models"}, access="public"),
+    Endpoint("/health", {"GET": "liveness", "HEAD": "liveness"}, access="public"),
+    Endpoint("/liveness", {"GET": "liveness", "HEAD": "liveness"}, access="public"),
+    Endpoint("/readiness", {"GET": "readiness", "HEAD": "readiness"}, access="public"),
+    Endpoint("/workers", {"GET": "list", "HEAD": "list", "POST": "create"}, provider="workers_api",
+             access="admin"),
+    Endpoint("/add_worker", {"POST": "legacy_add"}, provider="workers_api", access="admin"),
+    Endpoint("/remove_worker", {"POST": "legacy_remove"}, provider="workers_api", access="admin"),
     Endpoint("/workers/{worker_id}", {"GET": "get", "HEAD": "get", "PUT": "replace", "PATCH": "patch",
-                                      "DELETE": "delete"}, provider="workers_api"),
+                                      "DELETE": "delete"}, provider="workers_api", access="admin"),
 )
 
 # The metrics listener's table.
 METRICS_ENDPOINTS: tuple = (
-    Endpoint("/metrics", {"GET": "metrics"}),
+    Endpoint("/metrics", {"GET": "metrics"}, access="public"),
 )
 
 # A request that matched no row: errors in the OpenAI format, "unmatched" path label.
-UNMATCHED = Endpoint("", {}, label="other")
+UNMATCHED = Endpoint("", {}, label="other", access="public")
 
 
 @dataclass

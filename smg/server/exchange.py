@@ -27,6 +27,8 @@ STREAMING END         the answer is complete                         -> DONE
 STREAMING CUT         the leg failed after the head                  -> DONE
 any live TIMEOUT      the request deadline passed                    -> DONE
 any live CLIENT_GONE  the client left                                -> DONE
+WAITING  PREEMPT      the priority scheduler took the slot (no byte  -> DONE
+BACKOFF  PREEMPT      sent yet): 503 scheduler_preempted             -> DONE
 ======== ============ ===========================================================
 
 Rules:
@@ -57,10 +59,10 @@ log = logging.getLogger("smg.proxy")
 IDLE, WAITING, BACKOFF, STREAMING, DONE = "idle", "waiting", "backoff", "streaming", "done"
 STATES = (IDLE, WAITING, BACKOFF, STREAMING, DONE)
 # inputs
-START, HEAD, RETRY, GIVE_UP, REDISPATCH, WAIT_MORE, NO_WORKER, END, CUT, TIMEOUT, CLIENT_GONE = (
+START, HEAD, RETRY, GIVE_UP, REDISPATCH, WAIT_MORE, NO_WORKER, END, CUT, TIMEOUT, CLIENT_GONE, PREEMPT = (
     "start", "head", "retry", "give_up", "redispatch", "wait_more", "no_worker", "end", "cut", "timeout",
-    "client_gone")
-INPUTS = (START, HEAD, RETRY, GIVE_UP, REDISPATCH, WAIT_MORE, NO_WORKER, END, CUT, TIMEOUT, CLIENT_GONE)
+    "client_gone", "preempt")
+INPUTS = (START, HEAD, RETRY, GIVE_UP, REDISPATCH, WAIT_MORE, NO_WORKER, END, CUT, TIMEOUT, CLIENT_GONE, PREEMPT)
 
 TRANSITIONS = {
     (IDLE, START): WAITING,
@@ -79,6 +81,8 @@ TRANSITIONS = {
     (WAITING, CLIENT_GONE): DONE,
     (BACKOFF, CLIENT_GONE): DONE,
     (STREAMING, CLIENT_GONE): DONE,
+    (WAITING, PREEMPT): DONE,
+    (BACKOFF, PREEMPT): DONE,
 }
 
 _SKIP_RESPONSE = writer.HOP_BY_HOP | {b"x-request-id"}
@@ -357,6 +361,28 @@ class Exchange:
         self._end_attempt(None)
         self._settle()
         self._drop_leg()
+
+    @property
+    def preemptible(self) -> bool:
+        """Nothing of the answer has reached the client yet (the priority scheduler may
+        take this request's slot)."""
+        return self.state is WAITING or self.state is BACKOFF
+
+    def preempt(self, status: int, message: str, code: str, headers: list) -> bool:
+        """The priority scheduler takes this request's slot: only while ``preemptible``
+        (else False, nothing done). The attempt ends without a verdict on the worker,
+        the leg is aborted (the engine stops generating) and the client is answered
+        ``status`` (503 scheduler_preempted, Retry-After, X-SMG-Preempted)."""
+        if self.state is not WAITING and self.state is not BACKOFF:
+            return False
+        self._go(PREEMPT)
+        self.ctx.error_type = "scheduler_preempted"
+        self._end_attempt(None)
+        self._settle()
+        self._drop_leg()
+        self.conn.set_producer(None)
+        self.conn.reply_error(status, message, code=code, extra=headers)
+        return True
 
     def on_timeout(self) -> None:
         if self.state is DONE:

@@ -14,14 +14,18 @@ from smg.server.filters import Reply
 
 
 def parse_body(conn, ctx):
-    """Validation filter: the body is a JSON object with what routing needs."""
-    try:
-        obj = orjson.loads(ctx.raw)
-    except orjson.JSONDecodeError as e:
-        return Reply(400, f"request body is not valid JSON: {e}", "invalid_json")
-    if type(obj) is not dict:
-        return Reply(400, "request body must be a JSON object", "invalid_json")
-    ctx.body = obj
+    """Validation filter: the body is a JSON object with what routing needs. A body an
+    earlier filter already parsed (through this function: the tenant rate limit reads
+    the model) is not parsed again."""
+    obj = ctx.body
+    if obj is None:
+        try:
+            obj = orjson.loads(ctx.raw)
+        except orjson.JSONDecodeError as e:
+            return Reply(400, f"request body is not valid JSON: {e}", "invalid_json")
+        if type(obj) is not dict:
+            return Reply(400, "request body must be a JSON object", "invalid_json")
+        ctx.body = obj
     err = check_required(ctx.endpoint, obj)
     if err is not None:
         return Reply(400, err)

@@ -32,6 +32,22 @@ Rules:
   body must keep coming (same timeout between reads) and average at least
   ``--body-read-min-rate`` bytes/s once that timeout has passed, and an idle
   keep-alive connection is closed after ``--idle-connection-timeout-secs``.
+- Request-body bytes are reserved in the site's ``body_budget`` as they arrive
+  (smg/server/body_budget.py) and released once, when their request ends or the
+  connection closes; a body over the budget is answered 413 (it can never fit) or 503
+  (retry later). An answer given before the body was read (413, 503) half-closes the
+  connection and reads on, discarding, for a bounded time (RFC 9112 §9.6; nginx's
+  lingering close), so that the client, still sending, can read it instead of a reset.
+- CORS (the site's ``cors``, smg/server/cors.py): a preflight is answered before the
+  route and its methods are looked at; every answer carries the policy's headers.
+  With CORS off, none of this costs anything: the checks sit in the 404/405 branches
+  and behind one ``is None`` test per answer.
+- Over TLS the listener's protocol is ``TLSServerProtocol``: once the handshake is
+  done, a connection whose ALPN chose ``h2`` is handed to the HTTP/2 server
+  connection (smg/server/h2_connection.py); any other stays here. The plain-TCP
+  listener never looks at ALPN, but a connection whose first read opens with the
+  HTTP/2 connection preface (h2c with prior knowledge, RFC 9113 §3.3) is handed over
+  the same way; the test is made on the first read only.
 """
 from __future__ import annotations
 
@@ -46,11 +62,19 @@ from smg.http1 import writer
 from smg.http1.events import Data, EndOfMessage, Request
 from smg.http1.parser import RequestParser
 from smg.server.context import RequestContext
+from smg.server.cors import REFUSED
 from smg.server.endpoints import UNMATCHED
 
 log = logging.getLogger("smg.server")
 
 _HEAD = b"HEAD"
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_OPTIONS = b"OPTIONS"
+_RETRY_AFTER = [(b"retry-after", b"1")]
+# Lingering close after an early answer (nginx's lingering_time and lingering_timeout):
+# read and discard for at most this long, and stop once the client pauses this long.
+LINGER_MAX_SECS = 30.0
+LINGER_IDLE_SECS = 5.0
 _ABSOLUTE = (b"http://", b"https://")
 
 
@@ -61,9 +85,11 @@ def origin_form(target: bytes) -> bytes:
 
 
 class HTTPServerProtocol(asyncio.Protocol):
+    protocol = "http/1.1"  # the metrics' protocol label (HTTP/2: smg/server/h2_connection.py)
+
     __slots__ = ("site", "parser", "transport", "queue", "ctx", "route", "body", "body_len", "producer",
                  "answering", "closing", "last_active", "wait_since", "head_since", "read_paused", "write_paused",
-                 "chunked", "close_delimited", "pending_head", "__weakref__")
+                 "chunked", "close_delimited", "pending_head", "body_held", "linger", "__weakref__")
 
     def __init__(self, site) -> None:
         self.site = site
@@ -86,6 +112,8 @@ class HTTPServerProtocol(asyncio.Protocol):
         self.chunked = False       # the response being sent is chunked
         self.close_delimited = False
         self.pending_head = None   # a proxied head not yet written (goes out with the first data)
+        self.body_held = 0         # body bytes reserved in the site's body budget for the current request
+        self.linger = 0.0          # < 0: linger when closing; > 0: lingering until then (loop clock)
 
     # -- asyncio callbacks -------------------------------------------------------
 
@@ -99,6 +127,9 @@ class HTTPServerProtocol(asyncio.Protocol):
             return
         parser = self.parser
         if self.ctx is None and not parser.buffered:
+            # head_since is 0 only before the first read: the HTTP/2 preface test runs once
+            if not self.head_since and data[:4] == b"PRI " and self._to_http2(data):
+                return
             self.head_since = now  # the header timer starts with the head's first byte
         try:
             events = parser.feed(data)
@@ -111,6 +142,25 @@ class HTTPServerProtocol(asyncio.Protocol):
                 self._check_queue()
             else:
                 self._handle(events)
+
+    def _to_http2(self, data: bytes) -> bool:
+        """A first read that opens with the HTTP/2 connection preface (prior knowledge,
+        RFC 9113 §3.3; h2c): the connection is handed to the HTTP/2 server connection."""
+        n = min(len(data), len(_H2_PREFACE))
+        if data[:n] != _H2_PREFACE[:n]:
+            return False
+        from smg.server.h2_connection import H2ServerConnection
+
+        self.closing = True
+        self.site.connections.discard(self)
+        H2ServerConnection(self.site, self.transport, data)  # takes the transport over
+        return True
+
+    def drain(self) -> None:
+        """Shutdown: an idle connection closes now; one answering closes after its
+        response (``keep_alive`` is False while the site drains)."""
+        if not self.answering and self.ctx is None:
+            self.close()
 
     def eof_received(self):
         if not self.answering and self.ctx is None and not self.queue:
@@ -128,6 +178,8 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._client_gone()
 
     def _client_gone(self) -> None:
+        if self.body_held:
+            self._release_body()
         p = self.producer
         ctx = self.ctx
         if self.answering and ctx is not None:
@@ -201,20 +253,55 @@ class HTTPServerProtocol(asyncio.Protocol):
         if req.content_length > site.config.max_payload_size:
             self._refuse_body()
             return
+        budget = site.body_budget
+        if budget is not None and req.content_length > 0:
+            verdict = budget.admit(self.body_held, req.content_length)
+            if verdict:
+                self._refuse_body(verdict)
+                return
         if req.expect_continue and req.content_length != 0:
             self.transport.write(writer.CONTINUE_100)
 
     def _on_body(self, data: bytes) -> None:
-        self.body_len += len(data)
+        n = len(data)
+        self.body_len += n
         if self.body_len > self.site.config.max_payload_size:
             self._refuse_body()
             return
+        budget = self.site.body_budget
+        if budget is not None:
+            verdict = budget.reserve(self.body_held, n)
+            if verdict:
+                self._refuse_body(verdict)
+                return
+            self.body_held += n
         self.body.append(data)
 
-    def _refuse_body(self) -> None:
+    def _refuse_body(self, verdict: int = 0) -> None:
+        """Answers a request whose body will not be read: 413 over ``--max-payload-size``
+        (``verdict`` 0), else the body budget's verdict (413 or 503)."""
         self.route = None
         self.answering = True
-        self.reply_error(413, "request body exceeds the maximum payload size", close=True)
+        self.linger = -1.0
+        if self.body_held:
+            self._release_body()
+        self.body = []
+        if verdict == 0:
+            self.reply_error(413, "request body exceeds the maximum payload size", close=True)
+        elif verdict == 413:
+            self.reply_error(413, "request body exceeds the largest body the gateway holds "
+                             f"({self.site.body_budget.share} bytes)", close=True)
+        else:
+            self.reply_error(503, "the gateway holds too many request bodies; retry later",
+                             code="body_budget_exhausted", close=True, extra=_RETRY_AFTER)
+
+    def _release_body(self) -> None:
+        """Gives the current request's reserved body bytes back (once: it zeroes them)."""
+        n = self.body_held
+        self.body_held = 0
+        if self.body:
+            self.body = []  # a body dropped before its end: its chunks go with their budget
+        self.site.body_budget.release(n)
 
     def _on_request_end(self) -> None:
         route = self.route
@@ -223,13 +310,18 @@ class HTTPServerProtocol(asyncio.Protocol):
         body = self.body
         ctx.raw = body[0] if len(body) == 1 else b"".join(body)
         self.body = []
+        del body  # the chunks go now, not when the handler returns
         self.answering = True
         try:
             if route is False:
+                if ctx.method == _OPTIONS and self.site.cors is not None and self._preflight(ctx):
+                    return
                 self.reply_error(404, f"no route for {ctx.path.decode('latin-1')}", code="not_found")
                 return
             handler = route.handlers.get(ctx.method)
             if handler is None:
+                if ctx.method == _OPTIONS and self.site.cors is not None and self._preflight(ctx):
+                    return
                 self.reply_error(405, f"method {ctx.method.decode('latin-1')} not allowed",
                                  extra=[(b"allow", route.allow)])
                 return
@@ -237,6 +329,18 @@ class HTTPServerProtocol(asyncio.Protocol):
         except Exception:  # a bug in a handler must not take the process down
             log.exception("handler failed for %s (request id %s)", ctx.path, ctx.rid.decode())
             self.handler_failed()
+
+    def _preflight(self, ctx) -> bool:
+        """Answers a CORS preflight; False when the OPTIONS request is not one."""
+        answer = self.site.cors.preflight(ctx.headers)
+        if answer is None:
+            return False
+        if answer is REFUSED:
+            self.reply_error(403, "origin not allowed by the gateway's CORS policy (--cors-allowed-origins)",
+                             code="cors_origin_not_allowed")
+        else:
+            self.reply(200, b"", answer, content_type=b"text/plain; charset=utf-8")
+        return True
 
     def handler_failed(self) -> None:
         """A handler or filter raised: answer 500 if nothing was sent, else drop the connection."""
@@ -261,6 +365,14 @@ class HTTPServerProtocol(asyncio.Protocol):
             producer.pause()
 
     @property
+    def peer(self) -> str | None:
+        """The client's IP address (``"127.0.0.1"``, ``"::1"``), read from the transport
+        when asked (tenant resolution's ``ip:`` fallback); None when it has none."""
+        t = self.transport
+        addr = t.get_extra_info("peername") if t is not None else None
+        return addr[0] if type(addr) is tuple and addr and type(addr[0]) is str and addr[0] else None
+
+    @property
     def keep_alive(self) -> bool:
         """Whether the connection stays open after the current response."""
         ctx = self.ctx
@@ -275,6 +387,9 @@ class HTTPServerProtocol(asyncio.Protocol):
         hdrs = [(b"content-type", content_type), (b"x-request-id", ctx.rid)]
         if headers:
             hdrs.extend(headers)
+        cors = self.site.cors
+        if cors is not None:
+            hdrs.extend(cors.headers(ctx.headers))
         if ctx.method == _HEAD:
             # the head a GET would get, without its body (RFC 9110 §9.3.2)
             head = writer.response(status, hdrs, body, keep)
@@ -298,10 +413,16 @@ class HTTPServerProtocol(asyncio.Protocol):
         ctx = self.ctx
         ctx.status = status
         parts = [writer.status_line(status)]
+        cors = self.site.cors
+        if cors is not None:
+            skip = cors.skip(skip)
         writer.forward_headers(parts, headers, skip)
         parts.append(b"x-request-id: %s\r\n" % ctx.rid)
         if extra:
             for n, v in extra:
+                parts.append(b"%s: %s\r\n" % (n, v))
+        if cors is not None:
+            for n, v in cors.headers(ctx.headers):
                 parts.append(b"%s: %s\r\n" % (n, v))
         if length >= 0:
             parts.append(b"content-length: %d\r\n" % length)
@@ -350,6 +471,8 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drops the connection at once (RST); the current request ends here."""
+        if self.body_held:
+            self._release_body()
         self.producer = None
         ctx = self.ctx
         if self.answering and ctx is not None:
@@ -363,6 +486,8 @@ class HTTPServerProtocol(asyncio.Protocol):
     def _finish(self, keep_alive: bool) -> None:
         """The current response is complete; ``keep_alive`` False closes the connection."""
         ctx = self.ctx
+        if self.body_held:
+            self._release_body()
         self.producer = None
         self.answering = False
         self.ctx = None
@@ -385,8 +510,22 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     def close(self) -> None:
         self.closing = True
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        t = self.transport
+        if t is not None and not t.is_closing():
+            if self.linger < 0.0:
+                # answered before the body was read: send our FIN, read on and discard
+                # (data_received drops input once closing), so the client's unread bytes
+                # do not turn our close into a reset that destroys the answer
+                can = getattr(t, "can_write_eof", None)
+                if can is not None and can():
+                    self.linger = self.site.now + LINGER_MAX_SECS
+                    if self.read_paused:
+                        self.read_paused = False
+                        t.resume_reading()
+                    t.write_eof()
+                    return
+            self.linger = 0.0
+            t.close()
 
     def _protocol_error(self, e: RemoteProtocolError) -> None:
         if self.answering:
@@ -406,6 +545,11 @@ class HTTPServerProtocol(asyncio.Protocol):
     # -- timeouts (called by the gateway sweep) ----------------------------------------
 
     def check_timeouts(self, now: float, cfg) -> None:
+        if self.linger > 0.0:
+            if now > self.linger or now - self.last_active > LINGER_IDLE_SECS:
+                self.linger = 0.0
+                self.transport.close()
+            return
         if self.closing or self.answering:
             return
         if self.route is not None:
@@ -423,3 +567,30 @@ class HTTPServerProtocol(asyncio.Protocol):
                 self.reply_error(408, "timed out waiting for the request headers", close=True)
         elif now - self.wait_since > cfg.idle_connection_timeout_secs:
             self.close()
+
+
+class TLSServerProtocol(HTTPServerProtocol):
+    """The API listener's connection when it serves TLS (smg/server/tls.py)."""
+
+    __slots__ = ()
+
+    def connection_made(self, transport) -> None:
+        # asyncio and uvloop call this after the TLS handshake: ALPN is settled
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
+            try:
+                from smg.server.h2_connection import H2ServerConnection
+            except ImportError:
+                # h2 is offered only when that module imports (smg.server.tls.alpn_protocols),
+                # so this is a broken install: refuse rather than speak HTTP/1.1 to an h2 client
+                log.error("ALPN selected h2 but smg.server.h2_connection cannot be imported")
+                transport.abort()
+                return
+            H2ServerConnection(self.site, transport)  # takes the transport over (set_protocol)
+            return
+        super().connection_made(transport)
+
+    def eof_received(self):
+        # a TLS transport cannot stay half-open (asyncio and uvloop warn when asked to)
+        super().eof_received()
+        return False

@@ -10,6 +10,8 @@ Rules:
   a request head is parsed, so even an early answer (413, 408) carries its id.
 - ``dispatch`` runs the route's filter chain, then its handler (smg/server/filters.py).
 - ``request_ended`` is called by the sink exactly once per request it ends.
+- ``cors`` and ``body_budget`` are read by the sink (smg/server/protocol.py); None means
+  the feature is off and costs nothing.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from smg.server import filters
 
 class Site:
     __slots__ = ("config", "routes", "connections", "observer", "tracing", "request_ids", "timers", "clock",
-                 "now", "draining")
+                 "now", "draining", "cors", "body_budget")
 
     def __init__(self, config, routes, request_ids, clock, timers=None, observer=None, tracing=None) -> None:
         self.config = config
@@ -31,6 +33,8 @@ class Site:
         self.clock = clock
         self.now = 0.0
         self.draining = False
+        self.cors = None                # smg.server.cors.CorsPolicy; None: CORS off
+        self.body_budget = None         # smg.server.body_budget.BodyBudget; None: bodies not counted
 
     def on_head(self, ctx) -> None:
         self.request_ids.assign(ctx)

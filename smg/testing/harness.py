@@ -95,7 +95,8 @@ class GatewayHarness:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.gw.port}"
+        scheme = "https" if self.gw.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.gw.port}"
 
     @property
     def port(self) -> int:

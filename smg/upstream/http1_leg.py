@@ -18,7 +18,9 @@ subclass (smg/errors.py), at most once, after which the leg is spent.
 Rules:
 - The request head carries the end-to-end client headers (hop-by-hop ones, RFC 9110
   §7.6.1, dropped), and Host, Content-Length and ``x-request-id`` set by the gateway;
-  a worker's API key replaces the client's Authorization.
+  a worker's API key replaces the client's Authorization. A credential the gateway
+  consumed (one of its own keys, smg/auth: ``ctx.principal.consumed_header``) never
+  reaches a worker; any other client Authorization is forwarded, as SMG does.
 - A reused pooled connection that dies before any response byte is sent again once on
   a fresh connection, inside the leg: the worker closed it while it was idle, and the
   owner never hears of it (not an attempt, not a failure).
@@ -26,6 +28,8 @@ Rules:
   keep-alive; any other end aborts it.
 """
 from __future__ import annotations
+
+import functools
 
 import orjson
 
@@ -39,8 +43,13 @@ _SKIP_TRACED_AUTH = _SKIP_TRACED | {b"authorization"}
 _HAS_BODY = (b"POST", b"PUT", b"PATCH")
 
 
+@functools.lru_cache(maxsize=16)
+def _also_skip(skip: frozenset, name: bytes) -> frozenset:
+    return skip | {name}
+
+
 def request_head(method: bytes, target: bytes, worker, rid: bytes, headers: list,
-                 body_len: int, trace: list | None = None) -> bytes:
+                 body_len: int, trace: list | None = None, drop: bytes | None = None) -> bytes:
     """The request head sent to ``worker`` (bytes; no I/O)."""
     parts = [b"%s %s HTTP/1.1\r\nhost: %s\r\nx-request-id: %s\r\n" % (method, target, worker.host_header, rid)]
     if trace:
@@ -53,6 +62,8 @@ def request_head(method: bytes, target: bytes, worker, rid: bytes, headers: list
         skip = _SKIP_TRACED_AUTH if trace else _SKIP_AUTH
     else:
         skip = _SKIP_TRACED if trace else _SKIP_REQUEST
+    if drop is not None and drop not in skip:
+        skip = _also_skip(skip, drop)  # the gateway's own credential (``drop``) stays here
     writer.forward_headers(parts, headers, skip)
     parts.append(b"\r\n")
     return b"".join(parts)
@@ -78,7 +89,9 @@ class Http1Leg:
             # DP-aware: the rank this logical worker stands for goes into the JSON body
             body = orjson.dumps(dict(ctx.body, data_parallel_rank=worker.dp_rank))
         self.method = ctx.method
-        self.request = request_head(ctx.method, ctx.target, worker, ctx.rid, ctx.headers, len(body), trace) + body
+        p = ctx.principal
+        self.request = request_head(ctx.method, ctx.target, worker, ctx.rid, ctx.headers, len(body), trace,
+                                    p.consumed_header if p is not None else None) + body
         conn = self.pool.take()
         if conn is None:
             self.connect_task = self.pool.connect(self._on_connected)

@@ -8,6 +8,9 @@ Rules:
   connection; anything else closes it.
 - Connecting is the only asynchronous step; callers get a callback, not a coroutine.
 - Every limit comes from the gateway's settings (``from_config``); nothing is defaulted here.
+- An https worker's pool is given the gateway's one client context (smg/upstream/tls.py)
+  and the host name its certificate is checked against; ``connect_timeout`` bounds
+  connect and TLS handshake together, and a failed handshake is ``ConnectFailed``.
 """
 from __future__ import annotations
 
@@ -19,8 +22,10 @@ from smg.upstream.connection import UpstreamConnection
 
 class UpstreamPool:
     def __init__(self, loop, host: str, port: int, *, idle_timeout: float, max_idle: int,
-                 connect_timeout: float, max_head_size: int) -> None:
+                 connect_timeout: float, max_head_size: int, ssl=None, server_hostname: str | None = None) -> None:
         self.loop = loop
+        self.ssl = ssl                    # ssl.SSLContext for an https worker, else None
+        self.server_hostname = server_hostname if ssl is not None else None
         self.host = host
         self.port = port
         self.idle_timeout = idle_timeout
@@ -32,10 +37,11 @@ class UpstreamPool:
         self._closed = False
 
     @classmethod
-    def from_config(cls, loop, host: str, port: int, cfg) -> "UpstreamPool":
+    def from_config(cls, loop, host: str, port: int, cfg, ssl=None) -> "UpstreamPool":
+        """``ssl``: the client context for an https worker (its certificate is checked for ``host``)."""
         return cls(loop, host, port, idle_timeout=cfg.upstream_pool_idle_timeout_secs,
                    max_idle=cfg.upstream_pool_max_idle, connect_timeout=cfg.connect_timeout_secs,
-                   max_head_size=cfg.max_upstream_header_size)
+                   max_head_size=cfg.max_upstream_header_size, ssl=ssl, server_hostname=host)
 
     def take(self) -> UpstreamConnection | None:
         """An idle connection fresh enough to reuse, or None."""
@@ -96,7 +102,8 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await self.loop.create_connection(
-                    lambda: UpstreamConnection(self), self.host, self.port)
+                    lambda: UpstreamConnection(self), self.host, self.port, ssl=self.ssl,
+                    server_hostname=self.server_hostname)
         except TimeoutError:
             raise ConnectTimeout(f"timed out connecting to worker {self.host}:{self.port}") from None
         except OSError as e:

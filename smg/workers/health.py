@@ -218,6 +218,7 @@ class HealthChecker(Background):
 
     ``probe`` replaces the HTTP probe (``async probe(worker, api_key) -> bool``);
     ``clock``, ``sleep`` and ``rng`` (a ``random.Random``) are injectable for tests.
+    ``tls`` (``smg.upstream.tls.WorkerTLS``) gives the client context of https workers.
     """
 
     def __init__(self, on_status: Callable[[Worker, str], None], *, endpoint: str, interval: float,
@@ -230,9 +231,10 @@ class HealthChecker(Background):
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable] = asyncio.sleep,
                  rng: random.Random | None = None,
-                 concurrency: int = DEFAULT_PROBE_CONCURRENCY) -> None:
+                 concurrency: int = DEFAULT_PROBE_CONCURRENCY, tls=None) -> None:
         if interval <= 0:
             raise ValueError("health check interval must be positive")
+        self.tls = tls
         if not 0 <= jitter < 1:
             raise ValueError("jitter must be in [0, 1)")
         self.on_status = on_status
@@ -313,7 +315,8 @@ class HealthChecker(Background):
         headers = [("authorization", f"Bearer {api_key}")] if api_key else None
         try:
             status, _, _ = await client.request(worker.base_url, "GET", self.endpoint, headers=headers,
-                                                timeout=self.timeout)
+                                                timeout=self.timeout,
+                                                ssl=self.tls.for_url(worker.base_url) if self.tls else None)
         except UpstreamError as e:
             log.debug("health probe %s failed: %s", worker.url, e)
             return False

@@ -357,16 +357,18 @@ class LoadMonitor(Background):
     ``on_load(worker, report)`` gets each new report; ``report`` is None after
     ``STALE_AFTER_FAILURES`` failed polls in a row. ``fetch`` replaces the HTTP fetch
     (``async fetch(base_url, path, api_key) -> (status, body)``); ``sleep`` and ``clock``
-    (wall seconds, for reports without a timestamp) are injectable.
+    (wall seconds, for reports without a timestamp) are injectable; ``tls``
+    (``smg.upstream.tls.WorkerTLS``) gives the client context of https workers.
     """
 
     def __init__(self, on_load: Callable[[Worker, dict | None], None], *, interval: float,
                  timeout: float, api_key: str | None = None,
                  fetch: Callable[[str, str, str | None], Awaitable[tuple]] | None = None,
                  sleep: Callable[[float], Awaitable] = asyncio.sleep,
-                 concurrency: int = DEFAULT_POLL_CONCURRENCY) -> None:
+                 concurrency: int = DEFAULT_POLL_CONCURRENCY, tls=None) -> None:
         if interval <= 0:
             raise ValueError("load monitor interval must be positive")
+        self.tls = tls
         self.on_load = on_load
         self.interval = interval
         self.timeout = timeout
@@ -396,7 +398,8 @@ class LoadMonitor(Background):
 
     async def http_fetch(self, url: str, path: str, api_key: str | None) -> tuple:
         headers = [("authorization", f"Bearer {api_key}")] if api_key else None
-        status, _, body = await client.request(url, "GET", path, headers=headers, timeout=self.timeout)
+        status, _, body = await client.request(url, "GET", path, headers=headers, timeout=self.timeout,
+                                               ssl=self.tls.for_url(url) if self.tls else None)
         return status, body
 
     async def fetch(self, worker: Worker, runtime: str | None = None, api_key: str | None = None,

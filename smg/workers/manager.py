@@ -22,6 +22,11 @@ Rules:
 - Every network use goes to ``worker.base_url`` (the address), never ``worker.url``
   (the logical key, ``base@rank`` for a DP rank).
 - Every timeout and bound comes from the settings table.
+- No worker address is used before the address guard (smg/workers/addresses.py) has
+  judged it: link-local and cloud-metadata addresses are refused unless allow-listed.
+- Every connection to an https worker (pool, registration, health, load) uses the one
+  client context of ``tls`` (a ``smg.upstream.tls.WorkerTLS``; by default built from
+  the settings).
 """
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ import orjson
 from smg.errors import UpstreamError
 from smg.upstream import client
 from smg.upstream.pool import UpstreamPool
+from smg.upstream.tls import WorkerTLS
+from smg.workers.addresses import AddressGuard
 from smg.workers.breaker import OPEN, CircuitBreaker
 from smg.workers.discovery import FileDiscovery, KubeConfig, KubeDiscovery
 from smg.workers.events import BreakerTransition, DiscoveryChanged, DiscoverySynced, HealthChecked
@@ -55,11 +62,14 @@ DRAIN_POLL = 0.05
 
 
 class WorkerManager:
-    def __init__(self, config, registry: WorkerRegistry, events, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config, registry: WorkerRegistry, events, clock: Callable[[], float] = time.monotonic,
+                 tls: WorkerTLS | None = None) -> None:
         self.config = config
+        self.tls = tls if tls is not None else WorkerTLS.from_config(config)
         self.registry = registry
         self.events = events
         self.clock = clock
+        self.guard = AddressGuard.from_config(config)  # refuses metadata-service worker addresses
         self.loop: asyncio.AbstractEventLoop | None = None
         self.retry = RetryPolicy.from_config(config)  # the gateway's policy, base of per-worker ones
         self.jobs: dict = {}      # worker id -> "pending" | "completed" | "failed"
@@ -67,8 +77,9 @@ class WorkerManager:
         self._tasks: set = set()
         self._sources: list = []
         self.health = None if config.disable_health_check else HealthChecker.from_config(
-            config, self._on_status, on_failed=self._on_failed, on_result=self._on_probe, clock=clock)
-        self.loads = None if config.disable_load_monitoring else LoadMonitor.from_config(config, self._on_load)
+            config, self._on_status, on_failed=self._on_failed, on_result=self._on_probe, clock=clock, tls=self.tls)
+        self.loads = None if config.disable_load_monitoring else LoadMonitor.from_config(
+            config, self._on_load, tls=self.tls)
 
     # -- start / stop ---------------------------------------------------------------
 
@@ -166,7 +177,7 @@ class WorkerManager:
         entry = self._pools.get(w.base_url)
         if entry is None:
             cfg = self.config
-            pool = UpstreamPool.from_config(self._loop(), w.host, w.port, cfg)
+            pool = UpstreamPool.from_config(self._loop(), w.host, w.port, cfg, ssl=self.tls.for_url(w.base_url))
             entry = self._pools[w.base_url] = [pool, 0]
         entry[1] += 1
         return entry[0]
@@ -183,6 +194,11 @@ class WorkerManager:
         return [("authorization", "Bearer " + w.api_key.decode())] if w.api_key else None
 
     async def _register(self, w: Worker) -> None:
+        refused = await self.guard.check(w.base_url)  # before anything reaches the address
+        if refused is not None:
+            log.error("worker %s not registered: %s", w.url, refused)
+            self._finalize(w)
+            return
         cfg = self.config
         timeout = cfg.worker_probe_timeout_secs
         cap = cfg.worker_registration_max_backoff_secs
@@ -195,7 +211,7 @@ class WorkerManager:
             except UpstreamError as e:
                 try:
                     status, _, _ = await client.request(w.base_url, "GET", "/health", headers=self._auth(w),
-                                                        timeout=timeout)
+                                                        timeout=timeout, ssl=self.tls.for_url(w.base_url))
                 except UpstreamError:
                     status = 0
                 if 200 <= status < 300:
@@ -225,7 +241,8 @@ class WorkerManager:
 
     async def _discover_models(self, w: Worker) -> None:
         status, _, body = await client.request(w.base_url, "GET", "/v1/models", headers=self._auth(w),
-                                               timeout=self.config.worker_probe_timeout_secs)
+                                               timeout=self.config.worker_probe_timeout_secs,
+                                               ssl=self.tls.for_url(w.base_url))
         if not 200 <= status < 300:
             raise UpstreamError(f"GET /v1/models answered {status}")
         try:
@@ -246,7 +263,8 @@ class WorkerManager:
         logical worker per rank. Returns True if it did."""
         try:
             status, _, body = await client.request(w.base_url, "GET", "/get_server_info", headers=self._auth(w),
-                                                   timeout=self.config.worker_probe_timeout_secs)
+                                                   timeout=self.config.worker_probe_timeout_secs,
+                                                   ssl=self.tls.for_url(w.base_url))
             info = orjson.loads(body) if 200 <= status < 300 else {}
         except (UpstreamError, ValueError):
             info = {}
@@ -277,8 +295,15 @@ class WorkerManager:
             log.warning("%s discovery: bad worker %s: %s", source, spec.get("url"), e)
             self.events.emit(DiscoveryChanged(source, "registration", "invalid"))
             return
+        refused = self.guard.refusal(clean["url"])  # a host name is judged by _register's lookup
+        if refused is not None:
+            log.warning("%s discovery: worker not registered: %s", source, refused)
+            self.events.emit(DiscoveryChanged(source, "registration", "invalid"))
+            return
         if self.registry.at_address(clean["url"]):
             return
+        if "api_key" not in clean and self.config.api_key:
+            clean["api_key"] = self.config.api_key  # SMG: --api-key is discovered workers' default key
         self.add(clean)
         self.events.emit(DiscoveryChanged(source, "registration", "success"))
 

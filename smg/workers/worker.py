@@ -41,7 +41,7 @@ class Worker:
         self.base_url = url.rstrip("/")
         self.url = self.base_url if dp_rank is None else f"{self.base_url}@{dp_rank}"
         self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.host_header = parts.netloc.encode("idna")
         self.id = worker_id or f"w{next(_ids)}"
         self.models = tuple(models)

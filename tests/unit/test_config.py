@@ -53,3 +53,11 @@ def test_yaml_and_cli_merge(tmp_path):
     f.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError):
         build_config({}, str(f))
+
+
+def test_repr_never_shows_credentials():
+    cfg = build_config({"api_key": "sk-gateway-secret", "tenant_api_key": ["team:sk-tenant-secret"],
+                        "control_plane_api_keys": ["a:ops:admin:sk-admin-secret"]})
+    text = repr(cfg)
+    assert "secret" not in text and text.count("<redacted>") == 3
+    assert cfg.api_key == "sk-gateway-secret"  # the value itself is intact

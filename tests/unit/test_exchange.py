@@ -277,6 +277,36 @@ def test_an_input_outside_the_table_is_refused():
         r.ex._go(X.END)
 
 
+def test_preemption_before_the_first_byte_answers_503_and_stops_the_worker():
+    r = Rig()
+    r.ex.start()
+    leg = r.leg
+    assert r.ex.preemptible
+    hdrs = [(b"retry-after", b"1"), (b"x-smg-preempted", b"true")]
+    assert r.ex.preempt(503, "request preempted by higher-priority traffic", "scheduler_preempted", hdrs)
+    assert r.sink.errors == [(503, "scheduler_preempted")] and leg.aborted and r.inflight() == 0
+    assert r.outcomes == [] and r.ex.state == X.DONE and len(r.timers) == 0
+    assert not r.ex.preempt(503, "again", "scheduler_preempted", hdrs)  # once only
+
+
+def test_a_streaming_answer_is_never_preempted():
+    r = Rig()
+    r.ex.start()
+    r.leg.owner.on_leg_events([head(200, sse=True), Data(b"data: 1\n\n")])
+    assert not r.ex.preemptible
+    assert not r.ex.preempt(503, "x", "scheduler_preempted", [])
+    assert r.sink.errors == [] and not r.leg.aborted and r.ex.state == X.STREAMING
+
+
+def test_preemption_during_a_backoff_cancels_the_retry():
+    r = Rig()
+    r.ex.start()
+    r.leg.owner.on_leg_events([head(503, 0), EndOfMessage()])
+    assert r.ex.state == X.BACKOFF and r.ex.preemptible
+    assert r.ex.preempt(503, "x", "scheduler_preempted", [])
+    assert all(h.cancelled for h in r.handles) and r.sink.errors == [(503, "scheduler_preempted")]
+
+
 def test_every_table_row_leads_to_a_known_state():
     assert set(X.TRANSITIONS.values()) <= set(X.STATES)
     assert {s for s, _ in X.TRANSITIONS} == set(X.STATES) - {X.DONE}
@@ -284,7 +314,7 @@ def test_every_table_row_leads_to_a_known_state():
 
 
 class AttemptMachine(RuleBasedStateMachine):
-    """Random interleavings of worker, client and clock inputs."""
+    """Random interleavings of worker, client, clock and scheduler (preemption) inputs."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -324,6 +354,20 @@ class AttemptMachine(RuleBasedStateMachine):
     def client_gone(self):
         self.r.ex.abort()
 
+    @rule()
+    def preempt(self):
+        # the priority scheduler takes the slot: only before anything reached the client
+        r = self.r
+        could = r.ex.preemptible
+        assert could == (r.ex.state in (X.WAITING, X.BACKOFF))
+        verdicts = len(r.outcomes)
+        done = r.ex.preempt(503, "preempted", "scheduler_preempted", [(b"retry-after", b"1")])
+        assert done == could
+        if done:
+            assert r.sink.head is None and r.sink.errors[-1] == (503, "scheduler_preempted")
+            assert r.ctx.error_type == "scheduler_preempted" and r.sink.producer is None
+            assert len(r.outcomes) == verdicts  # the worker is not blamed
+
     @rule(down=st.booleans())
     def worker_status(self, down):
         # workers leave and come back between attempts
@@ -342,6 +386,8 @@ class AttemptMachine(RuleBasedStateMachine):
             assert not any(leg.live for leg in r.legs)
             # the client was answered once, unless it left (nobody to answer)
             assert r.sink.terminals == 1 or r.ctx.error_type == "client_disconnected"
+        if r.ctx.error_type == "scheduler_preempted":
+            assert r.ex.state == X.DONE and r.sink.head is None
         # attempts ended = outcomes recorded + the no-verdict (client gone) end
         assert len(r.outcomes) <= r.ctx.attempts
 

@@ -42,7 +42,8 @@ HYP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChec
 
 
 class Req:
-    """What a policy sees of a request (the RouteRequest contract in smg/server/routes.py)."""
+    """What a policy sees of a request (the interface in smg/routing/policy.py, which the
+    request context, smg/server/context.py, implements)."""
 
     def __init__(self, text: str = "", headers: dict | None = None, body: dict | None = None,
                  path: bytes = b"/v1/completions") -> None:

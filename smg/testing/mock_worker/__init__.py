@@ -24,7 +24,7 @@ Where things are:
 |---|---|
 | ``config.py`` | ``MockConfig``, its validation, the failure modes |
 | ``stats.py`` | ``MockStats`` |
-| ``server.py`` | ``MockWorker`` (start/stop, template cache, ids), ``start_mock_workers`` |
+| ``server.py`` | ``MockWorker`` (start/stop, HTTPS, template cache, ids), ``start_mock_workers``, ``tls_context`` |
 | ``protocol.py`` | ``MockProtocol``: parsing, ordering, plain responses |
 | ``endpoints.py`` | the route table; embeddings, rerank, info, health, ``/_mock/*`` admin |
 | ``generation.py`` | chat, completions, ``/generate``, messages (the hot path) |
@@ -39,8 +39,8 @@ Stats (``MockWorker.stats``) count every request except ``/_mock/*`` ones.
 """
 from smg.testing.mock_worker.cli import mock_worker_command, run_forever
 from smg.testing.mock_worker.config import FAIL_MODES, MockConfig
-from smg.testing.mock_worker.server import MockWorker, start_mock_workers
+from smg.testing.mock_worker.server import MockWorker, start_mock_workers, tls_context
 from smg.testing.mock_worker.stats import MockStats
 
 __all__ = ["FAIL_MODES", "MockConfig", "MockStats", "MockWorker", "mock_worker_command", "run_forever",
-           "start_mock_workers"]
+           "start_mock_workers", "tls_context"]

@@ -10,6 +10,9 @@ Rules:
   ``_plain`` caches "no failure injection and no delay", the fast path's condition.
 - Ids are 16 ASCII bytes: 6 hex chars random per worker + a 10-digit counter: unique
   within a worker, and (barring a 1-in-16M prefix clash) across workers.
+- ``start(ssl=...)`` serves HTTPS (``url`` then says ``https``); ``tls_context`` builds
+  the context from PEM files, optionally requiring a client certificate (a worker
+  behind mutual TLS).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import time
 from dataclasses import fields
 from typing import Any
 
+from smg.server.tls import server_context
 from smg.testing.mock_worker.config import MockConfig
 from smg.testing.mock_worker.protocol import MockProtocol
 from smg.testing.mock_worker.stats import MockStats
@@ -47,6 +51,7 @@ class MockWorker:
         self.port = 0
         self.created = int(time.time())
         self._server: Any = None
+        self.tls = False
         self._conns: set = set()
         self._inflight = 0
         self._templates: dict = {}
@@ -68,12 +73,14 @@ class MockWorker:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> MockWorker:
-        """Listens on ``host:port`` (0 = a free port); returns once accepting."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl=None) -> MockWorker:
+        """Listens on ``host:port`` (0 = a free port); returns once accepting. ``ssl``
+        (an ``ssl.SSLContext``, e.g. from ``tls_context``) makes it serve HTTPS."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: MockProtocol(self), host, port, backlog=1024)
+        self._server = await loop.create_server(lambda: MockProtocol(self), host, port, backlog=1024, ssl=ssl)
+        self.tls = ssl is not None
         sockname = self._server.sockets[0].getsockname()
         self.host = host
         self.port = sockname[1]
@@ -132,6 +139,17 @@ class MockWorker:
             self._templates.clear()
         self._templates[key] = tmpl
         return tmpl
+
+
+def tls_context(cert_path: str, key_path: str, client_ca_path: str = ""):
+    """A server context for ``MockWorker.start(ssl=...)``: the PEM chain and key, and
+    with ``client_ca_path`` a client certificate issued by that CA required. HTTP/1.1
+    only (ALPN), as the engines smg fronts.
+
+    Raises:
+        OSError, ssl.SSLError: material that does not load.
+    """
+    return server_context(cert_path, key_path, client_ca_path, alpn=["http/1.1"])
 
 
 async def start_mock_workers(n: int, host: str = "127.0.0.1", **config: Any) -> list:

@@ -1,0 +1,1 @@
+"""admission control: token buckets, the concurrency limiter, the priority scheduler, tenant rate limits"""
