@@ -382,11 +382,17 @@ class H2ServerConnection(asyncio.Protocol):
         """Ends the connection now: GOAWAY, every open stream aborted, transport closed."""
         if self.closing:
             return
+        self._goaway(ErrorCodes.NO_ERROR)
+        self._shut(None, None)
+
+    def _goaway(self, code) -> None:
+        """h2's GOAWAY; after a draining one, naming the same last stream (a GOAWAY may
+        never raise the last stream id, RFC 9113 §6.8)."""
+        last = self.goaway_id if self.goaway_id >= 0 else None
         try:
-            self.h2.close_connection(ErrorCodes.NO_ERROR)
+            self.h2.close_connection(code, last_stream_id=last)
         except H2ProtocolError:
             pass  # h2 is closed already (a GOAWAY crossed)
-        self._shut(None, None)
 
     def _shut(self, reason: str | None, code) -> None:
         """GOAWAY (``code``: h2 queued one already when None), streams aborted, closed."""
@@ -395,10 +401,7 @@ class H2ServerConnection(asyncio.Protocol):
         if reason is not None:
             self._count_goaway(reason)
             if code is not None:
-                try:
-                    self.h2.close_connection(code)
-                except H2ProtocolError:
-                    pass
+                self._goaway(code)
         self.closing = True
         self._abort_streams()
         t = self.transport

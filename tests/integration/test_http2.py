@@ -288,6 +288,7 @@ def test_zero_window_stream_stays_bounded_while_others_flow(make_gateway):
         assert c.read_until(lambda: c.ended(sid)) and c.status(sid) == 200 and not c.of(sid, StreamReset)
         assert held() <= h2_stream.BACKLOG_HIGH + 262144  # the bound plus at most one upstream read
     assert w.stats.completed_streams >= 2
+    assert metric(h, "smg_http2_streams_active") == 1  # only the stuck one is open
     # the stuck stream is reset once it has made no progress for the timeout
     assert c.read_until(lambda: c.ended(stuck), timeout=15)
     (rst,) = c.of(stuck, StreamReset)
@@ -501,6 +502,8 @@ def test_drain_goaway_lets_open_streams_finish_and_refuses_new_ones(make_gateway
     body = b"".join(f.data for f in r.of(1, DataFrame))
     assert body.rstrip().endswith(b"data: [DONE]") and any("END_STREAM" in f.flags for f in r.of(1, DataFrame))
     s.close()
+    # the closing GOAWAY never names a later stream than the draining one did
+    assert [f.last_stream_id for f in r.frames if isinstance(f, GoAwayFrame)] == [1, 1]
     assert h.workers[0].stats.completed_streams == 1 and h.workers[0].stats.cancelled == 0
 
 
