@@ -170,7 +170,11 @@ class LegacyAdmission:
         now = self.now()
         if self.core.try_acquire(now):
             self._allowed[0] += 1
-            ctx.add_end_hook(self._hook)
+            # ctx.add_end_hook, inline: admission runs before any other end hook is added
+            if ctx.on_end is None:
+                ctx.on_end = self._hook
+            else:
+                ctx.add_end_hook(self._hook)
             return None
         return self._wait(ctx, now)
 

@@ -73,12 +73,23 @@ class RequestContext:
         self._text = None
 
     def add_end_hook(self, fn) -> None:
-        """``fn(ctx)`` runs once when the request ends, whatever way it ends."""
+        """``fn(ctx)`` runs once when the request ends, whatever way it ends. Hooks run in
+        the order they were added. ``on_end`` holds the one hook itself (the common
+        case: no list per request), or a list once there are several."""
         hooks = self.on_end
         if hooks is None:
-            self.on_end = [fn]
-        else:
+            self.on_end = fn
+        elif type(hooks) is list:
             hooks.append(fn)
+        else:
+            self.on_end = [hooks, fn]
+
+    def end_hooks(self) -> tuple:
+        """The hooks waiting for the request's end, in order (for inspection and tests)."""
+        hooks = self.on_end
+        if hooks is None:
+            return ()
+        return tuple(hooks) if type(hooks) is list else (hooks,)
 
     # -- what a routing policy reads (smg/routing/policy.py) -----------------------------
 

@@ -254,10 +254,11 @@ class HTTPServerProtocol(asyncio.Protocol):
             self._refuse_body()
             return
         budget = site.body_budget
-        if budget is not None and req.content_length > 0:
-            verdict = budget.admit(self.body_held, req.content_length)
-            if verdict:
-                self._refuse_body(verdict)
+        if budget is not None:
+            cl = req.content_length
+            # (admit's test inline: the common body fits, and pays no call)
+            if cl > 0 and (self.body_held + cl > budget.share or budget.used + cl > budget.total):
+                self._refuse_body(budget.admit(self.body_held, cl))
                 return
         if req.expect_continue and req.content_length != 0:
             self.transport.write(writer.CONTINUE_100)
@@ -270,11 +271,15 @@ class HTTPServerProtocol(asyncio.Protocol):
             return
         budget = self.site.body_budget
         if budget is not None:
-            verdict = budget.reserve(self.body_held, n)
-            if verdict:
-                self._refuse_body(verdict)
+            # BodyBudget.reserve inline on the hot path; the method gives the verdict
+            # when the bytes do not fit
+            held = self.body_held + n
+            used = budget.used + n
+            if held > budget.share or used > budget.total:
+                self._refuse_body(budget.reserve(self.body_held, n))
                 return
-            self.body_held += n
+            budget.used = used
+            self.body_held = held
         self.body.append(data)
 
     def _refuse_body(self, verdict: int = 0) -> None:
@@ -486,8 +491,10 @@ class HTTPServerProtocol(asyncio.Protocol):
     def _finish(self, keep_alive: bool) -> None:
         """The current response is complete; ``keep_alive`` False closes the connection."""
         ctx = self.ctx
-        if self.body_held:
-            self._release_body()
+        held = self.body_held
+        if held:
+            self.body_held = 0
+            self.site.body_budget.release(held)
         self.producer = None
         self.answering = False
         self.ctx = None

@@ -50,8 +50,11 @@ class Site:
         hooks = ctx.on_end
         if hooks is not None:
             ctx.on_end = None
-            for fn in hooks:
-                fn(ctx)
+            if type(hooks) is list:
+                for fn in hooks:
+                    fn(ctx)
+            else:
+                hooks(ctx)
         obs = self.observer
         if obs is not None:
             obs.request_done(ctx)

@@ -172,8 +172,9 @@ def request(headers=(), tenant=None) -> RequestContext:
 def ended(ctx, status=200) -> None:
     """What Site.request_ended does with the hooks."""
     ctx.status = ctx.status or status
-    hooks, ctx.on_end = ctx.on_end, None
-    for fn in hooks or ():
+    hooks = ctx.end_hooks()
+    ctx.on_end = None
+    for fn in hooks:
         fn(ctx)
 
 
@@ -208,7 +209,7 @@ def test_legacy_fast_path_adds_one_shared_hook_and_gives_the_token_back():
     stage, timers, clock = legacy(capacity=2)
     a, b = request(), request()
     assert stage(Conn(), a) is None and stage(Conn(), b) is None
-    assert a.on_end == [stage._hook] and b.on_end[0] is a.on_end[0]   # nothing allocated per request
+    assert a.end_hooks() == (stage._hook,) and b.end_hooks()[0] is a.end_hooks()[0]  # nothing per request
     ended(a)
     ended(b)
     assert stage.idle() and len(timers) == 0

@@ -399,9 +399,10 @@ def _filter(default, tenants=(), max_tenants=16):
 
 
 def _end(ctx):
-    for fn in ctx.on_end or ():
-        fn(ctx)
+    hooks = ctx.end_hooks()
     ctx.on_end = None
+    for fn in hooks:
+        fn(ctx)
 
 
 def test_the_filter_parses_once_reserves_and_refuses_with_smg_code():
@@ -409,7 +410,7 @@ def test_the_filter_parses_once_reserves_and_refuses_with_smg_code():
     ctx = _ctx(body=_chat("x" * 40))
     ctx.tenant = "auth:a"
     assert f(_Conn(), ctx) is None and parsed == [ctx] and ctx.body["model"] == "m"
-    assert parse_body(_Conn(), ctx) is None and len(ctx.on_end) == 1
+    assert parse_body(_Conn(), ctx) is None and len(ctx.end_hooks()) == 1
     ctx2 = _ctx(body=_chat("y"))
     ctx2.tenant = "auth:a"
     v = f(_Conn(), ctx2)
