@@ -121,7 +121,8 @@ def free_port() -> int:
 def http_call(port: int, method: str, path: str, body: bytes | None = None, timeout: float = 2.0) -> tuple:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer " + RIG_API_KEY} \
+            if body is not None else {}
         conn.request(method, path, body=body, headers=headers)
         r = conn.getresponse()
         return r.status, r.read()
@@ -244,12 +245,18 @@ def run_wrk(url: str, script: Path, connections: int, duration: float, cpu: str 
     return res
 
 
+# Every request carries this bearer key (as an OpenAI SDK client does), so that a target
+# with authentication on (smg-proxy-secured) is measured on the same requests.
+RIG_API_KEY = "sk-rig-0123456789abcdef"
+
+
 def lua_script(path: Path, body: dict) -> Path:
     payload = json.dumps(body, separators=(",", ":"))
     path.write_text(
         'wrk.method = "POST"\n'
         f"wrk.body = '{payload}'\n"
-        'wrk.headers["Content-Type"] = "application/json"\n')
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {RIG_API_KEY}"\n')
     return path
 
 
@@ -284,7 +291,8 @@ def lua_multi_script(path: Path, bodies: list) -> Path:
     items = ",\n".join("[==[" + b + "]==]" for b in bodies)
     path.write_text(
         "local bodies = {\n" + items + "\n}\n"
-        "local headers = {[\"Content-Type\"] = \"application/json\"}\n"
+        "local headers = {[\"Content-Type\"] = \"application/json\", [\"Authorization\"] = \"Bearer "
+        + RIG_API_KEY + "\"}\n"
         "request = function()\n"
         "  return wrk.format(\"POST\", nil, headers, bodies[math.random(#bodies)])\n"
         "end\n")
@@ -484,6 +492,20 @@ def _smg_proxy_bare_cmd(port: int, urls: list, workdir: Path) -> list:
                                 "--policy", POLICY["name"], "--log-level", "warning", "--disable-metrics"]
 
 
+def _smg_proxy_open_cmd(port: int, urls: list, workdir: Path) -> list:
+    # no authentication and no admission (SMG 1.13's default limiter turned off)
+    return _smg_proxy_cmd(port, urls, workdir) + ["--max-concurrent-requests", "0"]
+
+
+def _smg_proxy_secured_cmd(port: int, urls: list, workdir: Path) -> list:
+    # the full set configured but not binding: the gateway's API key, tenant rate limits
+    # (limits far above the load) and the default concurrency limiter
+    conf = workdir / "tenant-limits.yaml"
+    conf.write_text("default_policy:\n  requests_per_minute: 100000000\n  tokens_per_minute: 500000000\n")
+    return _smg_proxy_cmd(port, urls, workdir) + ["--api-key", RIG_API_KEY, "--tenant-rate-limit-enabled",
+                                                  "--tenant-rate-limit-config", str(conf)]
+
+
 def _smg_rust_cmd(port: int, urls: list, workdir: Path) -> list:
     # Flags per `smg launch --help` (1.13): quiet logs (its INFO level logs every request),
     # the Prometheus listener (on by default, 0.0.0.0:29000) moved to loopback on a free port.
@@ -541,6 +563,10 @@ TARGETS = {
                             _smg_proxy_available, _smg_proxy_obs_cmd, repo_on_path=True),
     "smg-proxy-bare": Target("smg-proxy-bare", "this repo's gateway, metrics and access log off",
                              _smg_proxy_available, _smg_proxy_bare_cmd, repo_on_path=True),
+    "smg-proxy-open": Target("smg-proxy-open", "this repo's gateway without auth or admission",
+                             _smg_proxy_available, _smg_proxy_open_cmd, repo_on_path=True),
+    "smg-proxy-secured": Target("smg-proxy-secured", "this repo's gateway: API key + tenant limits + limiter",
+                                _smg_proxy_available, _smg_proxy_secured_cmd, repo_on_path=True),
     "smg-proxy-base": Target("smg-proxy-base", "this repo's gateway from --base-checkout (before/after runs)",
                              _smg_base_available, _smg_base_cmd, other_checkout=True),
     "smg-rust": Target("smg-rust", "Shepherd Model Gateway (PyPI smg, Rust)",
@@ -664,6 +690,8 @@ def summarize(result: dict) -> None:
     ratio("smg-proxy-base", "smg-rust")
     ratio("smg-proxy-base", "nginx")
     ratio("smg-proxy", "smg-proxy-base")  # a change against its base, same run
+    ratio("smg-proxy-secured", "smg-proxy-open")  # what auth + limits cost when they do not bind
+    ratio("smg-proxy", "smg-proxy-open")  # what the default limiter costs
     ratio("smg-proxy-obs", "smg-proxy-bare")  # the cost of metrics + access logs
     for name in ts:
         if name != "direct":

@@ -167,8 +167,10 @@ class LegacyAdmission:
         self._key = 0
 
     def __call__(self, conn, ctx):
-        now = self.now()
-        if self.core.try_acquire(now):
+        core = self.core
+        # ConcurrencyLimiter.try_acquire inline (the hot path). Without refill the bucket
+        # never looks at the clock, so the clock is not read either.
+        if not core.queue and core.bucket.try_acquire(0, self.now() if core.refill else 0.0):
             self._allowed[0] += 1
             # ctx.add_end_hook, inline: admission runs before any other end hook is added
             if ctx.on_end is None:
@@ -176,7 +178,7 @@ class LegacyAdmission:
             else:
                 ctx.add_end_hook(self._hook)
             return None
-        return self._wait(ctx, now)
+        return self._wait(ctx, self.now())
 
     def _wait(self, ctx, now: float):
         core = self.core
@@ -197,10 +199,12 @@ class LegacyAdmission:
         return fut
 
     def _release(self, ctx) -> None:
-        granted = self.core.release(self.now())
-        if granted:
-            for g in granted:
-                self._grant(g)
+        core = self.core
+        if not core.queue:
+            core.bucket.release(0)  # ConcurrencyLimiter.release inline: nobody waits
+            return
+        for g in core.release(self.now()):
+            self._grant(g)
 
     def _grant(self, t) -> None:
         self._allowed[0] += 1

@@ -17,6 +17,9 @@ Rules:
 - A ticket queued for ``queue_timeout`` seconds or more is expired (408) by
   ``expire(now)``. The queue is FIFO with one timeout, so deadlines are in queue order.
 - Every ticket ends exactly once: ADMITTED, CANCELLED (its client left) or EXPIRED.
+- ``bucket`` and ``queue`` are public so that the pipeline stage can run
+  ``try_acquire``/``release`` inline on the hot path (smg/admission/admit.py); nothing
+  else touches them.
 - The clock is injected: every call that depends on time takes ``now`` (seconds,
   monotonic). ``next_wakeup(now)`` says when the I/O shell must next call ``expire`` /
   ``poll``, so one timer serves the whole queue (no timer per waiter).
@@ -48,7 +51,7 @@ class Ticket:
 
 
 class ConcurrencyLimiter:
-    __slots__ = ("capacity", "refill", "queue_size", "queue_timeout", "_bucket", "_queue")
+    __slots__ = ("capacity", "refill", "queue_size", "queue_timeout", "bucket", "queue")
 
     def __init__(self, capacity: int, refill_per_sec: float, queue_size: int, queue_timeout: float) -> None:
         """Raises ValueError for a capacity or rate the token bucket cannot hold, or a
@@ -59,18 +62,18 @@ class ConcurrencyLimiter:
         self.refill = refill_per_sec
         self.queue_size = queue_size
         self.queue_timeout = queue_timeout
-        self._bucket = TokenBuckets(1, capacity, refill_per_sec)
-        self._queue: OrderedDict = OrderedDict()  # Ticket -> None, in arrival order
+        self.bucket = TokenBuckets(1, capacity, refill_per_sec)
+        self.queue: OrderedDict = OrderedDict()  # Ticket -> None, in arrival order
 
     # -- admission ---------------------------------------------------------------------
 
     def try_acquire(self, now: float) -> bool:
         """Takes a token for a newcomer; False when none is free or tickets are queued."""
-        return not self._queue and self._bucket.try_acquire(0, now)
+        return not self.queue and self.bucket.try_acquire(0, now)
 
     def enqueue(self, item, now: float) -> Ticket | None:
         """Queues ``item``; None when the queue is full (or disabled: ``queue_size`` 0)."""
-        q = self._queue
+        q = self.queue
         if len(q) >= self.queue_size:
             return None
         t = Ticket(item, now, now + self.queue_timeout)
@@ -81,24 +84,24 @@ class ConcurrencyLimiter:
         """Removes a queued ticket (its client left); False if it was no longer queued."""
         if ticket.state is not QUEUED:
             return False
-        del self._queue[ticket]
+        del self.queue[ticket]
         ticket.state = CANCELLED
         return True
 
     def release(self, now: float):
         """Gives one token back; returns the tickets it admitted (head first)."""
-        self._bucket.release(0)
-        if not self._queue:
+        self.bucket.release(0)
+        if not self.queue:
             return _NONE
         return self.poll(now)
 
     def poll(self, now: float):
         """Admits queued tickets, head first, while tokens are free; returns them."""
-        q = self._queue
+        q = self.queue
         if not q:
             return _NONE
         out = []
-        bucket = self._bucket
+        bucket = self.bucket
         while q:
             t = next(iter(q))
             if not bucket.try_acquire(0, now):
@@ -110,7 +113,7 @@ class ConcurrencyLimiter:
 
     def expire(self, now: float):
         """Removes and returns the tickets whose deadline is at or before ``now``."""
-        q = self._queue
+        q = self.queue
         if not q:
             return _NONE
         out = []
@@ -126,12 +129,12 @@ class ConcurrencyLimiter:
     def next_wakeup(self, now: float) -> float | None:
         """When ``expire``/``poll`` may next have work: the head's deadline, or sooner the
         moment refill gives the head its token. None with an empty queue."""
-        q = self._queue
+        q = self.queue
         if not q:
             return None
         when = next(iter(q)).deadline
         if self.refill > 0:
-            wait = self._bucket.wait_time(0, now)
+            wait = self.bucket.wait_time(0, now)
             if now + wait < when:
                 when = now + wait
         return when
@@ -140,18 +143,18 @@ class ConcurrencyLimiter:
 
     def available(self, now: float) -> float:
         """Tokens free now (refilled up to ``now``)."""
-        return self._bucket.available(0, now)
+        return self.bucket.available(0, now)
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self.queue)
 
     def retry_after(self, now: float) -> int:
         """Seconds a refused client is told to wait (``Retry-After``): when refill gives
         the next token, at least 1; 1 for a pure concurrency bound (a token comes back
         whenever any request ends)."""
         if self.refill > 0:
-            wait = self._bucket.wait_time(0, now)
+            wait = self.bucket.wait_time(0, now)
             if wait != float("inf") and wait > 1:
                 return int(-(-wait // 1))
         return 1
