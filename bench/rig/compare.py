@@ -497,6 +497,11 @@ def _smg_proxy_open_cmd(port: int, urls: list, workdir: Path) -> list:
     return _smg_proxy_cmd(port, urls, workdir) + ["--max-concurrent-requests", "0"]
 
 
+def _smg_proxy_apikey_cmd(port: int, urls: list, workdir: Path) -> list:
+    # the gateway's API key only (no admission)
+    return _smg_proxy_open_cmd(port, urls, workdir) + ["--api-key", RIG_API_KEY]
+
+
 def _smg_proxy_secured_cmd(port: int, urls: list, workdir: Path) -> list:
     # the full set configured but not binding: the gateway's API key, tenant rate limits
     # (limits far above the load) and the default concurrency limiter
@@ -565,6 +570,8 @@ TARGETS = {
                              _smg_proxy_available, _smg_proxy_bare_cmd, repo_on_path=True),
     "smg-proxy-open": Target("smg-proxy-open", "this repo's gateway without auth or admission",
                              _smg_proxy_available, _smg_proxy_open_cmd, repo_on_path=True),
+    "smg-proxy-apikey": Target("smg-proxy-apikey", "this repo's gateway: API key, no admission",
+                               _smg_proxy_available, _smg_proxy_apikey_cmd, repo_on_path=True),
     "smg-proxy-secured": Target("smg-proxy-secured", "this repo's gateway: API key + tenant limits + limiter",
                                 _smg_proxy_available, _smg_proxy_secured_cmd, repo_on_path=True),
     "smg-proxy-base": Target("smg-proxy-base", "this repo's gateway from --base-checkout (before/after runs)",
@@ -692,6 +699,7 @@ def summarize(result: dict) -> None:
     ratio("smg-proxy", "smg-proxy-base")  # a change against its base, same run
     ratio("smg-proxy-secured", "smg-proxy-open")  # what auth + limits cost when they do not bind
     ratio("smg-proxy", "smg-proxy-open")  # what the default limiter costs
+    ratio("smg-proxy-apikey", "smg-proxy-open")  # what the API key check costs
     ratio("smg-proxy-obs", "smg-proxy-bare")  # the cost of metrics + access logs
     for name in ts:
         if name != "direct":
