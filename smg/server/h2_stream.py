@@ -58,7 +58,6 @@ from smg.api import errors as api_errors
 from smg.api.request_id import new_id
 from smg.http1 import writer
 from smg.server.context import RequestContext
-from smg.server.cors import REFUSED
 from smg.server.endpoints import UNMATCHED
 
 log = logging.getLogger("smg.server.h2")
@@ -68,7 +67,6 @@ BACKLOG_HIGH = 65536   # response bytes held per stream before its producer is p
 BACKLOG_LOW = 16384    # ... and resumed under this
 
 _HEAD = b"HEAD"
-_OPTIONS = b"OPTIONS"
 _RETRY_AFTER = [(b"retry-after", b"1")]
 _STATUS = {s: b"%d" % s for s in range(100, 600)}
 _CONTINUE = [(b":status", b"100")]
@@ -224,23 +222,7 @@ class H2Stream:
         self.body = []
         del body  # the chunks go now, not when the handler returns
         self.answering = True
-        try:
-            if route is False:
-                if ctx.method == _OPTIONS and self.site.cors is not None and self._preflight(ctx):
-                    return
-                self.reply_error(404, f"no route for {ctx.path.decode('latin-1')}", code="not_found")
-                return
-            handler = route.handlers.get(ctx.method)
-            if handler is None:
-                if ctx.method == _OPTIONS and self.site.cors is not None and self._preflight(ctx):
-                    return
-                self.reply_error(405, f"method {ctx.method.decode('latin-1')} not allowed",
-                                 extra=[(b"allow", route.allow)])
-                return
-            self.site.dispatch(route, handler, self, ctx)
-        except Exception:  # a bug in a handler must not take the connection down
-            log.exception("handler failed for %s (request id %s)", ctx.path, ctx.rid.decode())
-            self.handler_failed()
+        self.site.serve(self, route, ctx)
 
     def on_reset(self, status: int = 499) -> None:
         """The client reset the stream, or the connection is gone: abort the producer;
@@ -289,18 +271,6 @@ class H2Stream:
         self.body = []
         self.conn.body_held -= n
         self.site.body_budget.release(n)
-
-    def _preflight(self, ctx) -> bool:
-        """Answers a CORS preflight; False when the OPTIONS request is not one."""
-        answer = self.site.cors.preflight(ctx.headers)
-        if answer is None:
-            return False
-        if answer is REFUSED:
-            self.reply_error(403, "origin not allowed by the gateway's CORS policy (--cors-allowed-origins)",
-                             code="cors_origin_not_allowed")
-        else:
-            self.reply(200, b"", answer, content_type=b"text/plain; charset=utf-8")
-        return True
 
     def _fresh(self) -> None:
         """A context for an answer that belongs to no parsed request."""

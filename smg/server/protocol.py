@@ -62,14 +62,12 @@ from smg.http1 import writer
 from smg.http1.events import Data, EndOfMessage, Request
 from smg.http1.parser import RequestParser
 from smg.server.context import RequestContext
-from smg.server.cors import REFUSED
 from smg.server.endpoints import UNMATCHED
 
 log = logging.getLogger("smg.server")
 
 _HEAD = b"HEAD"
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_OPTIONS = b"OPTIONS"
 _RETRY_AFTER = [(b"retry-after", b"1")]
 # Lingering close after an early answer (nginx's lingering_time and lingering_timeout):
 # read and discard for at most this long, and stop once the client pauses this long.
@@ -317,35 +315,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         self.body = []
         del body  # the chunks go now, not when the handler returns
         self.answering = True
-        try:
-            if route is False:
-                if ctx.method == _OPTIONS and self.site.cors is not None and self._preflight(ctx):
-                    return
-                self.reply_error(404, f"no route for {ctx.path.decode('latin-1')}", code="not_found")
-                return
-            handler = route.handlers.get(ctx.method)
-            if handler is None:
-                if ctx.method == _OPTIONS and self.site.cors is not None and self._preflight(ctx):
-                    return
-                self.reply_error(405, f"method {ctx.method.decode('latin-1')} not allowed",
-                                 extra=[(b"allow", route.allow)])
-                return
-            self.site.dispatch(route, handler, self, ctx)
-        except Exception:  # a bug in a handler must not take the process down
-            log.exception("handler failed for %s (request id %s)", ctx.path, ctx.rid.decode())
-            self.handler_failed()
-
-    def _preflight(self, ctx) -> bool:
-        """Answers a CORS preflight; False when the OPTIONS request is not one."""
-        answer = self.site.cors.preflight(ctx.headers)
-        if answer is None:
-            return False
-        if answer is REFUSED:
-            self.reply_error(403, "origin not allowed by the gateway's CORS policy (--cors-allowed-origins)",
-                             code="cors_origin_not_allowed")
-        else:
-            self.reply(200, b"", answer, content_type=b"text/plain; charset=utf-8")
-        return True
+        self.site.serve(self, route, ctx)
 
     def handler_failed(self) -> None:
         """A handler or filter raised: answer 500 if nothing was sent, else drop the connection."""

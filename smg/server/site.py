@@ -8,14 +8,23 @@ tick, which refreshes ``now`` (the loop's coarse clock, for timeouts) and sweeps
 Rules:
 - ``on_head`` runs the head stage of the pipeline (request id, trace span) the moment
   a request head is parsed, so even an early answer (413, 408) carries its id.
-- ``dispatch`` runs the route's filter chain, then its handler (smg/server/filters.py).
+- ``serve`` answers a complete request from any sink (HTTP/1.1 connection, HTTP/2
+  stream): 404/405 and CORS preflights, else the route's filter chain, then its handler
+  (smg/server/filters.py).
 - ``request_ended`` is called by the sink exactly once per request it ends.
 - ``cors`` and ``body_budget`` are read by the sink (smg/server/protocol.py); None means
   the feature is off and costs nothing.
 """
 from __future__ import annotations
 
+import logging
+
 from smg.server import filters
+from smg.server.cors import REFUSED
+
+log = logging.getLogger("smg.server")
+
+_OPTIONS = b"OPTIONS"
 
 
 class Site:
@@ -41,8 +50,38 @@ class Site:
         if self.tracing is not None:
             ctx.span = self.tracing.start(ctx.method, ctx.path, ctx.headers, ctx.rid)
 
-    def dispatch(self, route, handler, conn, ctx) -> None:
-        filters.run(route.chain, handler, conn, ctx, 0, self.timers, self.now + self.config.request_timeout_secs)
+    def serve(self, sink, route, ctx) -> None:
+        """A complete request (its body in ``ctx.raw``) from any sink: 404 for no route
+        (``route`` False), 405 for a method the route lacks — a CORS preflight first, on
+        both — else the route's filter chain and handler. A handler or filter that raises
+        is answered by the sink (``handler_failed``), never by the process going down."""
+        try:
+            handler = route.handlers.get(ctx.method) if route is not False else None
+            if handler is None:
+                if ctx.method == _OPTIONS and self.cors is not None and self._preflight(sink, ctx):
+                    return
+                if route is False:
+                    sink.reply_error(404, f"no route for {ctx.path.decode('latin-1')}", code="not_found")
+                else:
+                    sink.reply_error(405, f"method {ctx.method.decode('latin-1')} not allowed",
+                                     extra=[(b"allow", route.allow)])
+                return
+            filters.run(route.chain, handler, sink, ctx, 0, self.timers, self.now + self.config.request_timeout_secs)
+        except Exception:  # a bug in a handler must not take the process down
+            log.exception("handler failed for %s (request id %s)", ctx.path, ctx.rid.decode())
+            sink.handler_failed()
+
+    def _preflight(self, sink, ctx) -> bool:
+        """Answers a CORS preflight; False when the OPTIONS request is not one."""
+        answer = self.cors.preflight(ctx.headers)
+        if answer is None:
+            return False
+        if answer is REFUSED:
+            sink.reply_error(403, "origin not allowed by the gateway's CORS policy (--cors-allowed-origins)",
+                             code="cors_origin_not_allowed")
+        else:
+            sink.reply(200, b"", answer, content_type=b"text/plain; charset=utf-8")
+        return True
 
     def request_ended(self, ctx) -> None:
         """Every sink calls this exactly once per request, whatever way it ended: the
