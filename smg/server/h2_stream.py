@@ -5,7 +5,7 @@ calls here. A request's header block becomes a ``RequestContext`` (``request_hea
 pseudo-headers to method/target, ``:authority`` to ``host``), its route is looked up
 and the head stage runs (``Site.on_head``); DATA is collected up to
 ``--max-payload-size``; at END_STREAM the route's filter chain and handler run
-(``Site.dispatch``) exactly as for HTTP/1.1. The answer comes back through the same
+(``Site.serve``) exactly as for HTTP/1.1. The answer comes back through the same
 sink methods the HTTP/1.1 connection has (``reply``/``reply_error``, ``send_head``/
 ``send``/``fail``, ``abort``, ``set_producer``, ``handler_failed``, ``keep_alive``,
 ``peer``); the filter chain, selection, exchange, upstream legs and observer never

@@ -5,7 +5,7 @@ Theory of operation: ``data_received`` makes one call into the parser per read a
 walks the batch of events. A request head creates its ``RequestContext`` and finds
 its route in the endpoint table; the body is collected (bounded by
 ``--max-payload-size``); at its end the route's filter chain and handler run
-(``Site.dispatch``). The answer comes back through the sink methods below, from a
+(``Site.serve``). The answer comes back through the sink methods below, from a
 gateway handler (``reply``) or from an exchange streaming a worker's answer
 (``send_head`` / ``send`` / ``fail``); the producer (the exchange, or a request
 parked in the filter chain) is told when the client is slow (``pause``/``resume``)
