@@ -29,6 +29,20 @@ BUDGET_TOO_LARGE = 413
 BUDGET_BUSY = 503
 
 
+_RETRY_AFTER = [(b"retry-after", b"1")]
+
+
+def refusal(verdict: int, share: int) -> tuple:
+    """``(status, message, code, extra headers)`` of the answer to a body that will not be
+    read: ``verdict`` 0 is over ``--max-payload-size``, else the budget's verdict. Both
+    sinks (HTTP/1.1 connection, HTTP/2 stream) answer with it."""
+    if verdict == 0:
+        return 413, "request body exceeds the maximum payload size", None, None
+    if verdict == BUDGET_TOO_LARGE:
+        return 413, f"request body exceeds the largest body the gateway holds ({share} bytes)", None, None
+    return 503, "the gateway holds too many request bodies; retry later", "body_budget_exhausted", _RETRY_AFTER
+
+
 class BodyBudget:
     __slots__ = ("total", "share", "used")
 

@@ -57,6 +57,7 @@ from hpack import NeverIndexedHeaderTuple
 from smg.api import errors as api_errors
 from smg.api.request_id import new_id
 from smg.http1 import writer
+from smg.server.body_budget import refusal
 from smg.server.context import RequestContext
 from smg.server.endpoints import UNMATCHED
 
@@ -67,7 +68,6 @@ BACKLOG_HIGH = 65536   # response bytes held per stream before its producer is p
 BACKLOG_LOW = 16384    # ... and resumed under this
 
 _HEAD = b"HEAD"
-_RETRY_AFTER = [(b"retry-after", b"1")]
 _STATUS = {s: b"%d" % s for s in range(100, 600)}
 _CONTINUE = [(b":status", b"100")]
 # Values unique to one response (request ids, most body lengths) are sent as literals
@@ -255,14 +255,9 @@ class H2Stream:
         if self.body_held:
             self._release_body()
         self.body = []
-        if verdict == 0:
-            self.reply_error(413, "request body exceeds the maximum payload size", close=True)
-        elif verdict == 413:
-            self.reply_error(413, "request body exceeds the largest body the gateway holds "
-                             f"({self.site.body_budget.share} bytes)", close=True)
-        else:
-            self.reply_error(503, "the gateway holds too many request bodies; retry later",
-                             code="body_budget_exhausted", close=True, extra=_RETRY_AFTER)
+        budget = self.site.body_budget
+        status, message, code, extra = refusal(verdict, budget.share if budget is not None else 0)
+        self.reply_error(status, message, code=code, close=True, extra=extra)
 
     def _release_body(self) -> None:
         """Gives this request's reserved body bytes back (once: it zeroes them)."""

@@ -61,6 +61,7 @@ from smg.errors import RemoteProtocolError
 from smg.http1 import writer
 from smg.http1.events import Data, EndOfMessage, Request
 from smg.http1.parser import RequestParser
+from smg.server.body_budget import refusal
 from smg.server.context import RequestContext
 from smg.server.endpoints import UNMATCHED
 
@@ -68,7 +69,6 @@ log = logging.getLogger("smg.server")
 
 _HEAD = b"HEAD"
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_RETRY_AFTER = [(b"retry-after", b"1")]
 # Lingering close after an early answer (nginx's lingering_time and lingering_timeout):
 # read and discard for at most this long, and stop once the client pauses this long.
 LINGER_MAX_SECS = 30.0
@@ -289,14 +289,9 @@ class HTTPServerProtocol(asyncio.Protocol):
         if self.body_held:
             self._release_body()
         self.body = []
-        if verdict == 0:
-            self.reply_error(413, "request body exceeds the maximum payload size", close=True)
-        elif verdict == 413:
-            self.reply_error(413, "request body exceeds the largest body the gateway holds "
-                             f"({self.site.body_budget.share} bytes)", close=True)
-        else:
-            self.reply_error(503, "the gateway holds too many request bodies; retry later",
-                             code="body_budget_exhausted", close=True, extra=_RETRY_AFTER)
+        budget = self.site.body_budget
+        status, message, code, extra = refusal(verdict, budget.share if budget is not None else 0)
+        self.reply_error(status, message, code=code, close=True, extra=extra)
 
     def _release_body(self) -> None:
         """Gives the current request's reserved body bytes back (once: it zeroes them)."""

@@ -105,7 +105,7 @@ def test_clock_is_read_only_when_data_events_complete(impl):
     assert sc.observe(b"tial\n\n") == 1
     after = time.monotonic()
     first = sc.first_t
-    assert before <= first <= after                # time.monotonic()'s clock
+    assert before <= first <= after                # the scanner reads the monotonic clock
     assert sc.last_t == first
     time.sleep(0.002)
     assert sc.observe([Data(b"data: a\n\n"), Data(b"data: [DONE]\n\n")]) == 2
