@@ -1,13 +1,17 @@
 """smg-proxy: the command line.
 
-``smg-proxy [FLAGS]`` runs the gateway. With no worker source at all (no
-``--worker-urls``, ``--discovery-file`` or ``--service-discovery``, on the command
-line or in ``--config``) it starts two built-in mock workers and routes to them (demo
-mode); with any source, it never does. ``smg-proxy mock-worker --port N`` runs one
-mock worker.
+``smg-proxy launch [FLAGS]`` and plain ``smg-proxy [FLAGS]`` run the gateway (the same
+flags, the same behaviour). With no worker source at all (no ``--worker-urls``,
+``--discovery-file`` or ``--service-discovery``, on the command line or in ``--config``)
+it starts two built-in mock workers and routes to them (demo mode); with any source, it
+never does. ``smg-proxy mock-worker --port N`` runs one mock worker; ``--version``/``-V``
+prints the version.
 
-Flags are generated from smg/config/schema.py. List flags accept SMG's spelling
-(``--worker-urls http://a http://b``) as well as repeating the flag.
+Flags are generated from smg/config/schema.py, one per setting (plus its aliases and,
+for negatable booleans, the ``--no-`` forms); ``--help`` lists them under the headings
+of smg/config/groups.py. List flags accept ``--worker-urls http://a http://b`` as well as
+repeating the flag. A setting smg accepts only at its default (status NOT_YET) given
+another value ends start-up with one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
@@ -19,11 +23,15 @@ import sys
 import click
 from click.core import ParameterSource
 
-from smg.config.load import build_config
-from smg.config.schema import SETTINGS, GatewayConfig
+from smg._version import __version__
+from smg.config.groups import grouped
+from smg.config.load import NotSupportedYet, build_config
+from smg.config.schema import NOT_YET, SETTINGS, GatewayConfig
 from smg.errors import ConfigError
 
-_LIST_FLAGS = {s.flag for s in SETTINGS if s.kind is list}
+_LIST_FLAGS = {f for s in SETTINGS if s.kind is list for f in (s.flag, *s.aliases)}
+_SETTING_NAMES = frozenset(s.name for s in SETTINGS)
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _expand_list_flags(args: list) -> list:
@@ -47,43 +55,105 @@ def _expand_list_flags(args: list) -> list:
     return out
 
 
-class _Group(click.Group):
+class _GroupedHelp:
+    """``--help`` with the settings under their headings (smg/config/groups.py), the
+    command's own options (``--config``, ``--version``, ``--help``) first."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        params = self.get_params(ctx)
+        by_name = {p.name: p for p in params}
+        own = [r for p in params if p.name not in _SETTING_NAMES if (r := p.get_help_record(ctx))]
+        with formatter.section("Options"):
+            formatter.write_dl(own)
+        for group, settings in grouped(SETTINGS):
+            rows = [r for s in settings if (p := by_name.get(s.name)) is not None
+                    if (r := p.get_help_record(ctx))]
+            if rows:
+                with formatter.section(f"{group.title} ({group.about})"):
+                    formatter.write_dl(rows)
+        if isinstance(self, click.Group):
+            self.format_commands(ctx, formatter)
+
+
+class _Group(_GroupedHelp, click.Group):
     def parse_args(self, ctx, args):
         return super().parse_args(ctx, _expand_list_flags(list(args)))
 
 
-def _options(fn):
-    for s in reversed(SETTINGS):
-        kw = {"help": s.help, "show_default": True}
-        if s.kind is list:
-            kw.update(multiple=True, default=None, show_default=False)
-        elif s.kind is bool:
-            kw.update(is_flag=True, default=s.default)
+class _Launch(_GroupedHelp, click.Command):
+    pass
+
+
+def _option(s) -> click.Option:
+    kw = {"help": s.help + (" [not supported yet: accepted only at its default]"
+                            if s.status == NOT_YET else ""), "show_default": True}
+    decls = [s.flag, *s.aliases]
+    if s.kind is list:
+        kw.update(multiple=True, default=None, show_default=False, type=float if s.item is float else str)
+    elif s.kind is bool:
+        if s.negatable:
+            decls = [f"{f}/--no-{f[2:]}" for f in decls]
         else:
-            kw.update(type=s.kind if s.choices is None else click.Choice(s.choices), default=s.default)
-        fn = click.option(s.flag, *s.aliases, s.name, **kw)(fn)
-    return fn
+            kw.update(is_flag=True)
+        kw.update(default=s.default, show_default=s.default is not None)
+    else:
+        kw.update(type=s.kind if s.choices is None else click.Choice(s.choices), default=s.default)
+    return click.Option(decls + [s.name], **kw)
 
 
-@click.group(cls=_Group, invoke_without_command=True,
-             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="YAML file whose keys mirror the flags (flags given on the command line win).")
-@_options
-@click.pass_context
-def main(ctx: click.Context, config_file: str | None, **values) -> None:
-    """smg-proxy: a high-performance LLM inference gateway."""
-    if ctx.invoked_subcommand is not None:
-        return
+def _options(fn):
+    """The shared options of ``smg-proxy`` and ``smg-proxy launch``."""
+    params = fn.__dict__.setdefault("__click_params__", [])
+    params.extend(_option(s) for s in reversed(SETTINGS))  # click reverses the list back
+    fn = click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                      help="YAML file whose keys mirror the flags (flags given on the command line win).")(fn)
+    return click.version_option(__version__, "-V", "--version", prog_name="smg-proxy",
+                                message="%(prog)s %(version)s")(fn)
+
+
+def config_from(ctx: click.Context, config_file: str | None, values: dict) -> GatewayConfig:
+    """The config of a parsed command line: only flags the user gave override the YAML
+    file and the defaults.
+
+    Raises:
+        ConfigError: (NotSupportedYet included) naming the flag or key at fault.
+    """
     given = {}
     for name, value in values.items():
         if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
             given[name] = list(value) if isinstance(value, tuple) else value
+    return build_config(given, config_file)
+
+
+def _launch(ctx: click.Context, config_file: str | None, values: dict) -> None:
     try:
-        cfg = build_config(given, config_file)
+        cfg = config_from(ctx, config_file, values)
+    except NotSupportedYet as e:  # one line, no usage text: the flag is right, smg lacks the feature
+        click.echo(f"smg-proxy: {e}", err=True)
+        sys.exit(2)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     sys.exit(run(cfg))
+
+
+@click.group(cls=_Group, invoke_without_command=True, context_settings=_CONTEXT)
+@_options
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None, **values) -> None:
+    """smg-proxy: a high-performance LLM inference gateway.
+
+    Run it with ``smg-proxy launch [FLAGS]`` (or ``smg-proxy [FLAGS]``)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _launch(ctx, config_file, values)
+
+
+@main.command("launch", cls=_Launch, context_settings=_CONTEXT)
+@_options
+@click.pass_context
+def launch(ctx: click.Context, config_file: str | None, **values) -> None:
+    """Run the gateway (the same as smg-proxy with these flags)."""
+    _launch(ctx, config_file, values)
 
 
 def has_worker_source(cfg: GatewayConfig) -> bool:
@@ -134,8 +204,12 @@ async def _serve(cfg: GatewayConfig) -> int:
         return 2
     try:
         await gw.start()
-    except OSError as e:
-        click.echo(f"smg-proxy: cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}", err=True)
+    except ConfigError as e:  # a worker URL that is the gateway's own listener
+        click.echo(f"smg-proxy: {e}", err=True)
+        await gw.workers.stop()
+        return 2
+    except OSError as e:  # the message names the listener and address (smg/server/app.py _bind)
+        click.echo(f"smg-proxy: {e.strerror or e}", err=True)
         return 1
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
     scheme = "https" if gw.tls is not None else "http"

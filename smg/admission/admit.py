@@ -18,8 +18,8 @@ Rules:
 - Time is the gateway's coarse loop clock (``now()``: ``Site.now``). Each stage keeps
   at most one entry, itself, in the gateway's timer wheel, due at the core's
   ``next_wakeup`` (queue timeouts, refill, starvation): no timer or task per request.
-- Refusals are answered in the API's own error format. Legacy: 429 ``queue_full`` (or
-  ``rate_limit_exceeded`` with ``--queue-size 0``) with ``Retry-After``, 408
+- Refusals are answered in the API's own error format. Legacy: 429
+  ``admission_queue_full`` (queue full, or no queue with ``--queue-size 0``) with ``Retry-After``, 408
   ``queue_timeout``; ``smg_http_rate_limit_total{result}`` counts allowed and rejected.
   Scheduler: 429 ``scheduler_queue_full`` (``Retry-After: 1``), 408
   ``scheduler_queue_timeout``; a preempted victim is answered by its exchange
@@ -188,8 +188,9 @@ class LegacyAdmission:
             self._rejected[0] += 1
             retry = [(b"retry-after", b"%d" % core.retry_after(now))]
             if core.queue_size == 0:
-                return self.reply(429, "too many concurrent requests", "rate_limit_exceeded", retry)
-            return self.reply(429, "too many concurrent requests and the admission queue is full", "queue_full", retry)
+                return self.reply(429, "too many concurrent requests", "admission_queue_full", retry)
+            return self.reply(429, "too many concurrent requests and the admission queue is full",
+                              "admission_queue_full", retry)
         q.ticket = t
         q.fut = fut = asyncio.get_running_loop().create_future()
         ctx.add_end_hook(q)

@@ -20,6 +20,10 @@ Rules:
 - ``bucket`` and ``queue`` are public so that the pipeline stage can run
   ``try_acquire``/``release`` inline on the hot path (smg/admission/admit.py); nothing
   else touches them.
+- ``holding(now)`` is the number of requests holding a token (the
+  ``smg_admission_inflight`` gauge, read at scrape time): capacity minus free tokens
+  without refill; with refill, where tokens also come back with time, the bucket is a
+  ``_HeldBuckets`` that counts takes and returns itself.
 - The clock is injected: every call that depends on time takes ``now`` (seconds,
   monotonic). ``next_wakeup(now)`` says when the I/O shell must next call ``expire`` /
   ``poll``, so one timer serves the whole queue (no timer per waiter).
@@ -50,6 +54,34 @@ class Ticket:
         return f"Ticket({self.state}, since={self.since})"
 
 
+class _HeldBuckets:
+    """A one-slot TokenBuckets that also counts the tokens taken and not yet returned
+    (used with refill only, so the pure concurrency bound pays nothing for it)."""
+
+    __slots__ = ("_b", "held")
+
+    def __init__(self, buckets: TokenBuckets) -> None:
+        self._b = buckets
+        self.held = 0
+
+    def try_acquire(self, slot: int, now: float) -> bool:
+        if self._b.try_acquire(slot, now):
+            self.held += 1
+            return True
+        return False
+
+    def release(self, slot: int) -> None:
+        self._b.release(slot)
+        if self.held > 0:
+            self.held -= 1
+
+    def available(self, slot: int, now: float) -> float:
+        return self._b.available(slot, now)
+
+    def wait_time(self, slot: int, now: float) -> float:
+        return self._b.wait_time(slot, now)
+
+
 class ConcurrencyLimiter:
     __slots__ = ("capacity", "refill", "queue_size", "queue_timeout", "bucket", "queue")
 
@@ -62,7 +94,8 @@ class ConcurrencyLimiter:
         self.refill = refill_per_sec
         self.queue_size = queue_size
         self.queue_timeout = queue_timeout
-        self.bucket = TokenBuckets(1, capacity, refill_per_sec)
+        bucket = TokenBuckets(1, capacity, refill_per_sec)
+        self.bucket = _HeldBuckets(bucket) if refill_per_sec > 0 else bucket
         self.queue: OrderedDict = OrderedDict()  # Ticket -> None, in arrival order
 
     # -- admission ---------------------------------------------------------------------
@@ -144,6 +177,12 @@ class ConcurrencyLimiter:
     def available(self, now: float) -> float:
         """Tokens free now (refilled up to ``now``)."""
         return self.bucket.available(0, now)
+
+    def holding(self, now: float) -> int:
+        """Requests holding a token now (admitted and not yet released)."""
+        if self.refill > 0:
+            return self.bucket.held
+        return max(0, int(round(self.capacity - self.bucket.available(0, now))))
 
     @property
     def queued(self) -> int:

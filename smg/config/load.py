@@ -1,7 +1,15 @@
 """Merging defaults, a YAML file and CLI flags into a GatewayConfig (CLI wins).
 
 Every error names the offending key as the user wrote it: ``--flag`` for flags,
-the YAML key (``file.yaml: key``) for the config file.
+the YAML key (``file.yaml: key``) for the config file. A setting whose feature smg does
+not have yet (status NOT_YET in smg/config/schema.py) given any value but its default
+raises ``NotSupportedYet``, so that no option is silently ignored.
+
+Settings resolved from others when left unset: ``remove_unhealthy_workers`` (on with a
+discovery source), ``prometheus_host`` (``host`` itself when it is a loopback address, else ``::`` when
+``host`` is an IPv6 address and ``0.0.0.0`` otherwise), and
+``discovery_provider`` (``kubernetes`` sets ``service_discovery``; ``file`` needs
+``discovery_file``).
 """
 from __future__ import annotations
 
@@ -10,13 +18,24 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from smg.config.schema import SETTINGS, GatewayConfig, Setting, setting
+from smg.config.groups import grouped
+from smg.config.schema import NOT_YET, SETTINGS, GatewayConfig, Setting, setting
 from smg.errors import ConfigError
 
-_YAML_KEYS = {}
+
+class NotSupportedYet(ConfigError):
+    """A setting smg accepts only at its default was given another value."""
+
+
+#: setting name -> heading of its area (named in NotSupportedYet messages)
+_AREA = {s.name: g.title for g, rows in grouped(SETTINGS) for s in rows}
+_NOT_YET = tuple(s for s in SETTINGS if s.status == NOT_YET)
+
+_YAML_KEYS = {}  # the setting's name, or any of its flags without the dashes, - or _ alike
 for _s in SETTINGS:
-    _YAML_KEYS[_s.name] = _s
-    _YAML_KEYS[_s.name.replace("_", "-")] = _s
+    for _key in (_s.name, *(a[2:] for a in _s.aliases)):
+        _YAML_KEYS[_key.replace("-", "_")] = _s
+        _YAML_KEYS[_key.replace("_", "-")] = _s
 
 
 def _coerce(s: Setting, value: Any, where: str) -> Any:
@@ -106,11 +125,22 @@ def build_config(cli: dict, config_file: str | None = None) -> GatewayConfig:
     """
     cfg = GatewayConfig()
     values = dict(cfg.values)
+    origin = {}  # setting name -> how the user wrote it
     if config_file:
-        values.update(load_yaml(config_file))
+        from_file = load_yaml(config_file)
+        values.update(from_file)
+        origin.update((name, f"{config_file}: {name}") for name in from_file)
     for name, value in cli.items():
         s = setting(name)
         values[name] = _coerce(s, value, s.flag)
+        origin[name] = s.flag
+    for s in _NOT_YET:
+        if values[s.name] != s.default:
+            default = "unset" if s.default is None else ("empty" if s.default == [] else f"{s.default}")
+            raise NotSupportedYet(origin.get(s.name, s.flag),
+                                  f"not supported yet ({_AREA.get(s.name, 'this feature')}); "
+                                  f"smg-proxy accepts it only at its default ({default})")
+    _resolve(values, origin)
     where = "--worker-urls"
     values["worker_urls"] = [_check_worker_url(u, where) for u in values["worker_urls"]]
     for h in values["request_id_headers"]:
@@ -118,3 +148,23 @@ def build_config(cli: dict, config_file: str | None = None) -> GatewayConfig:
             raise ConfigError("--request-id-headers", f"{h!r} is not a header name")
     values["request_id_headers"] = [h.lower() for h in values["request_id_headers"]]
     return GatewayConfig(values)
+
+
+def _resolve(values: dict, origin: dict) -> None:
+    """Fills the settings whose unset value depends on others (see the module docstring)."""
+    provider = values["discovery_provider"]
+    if provider is not None:
+        if values["service_discovery"]:
+            raise ConfigError(origin.get("discovery_provider", "--discovery-provider"),
+                              "give --service-discovery or --discovery-provider, not both")
+        if provider == "kubernetes":
+            values["service_discovery"] = True
+        elif not values["discovery_file"]:
+            raise ConfigError(origin.get("discovery_provider", "--discovery-provider"),
+                              "file discovery needs --discovery-file")
+    if values["remove_unhealthy_workers"] is None:
+        values["remove_unhealthy_workers"] = bool(values["service_discovery"] or values["discovery_file"])
+    if "prometheus_host" not in origin:  # the metrics listener follows --host's family (loopback stays loopback)
+        h = values["host"]
+        values["prometheus_host"] = h if h in ("localhost", "::1") or h.startswith("127.") else \
+            ("::" if ":" in h else "0.0.0.0")

@@ -2,19 +2,26 @@
 
 Theory of operation: the event loop is single-threaded, so nothing here takes a lock.
 Per request, the Observer updates one Tally per request shape (smg.observability.tally;
-``shapes``), from which the HTTP, router and worker-selection families are folded at
-scrape time. Rarer events (retries, health probes, breaker transitions, discovery)
-update plain cells (a one-element list per label tuple; Hist cells for histograms),
-and some families are read off state kept elsewhere (breaker totals, pool sizes,
-engine loads). prometheus-client reads all of it only at scrape time through a custom
+``shapes``), from which the HTTP, router and worker families are folded at scrape
+time. The per-attempt families (``smg_worker_requests_total``, ``smg_worker_errors_total``,
+``smg_router_upstream_responses_total``) count a request's last attempt from its shape
+and each earlier, failed one from the retry hook (``on_retry``). Rarer events (retries,
+health probes, breaker transitions, load polls, discovery) update plain cells (a
+one-element list per label tuple; Hist cells for histograms), and some families are
+read off state kept elsewhere (breaker totals, pool sizes, engine loads). prometheus-client reads all of it only at scrape time through a custom
 collector (``Metrics.collect``); the exposition is served by the gateway's own HTTP
 protocol on ``--prometheus-port``.
 
 Rules:
-- Label values come from bounded sets: route paths (``unmatched`` otherwise), models
-  the registry knows (``other`` otherwise), worker URLs, status codes, fixed names.
-  No raw paths or request ids become labels.
-- Names and label sets are SMG's (reference §12) so dashboards carry over.
+- Label values come from bounded sets: route paths (``other`` otherwise), models
+  the registry knows (``other`` otherwise, ``unknown`` when none is named), worker
+  URLs, status codes, fixed names (smg.observability.labels). No raw paths or request
+  ids become labels.
+- A family SMG only shows once it has a series (the error counters, the routing-key
+  gauge) is ``lazy`` here: left out of the exposition until then.
+- Names, types, help texts, label sets and label values are SMG's (reference §12;
+  docs/compatibility.md "Metrics" lists what differs) so dashboards carry over;
+  ``le`` values are written as SMG writes them (``5``, not ``5.0``).
 """
 from __future__ import annotations
 
@@ -22,23 +29,66 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from smg.observability.tally import Hist
-from smg.workers.events import BreakerTransition, DiscoveryChanged, DiscoverySynced, HealthChecked
+from smg.api.errors import default_code
+from smg.observability.labels import worker_error
+from smg.observability.routing_keys import RoutingKeysHeld
+from smg.workers.events import BreakerTransition, DiscoveryChanged, DiscoverySynced, HealthChecked, LoadPolled
 
-# Seconds. Request durations span sub-millisecond gateway answers to long generations.
-DEFAULT_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                            10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+# Seconds. Request durations span sub-millisecond gateway answers to two-hour
+# generations; the bounds are SMG's, so its dashboards' bucket queries carry over.
+DEFAULT_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0,
+                            45.0, 60.0, 90.0, 120.0, 180.0, 240.0, 300.0, 480.0, 900.0, 1200.0, 1800.0, 2700.0,
+                            3600.0, 5400.0, 7200.0)
+# Seconds before a retry (SMG's bounds; backoff is capped by --retry-max-backoff-ms).
+RETRY_BACKOFF_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TPOT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 _CB_VALUES = {"closed": 0, "open": 1, "half_open": 2}
+
+
+def le_label(bound: float) -> str:
+    """A bucket bound as an ``le`` value: integral bounds without a fraction (``5``,
+    not ``5.0``), others in their shortest exact decimal form (``0.001``), never in
+    exponent notation; as SMG writes them, so ``le``-matching queries carry over."""
+    b = float(bound)
+    if b.is_integer():
+        return str(int(b))
+    text = repr(b)
+    if "e" in text or "E" in text:
+        text = format(b, ".20f").rstrip("0")
+    return text
+
+
+def _buckets(les: tuple, counts) -> list:
+    """Cumulative ``[(le, count), ...]`` ending with ``+Inf`` (``counts``: per bucket, +Inf last)."""
+    acc = 0
+    out = []
+    for le, n in zip(les, counts):
+        acc += n
+        out.append((le, acc))
+    out.append(("+Inf", acc + counts[-1]))
+    return out
+
+
 _ENGINE = (
-    ("smg_engine_running_requests", "num_running_reqs", "Requests running in the engine"),
-    ("smg_engine_waiting_requests", "num_waiting_reqs", "Requests queued in the engine"),
-    ("smg_engine_token_usage", "token_usage", "KV cache usage (0-1)"),
-    ("smg_engine_gen_throughput", "gen_throughput", "Generation throughput (tokens/s)"),
-    ("smg_engine_cache_hit_rate", "cache_hit_rate", "Prefix cache hit rate"),
+    ("smg_engine_running_requests", "num_running_reqs", "Engine-reported running requests by worker, model, dp_rank"),
+    ("smg_engine_waiting_requests", "num_waiting_reqs", "Engine-reported waiting requests by worker, model, dp_rank"),
+    ("smg_engine_token_usage", "token_usage", "Engine-reported KV token usage ratio (0.0-1.0) by worker, model, "
+     "dp_rank"),
+    ("smg_engine_gen_throughput", "gen_throughput", "Engine-reported generation throughput (tokens/s) by worker, "
+     "model, dp_rank"),
+    ("smg_engine_cache_hit_rate", "cache_hit_rate", "Engine-reported prefix cache hit rate (0.0-1.0) by worker, "
+     "model, dp_rank"),
 )
+_HTTP_RESPONSES_HELP = "Total HTTP responses by path, status_code and error_code"
+_MODEL_HELP = ("model is the served model's id, unknown for a request that names no model, or other for a model "
+               "the gateway does not serve")
+# Only "poll" occurs here: loads are always fetched (no pushed load records to fall back from).
+_LOAD_POLLS_HELP = ("Load-monitor tick decisions by worker and mode: poll (no pushed load record on file), "
+                    "fallback (pushed records older than the tick interval), skipped_fresh_push (the worker's "
+                    "KV-event stream pushed its load within the interval; no GetLoads RPC)")
 
 
 class CounterVec:
@@ -75,13 +125,14 @@ class CounterVec:
 
 
 class HistogramVec:
-    __slots__ = ("name", "doc", "labels", "bounds", "cells")
+    __slots__ = ("name", "doc", "labels", "bounds", "les", "cells")
 
     def __init__(self, name: str, doc: str, labels: tuple, bounds: tuple) -> None:
         self.name = name
         self.doc = doc
         self.labels = labels
         self.bounds = tuple(sorted(bounds))
+        self.les = tuple(le_label(b) for b in self.bounds)
         self.cells: dict = {}
 
     def observe(self, key: tuple, value: float) -> None:
@@ -99,36 +150,38 @@ class HistogramVec:
 
     def family(self):
         f = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        les = self.les
         for k, c in self.cells.items():
-            acc = 0
-            buckets = []
-            for b, n in zip(self.bounds, c.counts):
-                acc += n
-                buckets.append((repr(float(b)), acc))
-            buckets.append(("+Inf", acc + c.counts[-1]))
-            f.add_metric(k, buckets, c.sum)
+            f.add_metric(k, _buckets(les, c.counts), c.sum)
         return f
 
 
 class _Derived:
     """A family folded from the shapes: ``items(shape)`` yields the shape's (label tuple,
-    contribution) pairs (none when the shape is not part of the family)."""
+    contribution) pairs (none when the shape is not part of the family), plus, for
+    counters, the cells of ``extra``. ``lazy``: the family is left out of the exposition
+    until it has a series (as SMG registers it on first use)."""
 
-    __slots__ = ("name", "doc", "labels", "shapes", "items", "hist")
+    __slots__ = ("name", "doc", "labels", "shapes", "items", "hist", "extra", "lazy")
 
-    def __init__(self, name, doc, labels, shapes: dict, items, hist: bool) -> None:
+    def __init__(self, name, doc, labels, shapes: dict, items, hist: bool, extra=None, lazy: bool = False) -> None:
         self.name = name
         self.doc = doc
         self.labels = labels
         self.shapes = shapes
         self.items = items
         self.hist = hist
+        self.extra = extra  # a CounterVec whose cells are added in (counts kept outside the shapes)
+        self.lazy = lazy
 
     def folded(self) -> dict:
         out: dict = {}
         for sh in list(self.shapes.values()):
             for k, v in self.items(sh):
                 self._add(out, k, v)
+        if self.extra is not None:
+            for k, c in self.extra.cells.items():
+                self._add(out, k, c[0])
         return out
 
     def _add(self, out: dict, k, v) -> None:
@@ -147,20 +200,22 @@ class _Derived:
             out[k] = out.get(k, 0) + v
 
     def family(self):
+        """The family, or None (``lazy`` and no series yet)."""
+        folded = self.folded()
+        if self.lazy and not folded:
+            return None
         if not self.hist:
             f = CounterMetricFamily(self.name, self.doc, labels=self.labels)
-            for k, v in self.folded().items():
+            for k, v in folded.items():
                 f.add_metric(k, v)
             return f
         f = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
-        for k, (counts, total, bounds) in self.folded().items():
-            acc = 0
-            buckets = []
-            for b, n in zip(bounds, counts):
-                acc += n
-                buckets.append((repr(float(b)), acc))
-            buckets.append(("+Inf", acc + counts[-1]))
-            f.add_metric(k, buckets, total)
+        les: dict = {}  # bounds -> their le labels, once per scrape
+        for k, (counts, total, bounds) in folded.items():
+            le = les.get(bounds)
+            if le is None:
+                le = les[bounds] = tuple(le_label(b) for b in bounds)
+            f.add_metric(k, _buckets(le, counts), total)
         return f
 
 
@@ -180,20 +235,26 @@ def _by_protocol(connections) -> list:
 
 class GaugeFn:
     """A gauge family computed at scrape time by ``fn() -> iterable of (labels, value)``
-    (``counter``: a counter family read off totals kept elsewhere, e.g. the breakers)."""
+    (``counter``: a counter family read off totals kept elsewhere, e.g. the breakers;
+    ``lazy``: left out of the exposition while ``fn`` yields nothing)."""
 
-    __slots__ = ("name", "doc", "labels", "fn", "kind")
+    __slots__ = ("name", "doc", "labels", "fn", "kind", "lazy")
 
-    def __init__(self, name: str, doc: str, labels: tuple, fn, counter: bool = False) -> None:
+    def __init__(self, name: str, doc: str, labels: tuple, fn, counter: bool = False, lazy: bool = False) -> None:
         self.name = name
         self.doc = doc
         self.labels = labels
         self.fn = fn
         self.kind = CounterMetricFamily if counter else GaugeMetricFamily
+        self.lazy = lazy
 
     def family(self):
+        """The family, or None (``lazy`` and no series)."""
+        items = self.fn()
+        if self.lazy and not items:
+            return None
         f = self.kind(self.name, self.doc, labels=self.labels)
-        for k, v in self.fn():
+        for k, v in items:
             f.add_metric(k, v)
         return f
 
@@ -213,13 +274,13 @@ class Metrics:
         self.shapes: dict = {}  # shape key -> Tally (filled by the Observer)
         c, h, g, d = self._counter, self._histogram, self._gauge, self._derived
         # Layer 1: HTTP (folded from the request shapes)
-        d("smg_http_requests_total", "HTTP requests received", ("method", "path"),
+        d("smg_http_requests_total", "Total HTTP requests by method and path", ("method", "path"),
           lambda sh: (sh.labels["method"], sh.labels["path"]), lambda sh: sh.count)
-        d("smg_http_request_duration_seconds", "HTTP request duration", ("method", "path"),
+        d("smg_http_request_duration_seconds", "HTTP request duration by method and path", ("method", "path"),
           lambda sh: (sh.labels["method"], sh.labels["path"]), lambda sh: sh.dur, hist=True)
-        d("smg_http_responses_total", "HTTP responses sent", ("path", "status_code", "error_code"),
+        d("smg_http_responses_total", _HTTP_RESPONSES_HELP, ("path", "status_code", "error_code"),
           lambda sh: (sh.labels["path"], sh.labels["status"], sh.labels["error_code"]), lambda sh: sh.count)
-        g("smg_http_connections_active", "Open client connections", (),
+        g("smg_http_connections_active", "Currently active HTTP connections", (),
           lambda: [((), len(connections))])
         # connections by protocol and HTTP/2 streams (SMG has no such families; new names,
         # a ``protocol`` label of "http/1.1" or "h2"), read off the connections at scrape
@@ -232,65 +293,98 @@ class Metrics:
                               "HTTP/2 connections the gateway ended with GOAWAY, by reason", ("reason",))
         self.http2_resets = c("smg_http2_stream_resets_total",
                               "HTTP/2 streams reset, by the side that reset them and why", ("side", "reason"))
-        # Layer 2: router
+        # Layer 2: router. Requests that reached selection on a proxied route; failed
+        # attempts before the last one (retries) are added to the per-attempt families
+        # from the retry hook (``on_retry``).
         rl = ("router_type", "backend_type", "connection_mode", "model", "endpoint")
-        d("smg_router_requests_total", "Requests routed", rl + ("streaming",),
+        d("smg_router_requests_total", "Total routed requests by router_type, backend_type, connection_mode, model, "
+          "endpoint, streaming; " + _MODEL_HELP, rl + ("streaming",),
           lambda sh: _router(sh) and _router(sh) + (sh.labels["streaming"],), lambda sh: sh.count)
-        d("smg_router_request_duration_seconds", "Routed request duration", rl, _router, lambda sh: sh.dur,
-          hist=True)
-        d("smg_router_request_errors_total", "Routed requests that failed", rl + ("error_type",),
-          lambda sh: _router(sh) and sh.labels["router_error"] and _router(sh) + (sh.labels["router_error"],),
-          lambda sh: sh.count)
-        d("smg_router_upstream_responses_total", "Worker responses by status",
-          ("router_type", "status_code", "error_code"),
-          lambda sh: sh.labels.get("upstream") and ("http", sh.labels["upstream"], ""), lambda sh: sh.count)
+        d("smg_router_request_duration_seconds",
+          "Router request duration by router_type, backend_type, connection_mode, model, endpoint", rl,
+          lambda sh: sh.labels.get("rkd"), lambda sh: sh.dur, hist=True)
+        d("smg_router_request_errors_total", "Router errors by router_type, backend_type, connection_mode, model, "
+          "endpoint, error_type; " + _MODEL_HELP, rl + ("error_type",),
+          lambda sh: _router(sh) and sh.labels.get("router_error") and _router(sh) + (sh.labels["router_error"],),
+          lambda sh: sh.count, lazy=True)
+        self.upstream_attempts = CounterVec("", "", ())  # failed attempts before the last
+        d("smg_router_upstream_responses_total", "Upstream backend HTTP responses by router_type, status_code, "
+          "error_code", ("router_type", "status_code", "error_code"),
+          lambda sh: sh.labels.get("upstream") and ("http",) + sh.labels["upstream"], lambda sh: sh.count,
+          extra=self.upstream_attempts)
+        # TTFT/TPOT/tokens of the streams the gateway observes (SMG fills these from its
+        # gRPC path only; the names and labels are its)
         tl = ("router_type", "backend_type", "model", "endpoint")
-        d("smg_router_ttft_seconds", "Time to first token (streams)", tl, lambda sh: sh.labels.get("tl"),
-          lambda sh: sh.ttft, hist=True)
-        d("smg_router_tpot_seconds", "Time per output token (streams)", tl, lambda sh: sh.labels.get("tl"),
-          lambda sh: sh.tpot, hist=True)
-        d("smg_router_tokens_total", "Tokens reported in usage", tl + ("token_type",),
+        d("smg_router_ttft_seconds", "Time to first token by router_type, backend_type, model, endpoint", tl,
+          lambda sh: sh.labels.get("tl"), lambda sh: sh.ttft, hist=True)
+        d("smg_router_tpot_seconds", "Time per output token by router_type, backend_type, model, endpoint", tl,
+          lambda sh: sh.labels.get("tl"), lambda sh: sh.tpot, hist=True)
+        d("smg_router_tokens_total", "Total tokens processed by router_type, backend_type, model, endpoint, "
+          "token_type", tl + ("token_type",),
           lambda sh: ((sh.labels["tl"] + ("input",), sh.tok_in), (sh.labels["tl"] + ("output",), sh.tok_out))
           if sh.labels.get("tl") else ())
-        d("smg_router_generation_duration_seconds", "First to last token (streams)", tl,
-          lambda sh: sh.labels.get("tl"), lambda sh: sh.gen, hist=True)
+        d("smg_router_generation_duration_seconds", "Total generation time by router_type, backend_type, model, "
+          "endpoint", tl, lambda sh: sh.labels.get("tl"), lambda sh: sh.gen, hist=True)
         # Layer 3: workers
-        g("smg_worker_pool_size", "Workers registered", ("worker_type", "connection_mode", "model"),
-          self._pool_sizes)
-        g("smg_worker_connections_active", "Open connections to workers", ("worker_type", "connection_mode"),
-          self._worker_connections)
-        g("smg_worker_requests_active", "In-flight requests per worker", ("worker",),
+        g("smg_worker_pool_size", "Current worker pool size by worker_type, connection_mode, model",
+          ("worker_type", "connection_mode", "model"), self._pool_sizes)
+        g("smg_worker_connections_active", "Active connections to workers by worker_type, connection_mode",
+          ("worker_type", "connection_mode"), self._worker_connections)
+        g("smg_worker_requests_active", "Currently running requests per worker", ("worker",),
           lambda: [((w.url,), w.inflight) for w in registry.all()])
-        g("smg_worker_health", "1 if the worker is ready", ("worker",),
+        # keys of requests in flight, per worker (the gateway wraps its upstream sends
+        # with ``routing_keys.wrap``)
+        self.routing_keys = RoutingKeysHeld()
+        g("smg_worker_routing_keys_active", "Sticky routing keys currently held by a worker", ("worker",),
+          lambda: self.routing_keys.gauge(registry), lazy=True)
+        g("smg_worker_health", "Worker health status (1=healthy, 0=unhealthy)", ("worker",),
           lambda: [((w.url,), 1 if w.status == "ready" else 0) for w in registry.all()])
-        d("smg_worker_selection_total", "Worker selections", ("worker_type", "connection_mode", "model", "policy"),
+        # every upstream leg is HTTP/1.1 (smg/upstream/http1_leg.py)
+        g("smg_worker_http2", "Whether the router speaks HTTP/2 to the worker (1=HTTP/2, 0=HTTP/1.1)", ("worker",),
+          lambda: [((w.url,), 0) for w in registry.all()])
+        self.worker_attempts = CounterVec("", "", ())  # failed attempts before the last: (url, model)
+        d("smg_worker_requests_total", "Requests dispatched to a worker by worker (URL) and model, counted at each "
+          "send", ("worker", "model"), lambda sh: sh.labels.get("worker"), lambda sh: sh.count,
+          extra=self.worker_attempts)
+        d("smg_worker_selection_total", "Worker selection events by worker_type, connection_mode, model, policy",
+          ("worker_type", "connection_mode", "model", "policy"),
           lambda sh: sh.labels.get("selection"), lambda sh: sh.count)
-        d("smg_worker_errors_total", "Worker transport/protocol errors",
+        self.worker_error_attempts = CounterVec("", "", ())  # failed attempts before the last
+        d("smg_worker_errors_total", "Worker-level errors by worker_type, connection_mode, error_type",
           ("worker_type", "connection_mode", "error_type"), lambda sh: sh.labels.get("worker_error"),
-          lambda sh: sh.count)
-        self.health_checks = c("smg_worker_health_checks_total", "Health probes", ("worker_type", "result"))
+          lambda sh: sh.count, extra=self.worker_error_attempts, lazy=True)
+        self.health_checks = c("smg_worker_health_checks_total", "Health check results by worker_type and result",
+                               ("worker_type", "result"))
         # circuit breakers
-        g("smg_worker_cb_state", "Breaker state (0 closed, 1 open, 2 half-open)", ("worker",),
+        g("smg_worker_cb_state", "Circuit breaker state per worker (0=closed, 1=open, 2=half_open)", ("worker",),
           lambda: [((w.url,), _CB_VALUES.get(w.breaker.state, 0)) for w in registry.all() if w.breaker])
-        self.cb_transitions = c("smg_worker_cb_transitions_total", "Breaker transitions", ("worker", "from", "to"))
+        self.cb_transitions = c("smg_worker_cb_transitions_total",
+                                "Circuit breaker state transitions by worker, from, to", ("worker", "from", "to"))
         # the breakers' own totals, read at scrape (no per-request metric update)
-        g("smg_worker_cb_outcomes_total", "Outcomes counted by breakers", ("worker", "outcome"),
+        g("smg_worker_cb_outcomes_total", "Circuit breaker outcomes by worker and outcome (success/failure)",
+          ("worker", "outcome"),
           lambda: [((w.url, o), n) for w in registry.all() if w.breaker
                    for o, n in (("success", w.breaker.total_successes), ("failure", w.breaker.total_failures))
                    if n], counter=True)
-        g("smg_worker_cb_consecutive_failures", "Breaker failure streak", ("worker",),
+        g("smg_worker_cb_consecutive_failures", "Current consecutive failure count per worker", ("worker",),
           lambda: [((w.url,), w.breaker.consecutive_failures) for w in registry.all() if w.breaker])
-        g("smg_worker_cb_consecutive_successes", "Breaker success streak", ("worker",),
+        g("smg_worker_cb_consecutive_successes", "Current consecutive success count per worker", ("worker",),
           lambda: [((w.url,), w.breaker.consecutive_successes) for w in registry.all() if w.breaker])
+        g("smg_worker_cb_health_readmissions_total", "Times a worker's open circuit breaker went half-open because "
+          "the worker's health returned (its promotion to Ready) rather than at the breaker's timeout, by worker",
+          ("worker",), lambda: [((w.url,), w.breaker.health_readmissions) for w in registry.all() if w.breaker],
+          counter=True)
         # retries
-        self.retries = c("smg_worker_retries_total", "Retried attempts", ("worker_type", "endpoint"))
-        self.retries_exhausted = c("smg_worker_retries_exhausted_total", "Requests out of attempts",
-                                   ("worker_type", "endpoint"))
-        self.retry_backoff = h("smg_worker_retry_backoff_seconds", "Backoff before a retry", ("attempt",),
-                               (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
-        # engine gauges re-exported from load polls
+        self.retries = c("smg_worker_retries_total", "Total retry attempts by worker_type and endpoint",
+                         ("worker_type", "endpoint"))
+        d("smg_worker_retries_exhausted_total", "Requests that exhausted all retries by worker_type and endpoint",
+          ("worker_type", "endpoint"), lambda sh: sh.labels.get("exhausted"), lambda sh: sh.count)
+        self.retry_backoff = h("smg_worker_retry_backoff_seconds", "Retry backoff duration by attempt number",
+                               ("attempt",), RETRY_BACKOFF_BUCKETS)
+        # engine gauges re-exported from load polls, and the polls themselves
         for name, field, doc in _ENGINE:
             g(name, doc, ("worker", "model", "dp_rank"), self._engine(field))
+        self.load_polls = c("smg_engine_load_polls_total", _LOAD_POLLS_HELP, ("worker", "mode"))
         # discovery
         self.discovery_registrations = c("smg_discovery_registrations_total", "Workers registered by discovery",
                                          ("source", "result"))
@@ -311,11 +405,30 @@ class Metrics:
             self.cb_transitions.inc((rec.url, rec.old, rec.new))
         elif event == DiscoverySynced.event:
             self.discovery_sync.observe((rec.source,), rec.seconds)
+        elif event == LoadPolled.event:
+            self.load_polls.inc((rec.url, rec.mode))
         elif event == DiscoveryChanged.event:
             if rec.kind == "registration":
                 self.discovery_registrations.inc((rec.source, rec.result))
             else:
                 self.discovery_deregistrations.inc((rec.source, rec.result))
+
+    def on_retry(self, ctx, worker, attempt: int, delay: float, failed) -> None:
+        """The exchange's retry hook: the attempt on ``worker`` failed (``failed``:
+        (worker's status or None, transport error kind or None, status the client would
+        have got)) and attempt number ``attempt`` follows after ``delay`` seconds. Counts
+        the retry, its backoff, and the failed attempt in the per-attempt families (the
+        last attempt of every request is counted from its shape)."""
+        status, kind, fail_status = failed
+        wt = worker.worker_type
+        self.retries.inc((wt, ctx.endpoint.label))
+        self.retry_backoff.observe((str(attempt),), delay)
+        self.worker_attempts.inc((worker.url, worker.models[0] if worker.models else "unknown"))
+        self.upstream_attempts.inc(("http", str(status), "") if status else
+                                   ("http", str(fail_status), default_code(fail_status)))
+        err = worker_error(status or 0, kind)
+        if err is not None:
+            self.worker_error_attempts.inc((wt, "http", err))
 
     # -- admission (smg/admission/admit.py): registered only when a limiter or the
     # scheduler is configured, so an unconfigured gateway exports none of them
@@ -324,9 +437,15 @@ class Metrics:
         """``smg_http_rate_limit_total{result}`` (allowed | rejected), once."""
         m = getattr(self, "rate_limit", None)
         if m is None:
-            m = self.rate_limit = self._counter("smg_http_rate_limit_total", "Admission decisions of the "
-                                                "concurrency limiter / rate limit", ("result",))
+            m = self.rate_limit = self._counter("smg_http_rate_limit_total", "Rate limiting decisions by result "
+                                                "(allowed/rejected)", ("result",))
         return m
+
+    def add_admission_inflight(self, holding) -> None:
+        """``smg_admission_inflight``: ``holding()`` at scrape time, the requests holding
+        a token of the legacy concurrency limiter (the scheduler has its own gauges)."""
+        self._gauge("smg_admission_inflight", "Requests currently holding an admission token", (),
+                    lambda: [((), holding())])
 
     def add_scheduler(self, state, wait_buckets: tuple) -> dict:
         """The ``smg_scheduler_*`` families. Counters and the queue-wait histogram are
@@ -366,16 +485,19 @@ class Metrics:
         self.families.append(m)
         return m
 
-    def _derived(self, name, doc, labels, key, value=None, hist: bool = False) -> _Derived:
+    def _derived(self, name, doc, labels, key, value=None, hist: bool = False, extra=None,
+                 lazy: bool = False) -> _Derived:
         """``key(shape)`` → label tuple or None, ``value(shape)`` → contribution; or, with
-        ``value`` None, ``key`` is ``items(shape)`` → [(labels, contribution), ...]."""
+        ``value`` None, ``key`` is ``items(shape)`` → [(labels, contribution), ...];
+        ``extra``: a CounterVec added in (not in ``families`` itself); ``lazy``: exported
+        only once it has a series."""
         items = key if value is None else (lambda sh: ((key(sh), value(sh)),))
-        m = _Derived(name, doc, labels, self.shapes, items, hist)
+        m = _Derived(name, doc, labels, self.shapes, items, hist, extra, lazy)
         self.families.append(m)
         return m
 
-    def _gauge(self, name, doc, labels, fn, counter: bool = False) -> GaugeFn:
-        m = GaugeFn(name, doc, labels, fn, counter)
+    def _gauge(self, name, doc, labels, fn, counter: bool = False, lazy: bool = False) -> GaugeFn:
+        m = GaugeFn(name, doc, labels, fn, counter, lazy)
         self.families.append(m)
         return m
 
@@ -413,7 +535,9 @@ class Metrics:
     # prometheus-client collector protocol
     def collect(self):
         for m in self.families:
-            yield m.family()
+            f = m.family()
+            if f is not None:
+                yield f
 
     def registry(self) -> CollectorRegistry:
         r = CollectorRegistry(auto_describe=False)

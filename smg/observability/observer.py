@@ -5,7 +5,9 @@ Every stage writes its facts into the request context (times, status, worker, th
 scanner's findings); this module reads them off the context alone and turns them into
 bounded labels. A shape key holds only bounded values: the endpoint record (not the
 client's path), a known method or ``other``, the model label selection chose
-(``other`` for a model no worker names).
+(``other`` for a model no worker names), the request's stream flag, the worker.
+Which families a shape counts in, and with which values, is decided once, when the
+shape is first seen (smg.observability.labels).
 
 Cost: requests of the same shape (method, path, status, model, worker, ...) update the
 same Tally (smg.observability.tally), which holds the shape's counters, histograms and
@@ -15,22 +17,25 @@ pre-rendered access-log labels; a request then costs one dict lookup and one Tal
 from __future__ import annotations
 
 from smg.observability.metrics import DEFAULT_DURATION_BUCKETS, TPOT_BUCKETS, TTFT_BUCKETS
+from smg.observability.labels import OTHER_PATH, exhausted, router_error, worker_error
 from smg.observability.tally import Tally
 from smg.streaming.sse import usage_counts
+from smg.workers.retry import RETRYABLE_STATUS
 
 _METHODS = {m: m.decode() for m in (b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD", b"OPTIONS")}
 
 
 class Observer:
-    __slots__ = ("metrics", "access", "tracing", "clock", "shapes", "_buffer", "_dur_bounds")
+    __slots__ = ("metrics", "access", "tracing", "clock", "shapes", "retryable", "_buffer", "_dur_bounds")
 
-    def __init__(self, metrics, access, tracing, clock) -> None:
+    def __init__(self, metrics, access, tracing, clock, retryable=RETRYABLE_STATUS) -> None:
         self.metrics = metrics
         self.access = access
         self.tracing = tracing
         self.clock = clock
         # shape key -> Tally; never cleared (they hold counters), bounded by the label sets
         self.shapes: dict = metrics.shapes if metrics is not None else {}
+        self.retryable = frozenset(retryable)  # statuses a retry may fix (smg_worker_retries_exhausted_total)
         self._buffer = access.buffer if access is not None else None
         self._dur_bounds = metrics.duration_buckets if metrics is not None else DEFAULT_DURATION_BUCKETS
 
@@ -41,15 +46,17 @@ class Observer:
         method = ctx.method
         if method not in _METHODS:
             method = b"other"
+        body = ctx.body
+        stream = body is not None and body.get("stream") is True  # the request's stream flag
         if w is None:
-            key = (method, ctx.endpoint, ctx.status, ctx.error_code, ctx.model_label)
+            key = (method, ctx.endpoint, ctx.status, ctx.error_code, ctx.model_label, stream)
             t = self.shapes.get(key)
             if t is None:
                 t = self._shape(key, ctx, "", "")
             t.record(now, ctx.t0, ctx.rid, 0, None)
         else:
             policy = ctx.policy
-            key = (method, ctx.endpoint, ctx.status, ctx.error_code, ctx.model_label, ctx.is_sse, w.url,
+            key = (method, ctx.endpoint, ctx.status, ctx.error_code, ctx.model_label, stream, w.url,
                    w.worker_type, policy.name, ctx.upstream_status, ctx.error_type)
             t = self.shapes.get(key)
             if t is None:
@@ -78,31 +85,42 @@ class Observer:
         """The Tally for a new request shape, with its labels rendered once.
 
         Every label comes from a bounded set (endpoint-table paths, ``other`` for
-        methods and ``unmatched`` for paths outside it, models some worker names,
-        worker URLs, status codes, fixed names), so the number of shapes is bounded too.
+        methods and for paths outside it, models some worker names, worker URLs,
+        status codes, fixed names), so the number of shapes is bounded too.
         """
-        method_b, endpoint, status, error_code, model_l = key[:5]
-        path_l = endpoint.path_label or "unmatched"
+        method_b, endpoint, status, error_code, model_l, stream = key[:6]
+        path_l = endpoint.path_label or OTHER_PATH
         labels = {"method": _METHODS.get(method_b, "other"), "path": path_l,
                   "status": str(status), "error_code": error_code or ""}
-        model_l = model_l or "unknown"
-        if len(key) > 5:
-            is_sse, _url, worker_type, policy_l, upstream_status, error_type = key[5:]
+        routed = len(key) > 6
+        # the router families count what reached selection on a proxied route: routed
+        # requests, and those selection found no worker for (no model served)
+        if endpoint.proxied and (routed or model_l):
+            model_l = model_l or "unknown"
             label = endpoint.label
             labels["rk"] = ("http", "regular", "http", model_l, label)
-            labels["tl"] = ("http", "regular", model_l, label)
-            labels["streaming"] = "true" if is_sse else "false"
-            labels["selection"] = (worker_type, "http", model_l, policy_l)
-            labels["upstream"] = str(upstream_status) if upstream_status else None
-            if error_type is not None:
-                labels["router_error"] = error_type
-            elif status >= 400:
-                labels["router_error"] = "upstream_" + str(status)
-            else:
-                labels["router_error"] = None
-            labels["worker_error"] = (worker_type, "http", error_type) \
-                if error_type is not None and error_type != "client_disconnected" else None
+            labels["streaming"] = "true" if stream else "false"
+            if not routed:
+                labels["router_error"] = "no_workers"
+                labels["upstream"] = (str(status), error_code or "")
+        if routed:
+            _url, worker_type, policy_l, upstream_status, error_type = key[6:]
+            # the worker's answer decides, unless the exchange failed (then its error_type)
+            answered = upstream_status if error_type is None else 0
+            if endpoint.proxied:
+                if status < 400:
+                    labels["rkd"] = labels["rk"]  # durations: only of requests answered with success
+                labels["tl"] = ("http", "regular", model_l, endpoint.label)
+                labels["router_error"] = router_error(answered, error_type, stream)
+                labels["upstream"] = (str(upstream_status), "") if upstream_status else (str(status), error_code or "")
+                labels["selection"] = (worker_type, "http", model_l, policy_l)
+                kind = worker_error(answered, error_type)
+                labels["worker_error"] = (worker_type, "http", kind) if kind else None
+                labels["exhausted"] = (worker_type, endpoint.label) \
+                    if exhausted(answered, error_type, self.retryable) else None
+                w = ctx.worker  # the shape's worker (its URL is in the key)
+                labels["worker"] = (w.url, w.models[0] if w.models else "unknown")
         access = self.access.labels(method_b, ctx.path if endpoint.path else b"unmatched", status, worker, policy,
-                                    model_l if len(key) > 5 else "") if self.access else b""
+                                    model_l if routed else "") if self.access else b""
         t = self.shapes[key] = Tally(labels, self._dur_bounds, TTFT_BUCKETS, TPOT_BUCKETS, access, self._buffer)
         return t

@@ -17,14 +17,18 @@ Rules:
   request, see smg/routing/policies.py) is added when the candidate list changes, so every
   candidate owns its points.
 
-Hash: SMG uses the first 8 bytes (little-endian) of BLAKE3; smg uses 8-byte BLAKE2b from
-the standard library (no extra dependency). Same distribution, different ring positions:
-keys do not map to the same workers as under SMG, which no client can observe.
+Hash: the first 8 bytes of BLAKE3, read little-endian, of the member URL followed by
+``#`` and the point's index, and of the key's bytes as they are: the same ring
+positions as SMG's, so a key maps to the worker SMG would choose for the same URLs
+(tests/unit/test_hash_ring_smg.py checks a table recorded from SMG). The ``blake3``
+package (a dependency) computes it; each member's points are computed once per process
+(``_points``) and recent keys' hashes are kept (``hash64``'s bounded cache).
 """
 from __future__ import annotations
 
 from bisect import bisect_left
-from hashlib import blake2b
+
+from blake3 import blake3 as _blake3
 
 #: Virtual nodes per member (SMG's count): with 150 points the largest share of N members
 #: stays within roughly ±10 % of 1/N (Karger et al.; the figure most rings use).
@@ -35,9 +39,41 @@ VNODES = 150
 _FILTER_RATIO = 16
 
 
+# Keys hashed recently -> their hash; cleared when full (a client sending ever new keys
+# costs one hash each, never memory).
+_KEY_CACHE: dict = {}
+_KEY_CACHE_MAX = 4096
+# Member URL -> its points' hashes (a URL's points never change).
+_POINTS: dict = {}
+_POINTS_MAX = 65536
+
+
+def _digest8(data: bytes) -> bytes:
+    return _blake3(data).digest(8)
+
+
 def hash64(data: bytes) -> int:
-    """Stable 64-bit hash (8-byte BLAKE2b, little-endian), the same in every process."""
-    return int.from_bytes(blake2b(data, digest_size=8).digest(), "little")
+    """The ring position of ``data``: the first 8 bytes of BLAKE3, little-endian (the
+    same in every process and as SMG's)."""
+    h = _KEY_CACHE.get(data)
+    if h is None:
+        h = int.from_bytes(_digest8(data), "little")
+        if len(_KEY_CACHE) >= _KEY_CACHE_MAX:
+            _KEY_CACHE.clear()
+        _KEY_CACHE[data] = h
+    return h
+
+
+def _points(url: str, vnodes: int) -> tuple:
+    """The hashes of ``url``'s ``vnodes`` points, ``hash64(f"{url}#{i}")``."""
+    key = (url, vnodes)
+    pts = _POINTS.get(key)
+    if pts is None:
+        pts = tuple(int.from_bytes(_digest8(f"{url}#{i}".encode()), "little") for i in range(vnodes))
+        if len(_POINTS) >= _POINTS_MAX:
+            _POINTS.clear()
+        _POINTS[key] = pts
+    return pts
 
 
 def _contains(hashes: list, h: int) -> bool:
@@ -70,8 +106,7 @@ class HashRing:
             return
         owner = self._owner
         added = self._added
-        for i in range(self.vnodes):
-            h = hash64(f"{url}#{i}".encode())
+        for h in _points(url, self.vnodes):
             # A 64-bit collision between two points is ~n^2/2^65: the first owner keeps it.
             if h not in owner:
                 owner[h] = url
@@ -88,8 +123,7 @@ class HashRing:
         del self._members[url]
         owner = self._owner
         removed = self._removed
-        for i in range(self.vnodes):
-            h = hash64(f"{url}#{i}".encode())
+        for h in _points(url, self.vnodes):
             if owner.get(h) == url:
                 del owner[h]
                 removed.append(h)

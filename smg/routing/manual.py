@@ -8,10 +8,15 @@ Key: ``X-SMG-Routing-Key`` (non-empty). Per key the policy keeps up to
 - hit: the first of its workers that is still a candidate;
 - all of them gone: a new worker by the assignment mode, appended (the oldest dropped
   beyond 2, so a key that moved can move back to where its KV cache may still be);
-- new key: a worker by the assignment mode, ``assignment_mode``: ``random`` (SMG's
-  default), ``min_load`` (fewest in flight, then fewer processed, then earlier) or
-  ``min_group`` (fewest routing keys, then fewest in flight, then earlier);
+- new key: a worker by the assignment mode, ``assignment_mode``: ``random`` (the
+  default, also when unset), ``min_load`` (fewest in flight, then fewer processed, then
+  earlier), ``min_group`` (fewest routing keys, then fewest in flight, then earlier) or
+  ``delegate`` (the ``underlying`` policy's choice, then pinned like any other; with no
+  underlying policy, as for ``--policy manual`` itself, the worker with fewest in flight);
 - no key: a worker by the assignment mode, nothing remembered.
+
+An underlying policy sees every event (worker added/removed, completion, maintain), so it
+keeps its own state current whether or not it chose the worker.
 
 Keys idle for more than ``max_idle_secs`` are dropped by ``maintain(now)``.
 
@@ -54,18 +59,21 @@ MAX_KEYS = 1 << 20
 #: ids and UUIDs are far shorter; a digest collision is ~2^-64 at MAX_KEYS keys.
 MAX_KEY_BYTES = 64
 
-ASSIGNMENT_MODES = ("random", "min_load", "min_group")
+ASSIGNMENT_MODES = ("random", "min_load", "min_group", "delegate")
 
 
 class ManualPolicy(Policy):
     name = "manual"
     takes_config = True
 
-    def __init__(self, config=None, seed: int | None = None, max_keys: int = MAX_KEYS) -> None:
-        mode = config_value(config, "assignment_mode")
+    def __init__(self, config=None, seed: int | None = None, max_keys: int = MAX_KEYS,
+                 underlying: Policy | None = None) -> None:
+        mode = config_value(config, "assignment_mode") or "random"
         if mode not in ASSIGNMENT_MODES:
             raise ValueError(f"unknown assignment_mode {mode!r}")
         self.assignment_mode = mode
+        self.underlying = underlying
+        self.needs_text = underlying is not None and underlying.needs_text
         self.max_idle = float(config_value(config, "max_idle_secs"))
         self.max_keys = max_keys
         self._random = _random.Random(seed).random
@@ -81,7 +89,7 @@ class ManualPolicy(Policy):
     def select(self, workers: list, request):
         key = request_key(request, implicit=False)
         if key is None:
-            return self.assign(workers)
+            return self.assign(workers, request)
         if len(key) > MAX_KEY_BYTES:
             key = b"#" + blake2b(key, digest_size=16).digest()
         entry = self._keys.get(key)
@@ -92,17 +100,23 @@ class ManualPolicy(Policy):
                 if w is not None:
                     self.touch(key)
                     return w
-        w = self.assign(workers)
-        self.bind(key, w.id)
+        w = self.assign(workers, request)
+        if w is not None:
+            self.bind(key, w.id)
         return w
 
-    def assign(self, workers: list):
-        """A worker for a new (or homeless) key, by the assignment mode."""
+    def assign(self, workers: list, request=None):
+        """A worker for a new (or homeless) key, by the assignment mode; None only when
+        the underlying policy refuses to choose."""
         mode = self.assignment_mode
         if mode == "random":
             return workers[int(self._random() * len(workers))]
         if mode == "min_load":
             return least_loaded(workers)
+        if mode == "delegate":
+            if self.underlying is None:
+                return least_loaded(workers)
+            return self.underlying.select(workers, request)
         groups = self._groups
         best = workers[0]
         bg = groups.get(best.id, 0)
@@ -171,7 +185,21 @@ class ManualPolicy(Policy):
 
     # -- events ------------------------------------------------------------------------------
 
+    def on_worker_added(self, worker) -> None:
+        if self.underlying is not None:
+            self.underlying.on_worker_added(worker)
+
+    def on_worker_removed(self, worker) -> None:
+        if self.underlying is not None:
+            self.underlying.on_worker_removed(worker)
+
+    def on_complete(self, worker, ok: bool) -> None:
+        if self.underlying is not None:
+            self.underlying.on_complete(worker, ok)
+
     def maintain(self, now: float) -> None:
+        if self.underlying is not None:
+            self.underlying.maintain(now)
         if self._now is None:
             # Keys made before the first sweep carry no time: they were used just now.
             for entry in self._keys.values():

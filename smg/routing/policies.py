@@ -13,6 +13,7 @@ from smg.routing.cache_aware import CacheAwarePolicy
 from smg.routing.consistent_hashing import ConsistentHashingPolicy
 from smg.routing.least_load import LeastLoadPolicy
 from smg.routing.manual import ManualPolicy
+from smg.routing.passthrough import PassthroughPolicy
 from smg.routing.policy import Policy
 from smg.routing.power_of_two import PowerOfTwoPolicy
 from smg.routing.prefix_hash import PrefixHashPolicy
@@ -21,7 +22,7 @@ from smg.routing.round_robin import RoundRobinPolicy
 
 FACTORIES: dict = {cls.name: cls for cls in (
     CacheAwarePolicy, PowerOfTwoPolicy, ConsistentHashingPolicy, PrefixHashPolicy, ManualPolicy, BucketPolicy,
-    LeastLoadPolicy, RoundRobinPolicy, RandomPolicy)}
+    LeastLoadPolicy, RoundRobinPolicy, RandomPolicy, PassthroughPolicy)}
 
 
 def make_policy(name: str, config=None) -> Policy:

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 import time
 
-from smg.admission.admit import build as build_admission
+from smg.admission.admit import LegacyAdmission, build as build_admission
 from smg.admission.tenant_limits import build as build_tenant_limits
 from smg.admission.tenants import TenantResolver
 from smg.api.request_id import RequestIds
@@ -44,14 +45,17 @@ from smg.server.body_budget import BodyBudget
 from smg.server.cors import CorsPolicy
 from smg.server.endpoints import ENDPOINTS, METRICS_ENDPOINTS, RouteTable
 from smg.server.exchange import ExchangeDeps
+from smg.server.fanout import FanoutRoutes
 from smg.server.filters import Reply
 from smg.server.handlers import Handlers, parse_body
+from smg.server.parse_handlers import ParseAPI
 from smg.server.protocol import HTTPServerProtocol, TLSServerProtocol
 from smg.server.selection import Selector
 from smg.server.site import Site
 from smg.server.timers import TimerWheel
 from smg.server.tls import ServerTLS
 from smg.server.workers_api import WorkersAPI
+from smg.upstream.forwarding import Forwarding
 from smg.upstream.http1_leg import Http1Leg
 from smg.upstream.tls import WorkerTLS
 from smg.workers.events import EventBus
@@ -77,8 +81,23 @@ class _MetricsHandlers:
         conn.reply(200, exposition(self._registry), content_type=b"text/plain; version=0.0.4; charset=utf-8")
 
 
-def _open_leg(worker, owner) -> Http1Leg:
-    return Http1Leg(worker.pool, owner)
+def _leg_factory(forwarding: Forwarding):
+    """``open_leg(worker, owner)`` for the exchange: HTTP/1.1 legs forwarding as configured."""
+    def open_leg(worker, owner) -> Http1Leg:
+        return Http1Leg(worker.pool, owner, forwarding)
+    return open_leg
+
+
+async def _bind(create, host: str, port: int, what: str = "main "):
+    """Awaits ``create`` (a ``create_server`` call); an OSError is raised again naming the
+    listener and the address that failed (``cannot listen on 127.0.0.1:9090 (metrics
+    listener): address already in use``)."""
+    try:
+        return await create
+    except OSError as e:
+        where = f"[{host}]:{port}" if ":" in (host or "") else f"{host or '0.0.0.0'}:{port}"
+        why = os.strerror(e.errno) if e.errno else (e.strerror or str(e))
+        raise OSError(e.errno, f"cannot listen on {where} ({what}listener): {why.lower()}") from e
 
 
 class Gateway:
@@ -109,27 +128,37 @@ class Gateway:
             tuple(config.prometheus_duration_buckets) or DEFAULT_DURATION_BUCKETS)
         if self.metrics is not None:
             self.events.subscribe(self.metrics.on_event)
-        self.observer = site.observer = Observer(self.metrics, access_log, tracing, self.clock) \
+        self.observer = site.observer = Observer(self.metrics, access_log, tracing, self.clock,
+                                                 self.retry.retryable_status) \
             if (self.metrics or access_log or tracing) else None
-        self.selector = Selector(self.registry, self.policies)
+        self.selector = Selector(self.registry, self.policies, panic=self.config.panic_routing)
         # tenant resolution (only when something reads ctx.tenant) and tenant rate limits
         self.tenant_resolver = TenantResolver.from_config(config, Reply)
         self.tenant_limits = build_tenant_limits(config, lambda: site.now, parse_body, Reply)
         # admission: the legacy concurrency limiter or the priority scheduler (None: off)
         self.admission = build_admission(config, registry=self.registry, ready=READY, reply=Reply,
                                          timers=self.timers, now=lambda: site.now, metrics=self.metrics)
+        if self.metrics is not None and isinstance(self.admission, LegacyAdmission):
+            core = self.admission.core
+            self.metrics.add_admission_inflight(lambda: core.holding(site.now))
+        open_leg = _leg_factory(Forwarding.from_config(config))
+        if self.metrics is not None:  # smg_worker_routing_keys_active: keys held from each send
+            open_leg = self.metrics.routing_keys.wrap(open_leg)
         self.deps = ExchangeDeps(
             config, self.retry, self.timers, now=lambda: site.now, clock=self.clock, schedule=self._call_later,
-            selector=self.selector, open_leg=_open_leg, record_outcome=self.workers.record_outcome,
-            on_retry=self._on_retry if self.metrics is not None else None,
-            on_retries_exhausted=self._on_retries_exhausted if self.metrics is not None else None,
+            selector=self.selector, open_leg=open_leg,
+            record_outcome=self.workers.record_outcome,
+            # retries: counted per attempt here; running out is read off the request's shape
+            on_retry=self.metrics.on_retry if self.metrics is not None else None,
             tracing=tracing,
             # usage is kept for metrics, the access log, and tenant rate-limit settlement
             observe=self.metrics is not None or access_log is not None or self.tenant_limits is not None)
         handlers = Handlers(self.deps, self.registry, self.policies, self.selector, site)
         # auth (smg/auth): each route's first stage, by its endpoint's ``access``
         self.auth = Auth(config, Reply, clock=self.clock)
-        providers = {"handlers": handlers, "workers_api": WorkersAPI(self.registry, self.workers)}
+        providers = {"handlers": handlers, "workers_api": WorkersAPI(self.registry, self.workers),
+                     "fanout": FanoutRoutes(self.deps, self.registry, self.selector, tls=self.worker_tls),
+                     "parse_api": ParseAPI()}
         # --control-plane-port: the admin rows get their own listener; the main one 404s them
         control_rows = tuple(e for e in ENDPOINTS if e.access == "admin") \
             if config.control_plane_port >= 0 else ()
@@ -189,14 +218,6 @@ class Gateway:
     def _call_later(self, delay: float, fn):
         return self.loop.call_later(delay, fn)
 
-    def _on_retry(self, ctx, worker, attempt: int, delay: float) -> None:
-        m = self.metrics
-        m.retries.inc((worker.worker_type, ctx.endpoint.path))
-        m.retry_backoff.observe((str(attempt),), delay)
-
-    def _on_retries_exhausted(self, ctx, worker) -> None:
-        self.metrics.retries_exhausted.inc((worker.worker_type, ctx.endpoint.path))
-
     # -- lifecycle --------------------------------------------------------------------
 
     @property
@@ -214,33 +235,47 @@ class Gateway:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._set_now(self.loop.time())
-        key = {"api_key": self.config.api_key} if self.config.api_key else {}  # SMG: --api-key is their default
-        for url in self.config.worker_urls:
-            self.add_worker(url, **key)
-        self.workers.start()
-        self.auth.start()
+        cfg = self.config
+        # a worker URL naming one of the gateway's own listeners would recurse: refused
+        # before anything binds (ports known), then again with the bound addresses
+        guard = self.workers.guard
+        guard.listeners = [(h, p) for h, p, on in (
+            (cfg.host, cfg.port, True), (cfg.prometheus_host, cfg.prometheus_port, self.metrics_site is not None),
+            (cfg.control_plane_host, cfg.control_plane_port, self.control_site is not None)) if on and p]
+        for url in cfg.worker_urls:
+            loop_msg = guard.refusal(url)
+            if loop_msg is not None and "own listener" in loop_msg:
+                raise ConfigError("--worker-urls", loop_msg)
         site = self.site
         tls = self.tls
         if tls is None:
-            self.server = await self.loop.create_server(
-                lambda: HTTPServerProtocol(site), self.config.host, self.config.port, backlog=4096)
+            self.server = await _bind(self.loop.create_server(
+                lambda: HTTPServerProtocol(site), cfg.host, cfg.port, backlog=4096), cfg.host, cfg.port)
         else:
-            self.server = await self.loop.create_server(
-                lambda: TLSServerProtocol(site), self.config.host, self.config.port, backlog=4096,
-                ssl=tls.context, ssl_handshake_timeout=self.config.header_read_timeout_secs)
+            self.server = await _bind(self.loop.create_server(
+                lambda: TLSServerProtocol(site), cfg.host, cfg.port, backlog=4096,
+                ssl=tls.context, ssl_handshake_timeout=cfg.header_read_timeout_secs), cfg.host, cfg.port)
             if threading.current_thread() is threading.main_thread():
                 self.loop.add_signal_handler(signal.SIGHUP, self.reload_tls)
                 self._sighup = True
         if self.metrics_site is not None:
             msite = self.metrics_site
             try:
-                self.metrics_server = await self.loop.create_server(
-                    lambda: HTTPServerProtocol(msite), self.config.prometheus_host, self.config.prometheus_port)
+                self.metrics_server = await _bind(self.loop.create_server(
+                    lambda: HTTPServerProtocol(msite), cfg.prometheus_host, cfg.prometheus_port),
+                    cfg.prometheus_host, cfg.prometheus_port, "metrics ")
             except OSError:
                 self.server.close()
                 raise
         if self.control_site is not None:
             await self._start_control_listener()
+        guard.listeners = [s.getsockname()[:2] for srv in (self.server, self.metrics_server, self.control_server)
+                           if srv is not None for s in srv.sockets]
+        key = {"api_key": cfg.api_key} if cfg.api_key else {}  # SMG: --api-key is their default
+        for url in cfg.worker_urls:
+            self.add_worker(url, **key)
+        self.workers.start()
+        self.auth.start()
         self._tick()
 
     async def _start_control_listener(self) -> None:
@@ -249,8 +284,9 @@ class Gateway:
                                      "ssl_handshake_timeout": self.config.header_read_timeout_secs}
         proto = HTTPServerProtocol if tls is None else TLSServerProtocol
         try:
-            self.control_server = await self.loop.create_server(
-                lambda: proto(csite), self.config.control_plane_host, self.config.control_plane_port, **kw)
+            self.control_server = await _bind(self.loop.create_server(
+                lambda: proto(csite), self.config.control_plane_host, self.config.control_plane_port, **kw),
+                self.config.control_plane_host, self.config.control_plane_port, "control-plane ")
         except OSError:
             self.server.close()
             if self.metrics_server is not None:

@@ -7,7 +7,7 @@ Rules:
   and usage are observed, and the text prefix-matching policies route on are all read
   off the ``Endpoint`` a request matched; nothing else keeps a path list.
 - A record names its handler by the name of a method of a handler provider (the
-  gateway's ``Handlers`` or ``WorkersAPI``); ``bind`` resolves the names once at
+  gateway's ``Handlers``, ``WorkersAPI``, ``FanoutRoutes`` or ``ParseAPI``); ``bind`` resolves the names once at
   start-up, so a request costs one dict lookup for its endpoint and one for its method.
 - Paths with a ``{...}`` tail (``/workers/{worker_id}``) match by prefix; they are
   tried, in table order, only after the exact lookup missed.
@@ -25,18 +25,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from smg.api import validate
 from smg.api.errors import ANTHROPIC, OPENAI
 from smg.routing import text
+from smg.server import parse_handlers as parse_api
 
 
 @dataclass(frozen=True, eq=False)  # identity: a record is hashed (metric shape keys) by who it is
 class Endpoint:
     path: str                      # as clients send it; a "{...}" tail matches by prefix
     methods: dict                  # method -> handler name (a method of the provider)
-    provider: str = "handlers"     # "handlers" (gateway) or "workers_api"
+    provider: str = "handlers"     # "handlers" (gateway), "workers_api", "fanout" (asks the workers), "parse_api"
     family: int = OPENAI           # API family of the gateway's error bodies
     generative: bool = False       # TTFT/TPOT/token usage observed on the answer
-    required: tuple = ()           # ((field, allowed types, human name), ...) checked before routing
+    validator: object = None       # smg.api.validate.Validator: the body checks before routing
     id_prefix: bytes = b"req-"     # request ids minted for it (SMG's prefixes)
     label: str = "other"           # SMG's endpoint label in the router metric families
     text: Callable | None = None   # routing text for prefix-matching policies: f(body) -> str
@@ -60,28 +62,48 @@ class Endpoint:
         return self.path
 
 
-_CHAT_REQ = (("messages", (list,), "an array"),)
-_RERANK_REQ = (("query", (str,), "a string"), ("documents", (list,), "an array"))
-
 ENDPOINTS: tuple = (
-    Endpoint("/v1/chat/completions", {"POST": "proxy"}, generative=True, required=_CHAT_REQ,
+    Endpoint("/v1/chat/completions", {"POST": "proxy"}, generative=True, validator=validate.CHAT,
              id_prefix=b"chatcmpl-", label="chat", text=text.chat_text, proxied=True, access="data"),
-    Endpoint("/v1/completions", {"POST": "proxy"}, generative=True,
-             required=(("prompt", (str, list), "a string or an array"),),
+    Endpoint("/v1/completions", {"POST": "proxy"}, generative=True, validator=validate.COMPLETIONS,
              id_prefix=b"cmpl-", label="completions", text=text.prompt_text, proxied=True, access="data"),
-    Endpoint("/generate", {"POST": "proxy"}, generative=True, id_prefix=b"gnt-", label="generate",
+    Endpoint("/generate", {"POST": "proxy"}, generative=True, validator=validate.GENERATE, id_prefix=b"gnt-",
+             label="generate",
              text=text.generate_text, proxied=True, access="data"),
-    Endpoint("/v1/messages", {"POST": "proxy"}, family=ANTHROPIC, generative=True, required=_CHAT_REQ,
+    Endpoint("/v1/messages", {"POST": "proxy"}, family=ANTHROPIC, generative=True, validator=validate.MESSAGES,
              id_prefix=b"msg_", label="messages", text=text.chat_text, proxied=True, access="data"),
-    Endpoint("/v1/embeddings", {"POST": "proxy"}, required=(("input", (str, list), "a string or an array"),),
-             label="embeddings", text=text.input_text, proxied=True, access="data"),
-    Endpoint("/v1/rerank", {"POST": "proxy"}, required=_RERANK_REQ, label="rerank", text=text.no_text,
+    Endpoint("/v1/embeddings", {"POST": "proxy"}, validator=validate.EMBEDDINGS,
+             label="other", text=text.input_text, proxied=True, access="data"),
+    Endpoint("/v1/rerank", {"POST": "rerank"}, validator=validate.RERANK_V1, label="rerank", text=text.no_text,
              proxied=True, access="data"),
-    Endpoint("/rerank", {"POST": "proxy"}, required=_RERANK_REQ, label="rerank", text=text.no_text,
+    Endpoint("/rerank", {"POST": "rerank"}, validator=validate.RERANK, label="rerank", text=text.no_text,
              proxied=True, access="data"),
+    Endpoint("/v1/classify", {"POST": "proxy"}, validator=validate.CLASSIFY,
+             label="other", text=text.input_text, proxied=True, access="data"),
+    Endpoint("/v1/messages/count_tokens", {"POST": "proxy"}, family=ANTHROPIC, validator=validate.COUNT_TOKENS,
+             label="other", text=text.chat_text, proxied=True, access="data"),
     Endpoint("/get_model_info", {"GET": "proxy_info"}, label="model_info", access="public"),
     Endpoint("/get_server_info", {"GET": "proxy_info"}, label="server_info", access="public"),
     Endpoint("/v1/models", {"GET": "models", "HEAD": "models"}, access="public"),
+    Endpoint("/v1/models/{model_id}", {"GET": "model", "HEAD": "model"}, access="public"),
+    # engine routes answered by asking the workers (smg/server/fanout.py)
+    Endpoint("/health_generate", {"GET": "health_generate", "HEAD": "health_generate"}, provider="fanout",
+             label="health_generate", access="public"),
+    Endpoint("/engine_metrics", {"GET": "engine_metrics", "HEAD": "engine_metrics"}, provider="fanout",
+             access="public"),
+    Endpoint("/flush_cache", {"POST": "flush_cache"}, provider="fanout", access="admin"),
+    Endpoint("/start_profile", {"POST": "start_profile"}, provider="fanout", access="admin"),
+    Endpoint("/stop_profile", {"POST": "stop_profile"}, provider="fanout", access="admin"),
+    Endpoint("/get_loads", {"GET": "get_loads", "HEAD": "get_loads"}, provider="fanout", access="admin"),
+    # output parsers run on a given text (smg/server/parse_handlers.py)
+    Endpoint("/parse/reasoning", {"POST": "reasoning"}, provider="parse_api", validator=parse_api.REASONING,
+             access="admin"),
+    Endpoint("/parse/function_call", {"POST": "function_call"}, provider="parse_api",
+             validator=parse_api.FUNCTION_CALL, access="admin"),
+    Endpoint("/v1/parser/reasoning", {"POST": "reasoning"}, provider="parse_api", validator=parse_api.REASONING,
+             access="admin"),
+    Endpoint("/v1/parser/tool", {"POST": "function_call"}, provider="parse_api",
+             validator=parse_api.FUNCTION_CALL, access="admin"),
     Endpoint("/health", {"GET": "liveness", "HEAD": "liveness"}, access="public"),
     Endpoint("/liveness", {"GET": "liveness", "HEAD": "liveness"}, access="public"),
     Endpoint("/readiness", {"GET": "readiness", "HEAD": "readiness"}, access="public"),
@@ -98,7 +120,7 @@ METRICS_ENDPOINTS: tuple = (
     Endpoint("/metrics", {"GET": "metrics"}, access="public"),
 )
 
-# A request that matched no row: errors in the OpenAI format, "unmatched" path label.
+# A request that matched no row: errors in the OpenAI format, "other" path label.
 UNMATCHED = Endpoint("", {}, label="other", access="public")
 
 
@@ -140,22 +162,3 @@ class RouteTable:
                 if path.startswith(prefix) and len(path) > len(prefix):
                     return route
         return r
-
-
-def check_required(endpoint: Endpoint, body: dict) -> str | None:
-    """Returns an error message, or None when ``body`` has what routing needs.
-
-    Only what routing needs and what is unambiguous is checked (required fields exist
-    with the right JSON type, ``model`` is a string); everything else is the worker's
-    to judge, so a newer API field never gets rejected by the gateway.
-    """
-    for name, types, what in endpoint.required:
-        v = body.get(name)
-        if v is None:
-            return f"missing required field '{name}'"
-        if not isinstance(v, types):
-            return f"field '{name}' must be {what}"
-    model = body.get("model")
-    if model is not None and type(model) is not str:
-        return "field 'model' must be a string"
-    return None

@@ -3,11 +3,28 @@
 Theory of operation: ``start`` dispatches the first attempt to the worker the
 selection filter chose: an upstream leg (smg/upstream/http1_leg.py) takes it from
 there. Each batch of leg events passes the response transforms and goes to the
-response sink (the client connection) in one ``send``. While nothing has been sent
-to the client, a transport failure or a retryable status (408/429/500/502/503/504)
-ends the attempt and, if the retry policy allows another, a new attempt runs after
-the backoff with a freshly selected worker (smg/server/selection.py). The last
-attempt's answer is relayed as it is.
+response sink (the client connection) in one ``send``; every relayed head carries
+``x-smg-routed-worker-id`` (the worker's URL, as SMG prints it) unless the handler
+said otherwise (``routed=False``). While nothing has
+been sent to the client, a transport failure or a retryable status
+(408/429/500/502/503/504) ends the attempt and, if the retry policy allows another,
+a new attempt runs after the backoff with a freshly selected worker
+(smg/server/selection.py); a worker that answered 500 is not tried again for the
+request (smg/workers/retry.py), so with none left the 500 is relayed at once. The
+last attempt's answer is relayed as it is.
+
+A 5xx head is held (state WAITING) until its body is read, up to ``HOLD_LIMIT``
+bytes: a request-caused answer (a validation message in the body, or the same answer
+from two workers that no other request shares: ``smg.workers.retry.RequestFaults``)
+is relayed at once with no verdict on the worker; otherwise the attempt is the
+worker's failure. The breaker verdict on a 5xx that led to a retry waits
+(``pending``) until the next attempt shows whether it was request-caused; it is
+recorded at the latest when the exchange ends.
+
+A streamed answer ends cleanly (smg/server/transforms.py ``StreamEnd``): nothing
+follows the worker's ``data: [DONE]``, a worker that closes after it ends the stream
+normally, and a stream that ends without ``[DONE]`` or a finish reason gets one error
+event in the API's own shape.
 
 The attempt lifecycle is the table ``TRANSITIONS`` below: ``(state, input) -> state``.
 Every state change goes through ``_go``, which refuses an input the table has no row
@@ -47,11 +64,10 @@ from __future__ import annotations
 
 import logging
 
-import orjson
-
 from smg.http1 import writer
 from smg.http1.events import Data, EndOfMessage, Response
 from smg.server import transforms
+from smg.workers.retry import EXCLUDING_STATUS, RequestFaults, request_caused
 
 log = logging.getLogger("smg.proxy")
 
@@ -85,8 +101,70 @@ TRANSITIONS = {
     (BACKOFF, PREEMPT): DONE,
 }
 
-_SKIP_RESPONSE = writer.HOP_BY_HOP | {b"x-request-id"}
+_SKIP_RESPONSE = writer.HOP_BY_HOP | {b"x-request-id", b"x-smg-routed-worker-id"}
 _SSE = b"text/event-stream"
+#: Bytes of a 5xx answer read before deciding whether to retry (error bodies are small;
+#: a larger one is the worker's failure, relayed when no retry is left).
+HOLD_LIMIT = 65536
+#: The largest answer a reshaping exchange reads whole.
+MAX_RESHAPED = 64 * 1024 * 1024
+_ROUTED_HEADER = b"x-smg-routed-worker-id"
+_ROUTED: dict = {}   # worker URL -> its response header pair (bounded below)
+_ROUTED_MAX = 4096
+
+
+def _routed(worker) -> tuple:
+    """``((x-smg-routed-worker-id, url),)`` for ``worker``, built once per URL."""
+    h = _ROUTED.get(worker.url)
+    if h is None:
+        if len(_ROUTED) >= _ROUTED_MAX:
+            _ROUTED.clear()
+        h = _ROUTED[worker.url] = ((_ROUTED_HEADER, worker.url.encode()),)
+    return h
+
+
+class _Reshape:
+    """The transform of a reshaped answer: keeps the body until its end, then sends
+    the deferred head with the reshaped body's length and the body. An answer past
+    ``MAX_RESHAPED`` bytes is relayed as it came (head without a length)."""
+
+    __slots__ = ("ex", "status", "headers", "extra", "parts", "size", "passing")
+
+    def __init__(self, ex, status: int, headers: list, extra) -> None:
+        self.ex = ex
+        self.status = status
+        self.headers = headers
+        self.extra = extra
+        self.parts: list = []
+        self.size = 0
+        self.passing = False
+
+    def __call__(self, events: list):
+        if self.passing:
+            return None
+        out = []
+        for i, ev in enumerate(events):
+            t = type(ev)
+            if t is Data:
+                self.parts.append(ev)
+                self.size += len(ev.data)
+                if self.size > MAX_RESHAPED:
+                    self.passing = True
+                    self.ex.conn.send_head(self.status, self.headers, -1, _SKIP_RESPONSE, self.extra)
+                    out = self.parts
+                    self.parts = []
+                    out.extend(events[i + 1:])
+                    return out
+            elif t is EndOfMessage:
+                raw = b"".join(d.data for d in self.parts)
+                self.parts = []
+                new = self.ex.reshape(raw)
+                body = raw if new is None else new
+                self.ex.conn.send_head(self.status, self.headers, len(body), _SKIP_RESPONSE, self.extra)
+                out.append(Data(body))
+                out.append(ev)
+                break
+        return out
 
 
 class InvalidTransition(RuntimeError):
@@ -98,12 +176,14 @@ class ExchangeDeps:
 
     ``open_leg(worker, owner)`` makes the worker's upstream leg; ``schedule(delay, fn)``
     is ``loop.call_later``; ``now()`` the loop's coarse clock (deadlines), ``clock()``
-    the precise one (the overhead header); ``on_retry(ctx, worker, attempt, delay)``
-    and ``on_retries_exhausted(ctx, worker)`` are metrics hooks (None: off).
+    the precise one (the overhead header); ``on_retry(ctx, worker, attempt, delay,
+    failed)`` (``failed``: the attempt's (worker status or None, transport error kind or
+    None, status the client would get)) and ``on_retries_exhausted(ctx, worker)`` are
+    metrics hooks (None: off).
     """
 
     __slots__ = ("config", "retry", "timers", "now", "clock", "schedule", "selector", "open_leg",
-                 "record_outcome", "on_retry", "on_retries_exhausted", "tracing", "observe")
+                 "record_outcome", "on_retry", "on_retries_exhausted", "tracing", "observe", "faults")
 
     def __init__(self, config, retry, timers, now, clock, schedule, selector, open_leg, record_outcome,
                  on_retry=None, on_retries_exhausted=None, tracing=None, observe: bool = False) -> None:
@@ -120,14 +200,23 @@ class ExchangeDeps:
         self.on_retries_exhausted = on_retries_exhausted
         self.tracing = tracing
         self.observe = observe
+        self.faults = RequestFaults()  # identical 5xx answers across requests (one per gateway)
 
 
 class Exchange:
     __slots__ = ("deps", "conn", "ctx", "state", "leg", "worker", "retry", "attempt", "in_attempt",
-                 "retries_left", "timer_key", "retry_handle", "paused", "upstream_keep", "transforms")
+                 "retries_left", "timer_key", "retry_handle", "paused", "upstream_keep", "transforms",
+                 "stream_end", "excluded", "held", "held_size", "pending", "final", "final_ok", "routed", "reshape")
 
-    def __init__(self, deps: ExchangeDeps, conn, ctx, retries: bool = True) -> None:
+    def __init__(self, deps: ExchangeDeps, conn, ctx, retries: bool = True, routed: bool = True,
+                 reshape=None) -> None:
+        """``routed`` False: the relayed head goes without ``x-smg-routed-worker-id``
+        (the routes that name no worker). ``reshape(raw) -> bytes | None``: a 2xx
+        non-streamed answer is read whole and relayed as what it returns (None: as it
+        came); its head waits for the new length."""
         self.deps = deps
+        self.routed = routed
+        self.reshape = reshape
         self.conn = conn
         self.ctx = ctx
         self.state = IDLE
@@ -143,6 +232,13 @@ class Exchange:
         self.paused = False
         self.upstream_keep = False
         self.transforms = ()
+        self.stream_end = None
+        self.excluded = None    # workers that answered 500 to this request
+        self.held = None        # a 5xx answer's events, read before deciding (None: not holding)
+        self.held_size = 0
+        self.pending = None     # (worker, answer digest): a 5xx whose breaker verdict waits
+        self.final = False      # the current attempt's answer is relayed whatever its status
+        self.final_ok = None    # ... and this is its breaker verdict
 
     def _go(self, inp: str) -> None:
         nxt = TRANSITIONS.get((self.state, inp))
@@ -168,6 +264,7 @@ class Exchange:
         ctx = self.ctx
         ctx.worker = w
         ctx.attempts += 1
+        self.final = False
         self.retry = w.retry or self.deps.retry
         tracing = self.deps.tracing
         trace = tracing.inject(ctx.span) if ctx.span is not None and tracing is not None else None
@@ -181,8 +278,30 @@ class Exchange:
     def on_leg_events(self, events: list) -> None:
         if self.state is DONE:
             return
+        if self.held is not None:
+            self._hold(events)
+            return
         ctx = self.ctx
-        head = None
+        head = self.state is WAITING
+        if head:
+            # before the head: find it and decide whether it is relayed
+            for i, ev in enumerate(events):
+                if type(ev) is Response:
+                    break
+            else:
+                return  # a worker's 1xx is not relayed (the gateway answered any Expect itself)
+            st = ev.status_code
+            if st in self.retry.retryable_status and not self.final:
+                if st >= 500:
+                    self.held = [ev]
+                    self.held_size = 0
+                    self._hold(events[i + 1:])
+                    return
+                if self.retries_left and self.retry.should_retry(self.attempt, st):
+                    self._attempt_failed(st, None, st, f"worker {self.worker.url} answered {st}")
+                    return
+            self._head(ev)
+            events = events[i + 1:]
         for tr in self.transforms:
             replaced = tr(events)
             if replaced is not None:
@@ -198,34 +317,94 @@ class Exchange:
                 if parts is not None:
                     parts.append(d)
                 out.append(d)
-            elif t is Response:
-                st = ev.status_code
-                if st in self.retry.retryable_status and self.retries_left and \
-                        self.retry.should_retry(self.attempt, st):
-                    self._attempt_failed(st, None, st, f"worker {self.worker.url} answered {st}")
-                    return
-                head = ev
-                self._head(ev)
-                parts = ctx.body_parts
             elif t is EndOfMessage:
                 done = True
                 break
-            # InformationalResponse: a worker's 1xx is not relayed (the gateway already
-            # answered any Expect: 100-continue itself)
-        if head is not None and self.transforms:
-            # the head's transforms see the rest of the batch that carried it
-            for tr in self.transforms:
-                tr(events)
         if done:
             self._go(END)
-            self._end_attempt(ctx.upstream_status not in self.retry.retryable_status)
+            end = self.stream_end
+            if end is not None and not end.complete:
+                # the worker ended the stream without [DONE] or a finish reason
+                ctx.error_type = "upstream_stream_incomplete"
+                out.append(transforms.error_event(ctx.family, "the worker ended the stream before the answer "
+                                                             "was complete"))
+            self._flush_pending()
+            self._end_attempt(self.final_ok if self.final else
+                              ctx.upstream_status not in self.retry.retryable_status)
             self._settle()
             leg = self.leg
             self.leg = None
             leg.finish(self.upstream_keep)
             self.conn.send(out, True)
-        elif out or head is not None:
+        elif out or head:
             self.conn.send(out, False)
+
+    def _hold(self, events: list) -> None:
+        """Reads a held 5xx answer until it ends (or passes HOLD_LIMIT), then judges it."""
+        held = self.held
+        for ev in events:
+            t = type(ev)
+            if t is Data:
+                held.append(ev)
+                self.held_size += len(ev.data)
+                if self.held_size > HOLD_LIMIT:
+                    self._judge(False)
+                    return
+            elif t is EndOfMessage:
+                held.append(ev)
+                self._judge(True)
+                return
+
+    def _judge(self, complete: bool) -> None:
+        """A held 5xx answer was read (``complete``: all of it): relay it as the
+        request's answer, or fail the attempt (the worker's fault) and retry."""
+        held = self.held
+        st = held[0].status_code
+        w = self.worker
+        ctx = self.ctx
+        digest = None
+        if complete:
+            body = b"".join([ev.data for ev in held if type(ev) is Data])
+            if request_caused(st, body):
+                self._relay_held(None)
+                return
+            digest = RequestFaults.digest(st, body)
+            pend = self.pending
+            if pend is not None and pend[0] is not w and pend[1] == digest:
+                if self.deps.faults.identical_is_request_caused(digest, ctx.rid, self.deps.now()):
+                    self.pending = None   # two workers, one answer: the request's
+                    self._relay_held(None)
+                    return
+        self._flush_pending()
+        excluded = self.excluded
+        if st == EXCLUDING_STATUS:
+            excluded = self.excluded = (excluded or []) + [w]
+        if self.retries_left and self.retry.should_retry(self.attempt, st) and \
+                (st != EXCLUDING_STATUS or self.deps.selector.has_other(ctx, excluded)):
+            self.held = None
+            if digest is not None:
+                self.pending = (w, digest)   # the verdict waits for the next attempt
+                leg = self.leg
+                self.leg = None
+                leg.finish(held[0].keep_alive)   # read whole: the connection can be reused
+            self._attempt_failed(st, None, st, f"worker {w.url} answered {st}", record=digest is None)
+            return
+        self._relay_held(False)
+
+    def _relay_held(self, ok: bool | None) -> None:
+        """Relays the held answer as this request's answer (breaker verdict ``ok``)."""
+        held = self.held
+        self.held = None
+        self.final = True
+        self.final_ok = ok
+        self.on_leg_events(held)
+
+    def _flush_pending(self) -> None:
+        """Records the waiting 5xx verdict: it was the worker's failure after all."""
+        pend = self.pending
+        if pend is not None:
+            self.pending = None
+            self.deps.record_outcome(pend[0], False)
 
     def _head(self, ev: Response) -> None:
         self._go(HEAD)
@@ -237,24 +416,30 @@ class Exchange:
                 ctx.is_sse = v.startswith(_SSE)
                 break
         cfg = self.deps.config
-        extra = None
+        extra = _routed(self.worker) if self.routed else ()
         if cfg.expose_overhead_header or cfg.expose_worker_header:
-            extra = []
+            extra = list(extra)
             if cfg.expose_overhead_header:
                 extra.append((b"x-smg-overhead-ms", b"%.3f" % ((ctx.dispatch_t - ctx.t0) * 1000)))
             if cfg.expose_worker_header:
                 extra.append((b"x-smg-worker", self.worker.url.encode()))
         length = ev.content_length if not ev.chunked else -1
+        if self.reshape is not None and 200 <= st < 300 and not ctx.is_sse:
+            self.transforms, self.stream_end = (_Reshape(self, st, ev.headers, extra),), None
+            return
         self.conn.send_head(st, ev.headers, length, _SKIP_RESPONSE, extra)
-        self.transforms = transforms.for_response(ctx, st, length, self.deps.observe and ctx.endpoint.generative,
-                                                  cfg.usage_body_limit)
+        self.transforms, self.stream_end = transforms.for_response(
+            ctx, st, length, self.deps.observe and ctx.endpoint.generative, cfg.usage_body_limit)
 
     def on_leg_error(self, err) -> None:
         if self.state is DONE:
             return
         self.leg = None
+        self.held = None
         if self.state is STREAMING:
-            self.ctx.error_type = "upstream_closed_mid_response"
+            end = self.stream_end
+            if end is None or not end.done:
+                self.ctx.error_type = "upstream_closed_mid_response"
             self._go(CUT)
             self._cut(f"worker {self.worker.url} failed mid-response: {err}")
             return
@@ -262,8 +447,9 @@ class Exchange:
 
     # -- attempts and retries ---------------------------------------------------------
 
-    def _end_attempt(self, ok: bool | None) -> None:
-        """Ends the current attempt exactly once; ``ok`` None = no verdict on the worker."""
+    def _end_attempt(self, ok: bool | None, record: bool = True) -> None:
+        """Ends the current attempt exactly once; ``ok`` None = no verdict on the worker;
+        ``record`` False: the breaker verdict is left to ``pending``."""
         if not self.in_attempt:
             return
         self.in_attempt = False
@@ -271,17 +457,20 @@ class Exchange:
         w.inflight -= 1
         w.processed += 1
         self.ctx.policy.on_complete(w, bool(ok))
-        if ok is not None:
+        if ok is not None and record:
             self.deps.record_outcome(w, ok)
 
-    def _attempt_failed(self, status, kind: str | None, fail_status: int, message: str) -> None:
+    def _attempt_failed(self, status, kind: str | None, fail_status: int, message: str,
+                        record: bool = True) -> None:
         """The attempt failed before anything reached the client: retry or give up."""
-        self._end_attempt(False)
+        if record:
+            self._flush_pending()
+        self._end_attempt(False, record)
         self._drop_leg()
         deps = self.deps
         if self.retries_left and self.retry.should_retry(self.attempt, status):
             self._go(RETRY)
-            self._backoff(True)
+            self._backoff((status, kind, fail_status))
             log.info("request %s: %s; retry %d", self.ctx.rid.decode(), message, self.attempt)
             return
         self._go(GIVE_UP)
@@ -290,24 +479,26 @@ class Exchange:
         self.ctx.error_type = kind or f"upstream_{status}"
         self._fail(fail_status, message)
 
-    def _backoff(self, count: bool) -> None:
+    def _backoff(self, failed: tuple | None) -> None:
+        """``failed``: the failed attempt's (status, error kind, client status), or None
+        when no attempt ran since the last backoff (nobody was free to retry on)."""
         deps = self.deps
         delay = self.retry.delay(self.attempt)
         self.attempt += 1
-        if count and deps.on_retry is not None:
-            deps.on_retry(self.ctx, self.worker, self.attempt, delay)
+        if failed is not None and deps.on_retry is not None:
+            deps.on_retry(self.ctx, self.worker, self.attempt, delay, failed)
         self.retry_handle = deps.schedule(delay, self._retry)
 
     def _retry(self) -> None:
         self.retry_handle = None
         if self.state is not BACKOFF:
             return
-        worker = self.deps.selector.again(self.ctx, self.worker)
+        worker = self.deps.selector.again(self.ctx, self.worker, self.excluded)
         if worker is None:
             if self.retry.should_retry(self.attempt, None):
                 # nobody to try right now: wait one more backoff (workers come back)
                 self._go(WAIT_MORE)
-                self._backoff(False)
+                self._backoff(None)
                 return
             self._go(NO_WORKER)
             self.ctx.error_type = "no_healthy_workers"
@@ -320,6 +511,8 @@ class Exchange:
     # -- endings (the state is DONE already) -------------------------------------------
 
     def _settle(self) -> None:
+        self._flush_pending()
+        self.held = None
         self.deps.timers.remove(self, self.timer_key)
         if self.retry_handle is not None:
             self.retry_handle.cancel()
@@ -338,18 +531,24 @@ class Exchange:
         self._drop_leg()
         log.warning("request %s: %s", self.ctx.rid.decode(), message)
         self.conn.set_producer(None)
-        self.conn.reply_error(status, message, code="upstream_timeout" if status == 504 else None)
+        self.conn.reply_error(status, message, code="call_upstream_timeout" if status == 504 else None)
 
     def _cut(self, message: str) -> None:
-        """Fails after the response head went out: end the stream visibly, then close."""
+        """Fails after the response head went out: end the stream visibly (one error
+        event in the API's shape), then close; a stream already past ``[DONE]`` (or its
+        finish reason) just ends."""
+        end = self.stream_end
+        if end is not None and end.complete:
+            self._end_attempt(True)
+            self._settle()
+            self._drop_leg()
+            self.conn.send([], True)
+            return
         self._end_attempt(False)
         self._settle()
         self._drop_leg()
         log.warning("request %s: %s", self.ctx.rid.decode(), message)
-        event = None
-        if self.ctx.is_sse:
-            event = b"data: " + orjson.dumps(
-                {"error": {"message": message, "type": "api_error", "code": "upstream_error"}}) + b"\n\n"
+        event = transforms.error_event(self.ctx.family, message) if self.ctx.is_sse else None
         self.conn.fail(event)
 
     def abort(self) -> None:
@@ -378,6 +577,7 @@ class Exchange:
         self._go(PREEMPT)
         self.ctx.error_type = "scheduler_preempted"
         self._end_attempt(None)
+        self.pending = None  # an earlier 5xx awaiting its verdict stays unjudged: preempting blames no worker
         self._settle()
         self._drop_leg()
         self.conn.set_producer(None)

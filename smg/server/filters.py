@@ -69,11 +69,19 @@ def run(chain: tuple, handler, conn, ctx, start: int, timers, deadline: float) -
         if v is STOP:
             return
         if type(v) is Reply:
-            conn.reply_error(v.status, v.message, code=v.code, extra=v.headers)
+            _answer(conn, v)
             return
         Waiter(chain, handler, conn, ctx, i, v, timers, deadline).start()
         return
     handler(conn, ctx)
+
+
+def _answer(conn, v: Reply) -> None:
+    """Answers the client with the error ``v`` (a ``param`` only when it names one)."""
+    if v.param is None:
+        conn.reply_error(v.status, v.message, code=v.code, extra=v.headers)
+    else:
+        conn.reply_error(v.status, v.message, code=v.code, extra=v.headers, param=v.param)
 
 
 class Waiter:
@@ -121,7 +129,7 @@ class Waiter:
             if v is None:
                 run(self.chain, self.handler, self.conn, self.ctx, self.next, self.timers, self.deadline)
             elif type(v) is Reply:
-                self.conn.reply_error(v.status, v.message, code=v.code, extra=v.headers)
+                _answer(self.conn, v)
             elif v is not STOP:
                 # another wait: chain on
                 Waiter(self.chain, self.handler, self.conn, self.ctx, self.next, v, self.timers,

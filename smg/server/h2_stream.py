@@ -319,13 +319,18 @@ class H2Stream:
             self._write(body, True)
 
     def reply_error(self, status: int, message: str, code: str | None = None,
-                    close: bool = False, extra: list | None = None) -> None:
-        """Sends an error response in the request's API family format."""
+                    close: bool = False, extra: list | None = None, param: str | None = None) -> None:
+        """Sends an error response in the request's API family format (``param``: the
+        request field to blame); gateway errors also name their code in
+        ``x-smg-error-code`` (smg/api/errors.py)."""
         if self.done:
             return
         ctx = self.ctx
         ctx.error_code = code or api_errors.default_code(status)
-        self.reply(status, api_errors.error_body(ctx.family, status, message, code), extra, close)
+        h = api_errors.code_header(code, status)
+        if h is not None:
+            extra = [h, *extra] if extra else [h]
+        self.reply(status, api_errors.error_body(ctx.family, status, message, code, param, ctx.rid), extra, close)
 
     def send_head(self, status: int, headers: list, length: int, skip: frozenset, extra: list | None) -> None:
         """A proxied response head (see the HTTP/1.1 connection): the worker's headers

@@ -6,19 +6,26 @@ methods, or starts an exchange that will.
 """
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import orjson
 
-from smg.server.endpoints import check_required
+from smg.api.validate import RERANK, RERANK_V1, json_content_type
+from smg.server import rerank
 from smg.server.exchange import Exchange
-from smg.server.filters import Reply
+from smg.server.filters import STOP, Reply
+from smg.workers.worker import PENDING
 
 
 def parse_body(conn, ctx):
-    """Validation filter: the body is a JSON object with what routing needs. A body an
-    earlier filter already parsed (through this function: the tenant rate limit reads
-    the model) is not parsed again."""
-    obj = ctx.body
-    if obj is None:
+    """Validation filter: the body is a JSON object its route's validator accepts
+    (smg/api/validate: SMG's status, ``code`` and ``param``). The body is parsed once
+    into ``ctx.body``, which is set only once it passed; a later call (the tenant rate
+    limit calls this first, to read the model) finds it set and has nothing to do."""
+    if ctx.body is not None:
+        return None
+    v = ctx.endpoint.validator
+    if v is None:
         try:
             obj = orjson.loads(ctx.raw)
         except orjson.JSONDecodeError as e:
@@ -26,10 +33,37 @@ def parse_body(conn, ctx):
         if type(obj) is not dict:
             return Reply(400, "request body must be a JSON object", "invalid_json")
         ctx.body = obj
-    err = check_required(ctx.endpoint, obj)
-    if err is not None:
-        return Reply(400, err)
+        return None
+    ct = ctx.header(b"content-type")
+    if ct is not None and not json_content_type(ct):
+        # a body with no Content-Type is read as JSON; one naming another type is refused
+        return _refuse(conn, ctx, v.bad_content_type)
+    try:
+        obj = orjson.loads(ctx.raw)
+    except orjson.JSONDecodeError as e:
+        return _refuse(conn, ctx, v.syntax(str(e)))
+    if type(obj) is not dict:
+        return _refuse(conn, ctx, v.not_object(obj))
+    bad = v.check(obj)
+    if bad is not None:
+        return _refuse(conn, ctx, bad)
+    ctx.body = obj
+    if v is RERANK_V1 or v is RERANK:
+        rerank.prepare(ctx, v is RERANK_V1)  # the worker's request (smg/server/rerank.py)
     return None
+
+
+_PLAIN = b"text/plain; charset=utf-8"
+
+
+def _refuse(conn, ctx, bad):
+    """The verdict on a refused body: a ``Reply`` in the route's error format, or, for
+    a plain-text refusal, the answer sent here (STOP)."""
+    if not bad.plain:
+        return Reply(bad.status, bad.message, bad.code, param=bad.param)
+    ctx.error_code = bad.code or "invalid_request"
+    conn.reply(bad.status, bad.message.encode(), content_type=_PLAIN)
+    return STOP
 
 
 class Handlers:
@@ -54,24 +88,55 @@ class Handlers:
         self._info_rr += 1
         worker = self.selector.any_worker(self._info_rr)
         if worker is None:
-            conn.reply_error(503, "no healthy worker is available", code="no_healthy_workers")
+            conn.reply_error(503, "no healthy worker is available", code="no_workers")
             return
         ctx.worker = worker
         ctx.policy = self.policies.get(None)
         ctx.model_label = "unknown"
-        Exchange(self.deps, conn, ctx, retries=False).start()
+        Exchange(self.deps, conn, ctx, retries=False, routed=False).start()
+
+    def rerank(self, conn, ctx) -> None:
+        """``/rerank`` and ``/v1/rerank``: the request prepared by the validation filter
+        goes to the worker's ``/v1/rerank``; its answer comes back as the gateway's
+        rerank object (smg/server/rerank.py)."""
+        Exchange(self.deps, conn, ctx, routed=False,
+                 reshape=rerank.reshaper(ctx, ctx.endpoint.validator is RERANK_V1)).start()
 
     # -- gateway-owned -----------------------------------------------------------------
 
-    def models(self, conn, ctx) -> None:
-        seen = {}
-        for w in self.registry.candidates(None, "regular"):
+    def _model_cards(self) -> dict:
+        """Model id -> its OpenAI model object, from every registered worker (not the
+        pending ones). The worker's card fields are kept; ``object``, ``created`` and
+        ``owned_by`` are the gateway's (``"model"``, 0, ``"self_hosted"``)."""
+        seen: dict = {}
+        for w in self.registry.all():
+            if w.status == PENDING:
+                continue
             for card in w.model_cards:
-                seen.setdefault(card["id"], card)
-        conn.reply(200, orjson.dumps({"object": "list", "data": list(seen.values())}))
+                if card["id"] not in seen:
+                    seen[card["id"]] = {**card, "id": card["id"], "object": "model", "created": 0,
+                                        "owned_by": "self_hosted"}
+        return seen
+
+    def models(self, conn, ctx) -> None:
+        cards = self._model_cards()
+        if not cards:
+            conn.reply_error(503, "No models available", code="no_models_available")
+            return
+        conn.reply(200, orjson.dumps({"object": "list", "data": list(cards.values())}))
+
+    def model(self, conn, ctx) -> None:
+        """``/v1/models/{model_id}`` (the id may hold ``/``; percent-escapes decoded)."""
+        model_id = unquote(ctx.path[len(b"/v1/models/"):].decode("latin-1"))
+        card = self._model_cards().get(model_id)
+        if card is None:
+            conn.reply_error(404, f"No worker available for model '{model_id}'", code="model_not_found")
+            return
+        conn.reply(200, orjson.dumps(card))
 
     def liveness(self, conn, ctx) -> None:
-        conn.reply(200, b'{"status":"ok"}')
+        """``/health`` and ``/liveness``: the process answers, ``OK`` in plain text."""
+        conn.reply(200, b"OK", content_type=_PLAIN)
 
     def readiness(self, conn, ctx) -> None:
         registry = self.registry

@@ -61,7 +61,7 @@ class Site:
                 if ctx.method == _OPTIONS and self.cors is not None and self._preflight(sink, ctx):
                     return
                 if route is False:
-                    sink.reply_error(404, f"no route for {ctx.path.decode('latin-1')}", code="not_found")
+                    sink.reply_error(404, f"no route for {ctx.path.decode('latin-1')}", code="unknown_url")
                 else:
                     sink.reply_error(405, f"method {ctx.method.decode('latin-1')} not allowed",
                                      extra=[(b"allow", route.allow)])

@@ -16,11 +16,15 @@ vocabulary every leg speaks — and ``on_leg_error(err)``, an ``UpstreamError``
 subclass (smg/errors.py), at most once, after which the leg is spent.
 
 Rules:
-- The request head carries the end-to-end client headers (hop-by-hop ones, RFC 9110
-  §7.6.1, dropped), and Host, Content-Length and ``x-request-id`` set by the gateway;
-  a worker's API key replaces the client's Authorization. A credential the gateway
-  consumed (one of its own keys, smg/auth: ``ctx.principal.consumed_header``) never
-  reaches a worker; any other client Authorization is forwarded, as SMG does.
+- The request head carries the client headers the forwarding decision allows
+  (smg/upstream/forwarding.py: SMG's allow-list by default), and Host, Content-Type
+  and Content-Length set by the gateway; ``x-request-id`` is the client's when it
+  sent one (the request's id in its place when the client's was invalid), else none
+  or a fresh UUID4 (``--upstream-request-id``). A worker's API
+  key replaces the client's Authorization. A credential the gateway consumed (one of
+  its own keys, smg/auth: ``ctx.principal.consumed_header``) never reaches a worker;
+  any other client Authorization is forwarded, as SMG does. Names a Connection header
+  nominates are dropped wherever it stands.
 - A reused pooled connection that dies before any response byte is sent again once on
   a fresh connection, inside the leg: the worker closed it while it was idle, and the
   owner never hears of it (not an attempt, not a failure).
@@ -30,51 +34,112 @@ Rules:
 from __future__ import annotations
 
 import functools
+import uuid
 
 import orjson
 
 from smg.http1 import writer
+from smg.upstream.forwarding import CONNECTION, DEFAULT, FORWARD
 
-_SKIP_REQUEST = writer.HOP_BY_HOP | {b"x-request-id"}
-# with tracing on, the gateway's own span context replaces the client's
-_SKIP_TRACED = _SKIP_REQUEST | {b"traceparent", b"tracestate"}
-_SKIP_AUTH = _SKIP_REQUEST | {b"authorization"}
-_SKIP_TRACED_AUTH = _SKIP_TRACED | {b"authorization"}
+# names the gateway replaces on some requests: with tracing on, its own span context
+# replaces the client's; a worker key replaces the client's Authorization
+_TRACE = frozenset((b"traceparent", b"tracestate"))
+_AUTH = frozenset((b"authorization",))
 _HAS_BODY = (b"POST", b"PUT", b"PATCH")
+_RID = b"x-request-id"
 
 
-@functools.lru_cache(maxsize=16)
-def _also_skip(skip: frozenset, name: bytes) -> frozenset:
-    return skip | {name}
+@functools.lru_cache(maxsize=64)
+def _replaced(traced: bool, auth: bool, drop: bytes | None) -> frozenset:
+    s = frozenset()
+    if traced:
+        s |= _TRACE
+    if auth:
+        s |= _AUTH
+    if drop is not None:
+        s |= {drop}
+    return s
 
 
-def request_head(method: bytes, target: bytes, worker, rid: bytes, headers: list,
-                 body_len: int, trace: list | None = None, drop: bytes | None = None) -> bytes:
-    """The request head sent to ``worker`` (bytes; no I/O)."""
-    parts = [b"%s %s HTTP/1.1\r\nhost: %s\r\nx-request-id: %s\r\n" % (method, target, worker.host_header, rid)]
+@functools.lru_cache(maxsize=64)
+def _skip_all(replaced: frozenset) -> frozenset:
+    return writer.HOP_BY_HOP | replaced
+
+
+def request_head(method: bytes, target: bytes, worker, headers: list, body_len: int,
+                 trace: list | None = None, drop: bytes | None = None, fwd=DEFAULT,
+                 rid: bytes | None = None) -> bytes:
+    """The request head sent to ``worker`` (bytes; no I/O).
+
+    ``headers``: the client's (lower-case names); ``trace``: the gateway's span context
+    headers (None: tracing off); ``drop``: the header holding a credential the gateway
+    consumed; ``fwd``: the forwarding decision (smg/upstream/forwarding.py); ``rid``:
+    the request's id, sent in place of the client's ``x-request-id`` when it sent one
+    (the same value unless the client's was invalid and replaced; None: as sent).
+    """
+    parts = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method, target, worker.host_header)]
+    if body_len or method in _HAS_BODY:
+        parts.append(b"content-length: %d\r\n" % body_len if fwd.forward_all else
+                     b"content-type: application/json\r\ncontent-length: %d\r\n" % body_len)
     if trace:
         for n, v in trace:
             parts.append(b"%s: %s\r\n" % (n, v))
-    if body_len or method in _HAS_BODY:
-        parts.append(b"content-length: %d\r\n" % body_len)
-    if worker.api_key:
-        parts.append(b"authorization: Bearer %s\r\n" % worker.api_key)
-        skip = _SKIP_TRACED_AUTH if trace else _SKIP_AUTH
-    else:
-        skip = _SKIP_TRACED if trace else _SKIP_REQUEST
-    if drop is not None and drop not in skip:
-        skip = _also_skip(skip, drop)  # the gateway's own credential (``drop``) stays here
-    writer.forward_headers(parts, headers, skip)
+    key = worker.api_key
+    if key:
+        parts.append(b"authorization: Bearer %s\r\n" % key)
+    replaced = _replaced(True, bool(key), drop) if trace else \
+        (_replaced(False, bool(key), drop) if key or drop is not None else None)
+    if fwd.forward_all:
+        skip = _skip_all(replaced or frozenset())
+        sent_rid = any(n == _RID for n, _ in headers)
+        if sent_rid and rid is not None:
+            skip = _skip_all(skip | {_RID})
+            parts.append(b"x-request-id: %s\r\n" % rid)
+        writer.forward_headers(parts, headers, skip)
+        if fwd.mint_request_id and not sent_rid:
+            parts.append(b"x-request-id: %s\r\n" % str(uuid.uuid4()).encode())
+        parts.append(b"\r\n")
+        return b"".join(parts)
+    verdict = fwd.verdict
+    start = len(parts)
+    nominated = None
+    has_rid = False
+    for n, v in headers:
+        k = verdict.get(n)
+        if k is None:
+            k = fwd.classify(n)
+        if k == FORWARD:
+            if replaced is not None and n in replaced:
+                continue
+            if n == _RID:
+                if has_rid:
+                    continue
+                has_rid = True
+                if rid is not None:
+                    v = rid
+            parts.append(b"%s: %s\r\n" % (n, v))
+        elif k == CONNECTION and v.lower() not in (b"close", b"keep-alive"):
+            nominated = writer.connection_tokens(headers)
+    if nominated:
+        # the rare path: a Connection header named end-to-end headers as hop-by-hop
+        kept = [p for p in parts[start:] if p.split(b":", 1)[0] not in nominated]
+        del parts[start:]
+        parts.extend(kept)
+        has_rid = has_rid and _RID not in nominated
+    if not has_rid and fwd.mint_request_id:
+        parts.append(b"x-request-id: %s\r\n" % str(uuid.uuid4()).encode())
     parts.append(b"\r\n")
     return b"".join(parts)
 
 
 class Http1Leg:
-    __slots__ = ("pool", "owner", "conn", "connect_task", "request", "method", "paused", "resent", "spent")
+    __slots__ = ("pool", "owner", "fwd", "conn", "connect_task", "request", "method", "paused", "resent",
+                 "spent")
 
-    def __init__(self, pool, owner) -> None:
+    def __init__(self, pool, owner, fwd=DEFAULT) -> None:
         self.pool = pool
         self.owner = owner
+        self.fwd = fwd
         self.conn = None
         self.connect_task = None
         self.request = b""
@@ -90,8 +155,8 @@ class Http1Leg:
             body = orjson.dumps(dict(ctx.body, data_parallel_rank=worker.dp_rank))
         self.method = ctx.method
         p = ctx.principal
-        self.request = request_head(ctx.method, ctx.target, worker, ctx.rid, ctx.headers, len(body), trace,
-                                    p.consumed_header if p is not None else None) + body
+        self.request = request_head(ctx.method, ctx.target, worker, ctx.headers, len(body), trace,
+                                    p.consumed_header if p is not None else None, self.fwd, ctx.rid) + body
         conn = self.pool.take()
         if conn is None:
             self.connect_task = self.pool.connect(self._on_connected)

@@ -35,6 +35,12 @@ Rules:
   listed network is admitted, and so is a listed name with whatever it resolves to.
 - Sans-I/O core: ``refusal(url)`` is pure; ``check(url)`` awaits the resolver it was
   given (the running loop's ``getaddrinfo`` by default).
+- A worker URL that reaches one of the gateway's own listeners (``listeners``: the
+  bound ``(host, port)`` pairs) is refused: proxying to itself would recurse until the
+  process runs out of file descriptors. It reaches a listener when the port is the same
+  and the address is the listener's, or, for a listener on a wildcard address
+  (``0.0.0.0``, ``::``), any address of this host (one a socket can bind to), including
+  the unspecified address and ``localhost``.
 """
 from __future__ import annotations
 
@@ -113,10 +119,49 @@ async def _getaddrinfo(host: str, port) -> list:
     return [info[4][0] for info in infos]
 
 
-class AddressGuard:
-    """Judges worker URLs; ``allowed`` is the operator's allow-list."""
+_LOOPBACK_NAMES = {"localhost": ("127.0.0.1", "::1"), "localhost.localdomain": ("127.0.0.1", "::1")}
 
-    __slots__ = ("networks", "names", "timeout", "_resolve")
+
+def is_local(ip) -> bool:
+    """True when ``ip`` is an address of this host: loopback, unspecified, or one a
+    socket can bind to (an interface's)."""
+    if ip.is_loopback or ip.is_unspecified:
+        return True
+    try:
+        with socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((str(ip), 0))
+        return True
+    except OSError:
+        return False
+
+
+def reaches(ip, port: int, listeners) -> tuple | None:
+    """The listener ``(host, port)`` a connection to ``ip``:``port`` would reach, or None."""
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for host, lport in listeners:
+        if lport != port:
+            continue
+        try:
+            lip = ipaddress.ip_address(host) if host else ipaddress.ip_address("0.0.0.0")
+        except ValueError:
+            lips = _LOOPBACK_NAMES.get(host.lower())
+            if lips and (str(ip) in lips or ip.is_unspecified):
+                return host, lport
+            continue
+        if lip.is_unspecified:
+            if (lip.version == 6 or ip.version == 4) and is_local(ip):
+                return host, lport
+        elif ip == lip or (ip.is_unspecified and ip.version == lip.version):
+            return host, lport
+    return None
+
+
+class AddressGuard:
+    """Judges worker URLs; ``allowed`` is the operator's allow-list; ``listeners`` the
+    gateway's own bound ``(host, port)`` pairs (filled by the gateway)."""
+
+    __slots__ = ("networks", "names", "timeout", "_resolve", "listeners")
 
     def __init__(self, allowed=(), timeout: float = 5.0, resolve=None) -> None:
         """``resolve(host, port)``: awaitable list of address strings (tests inject one).
@@ -140,6 +185,7 @@ class AddressGuard:
         self.names = frozenset(names)
         self.timeout = timeout
         self._resolve = resolve or _getaddrinfo
+        self.listeners: list = []
 
     @classmethod
     def from_config(cls, cfg) -> "AddressGuard":
@@ -164,14 +210,34 @@ class AddressGuard:
         return (f"url: {url!r} is refused: {host}{via} is {what}; "
                 f"list it in {_FLAG} to register it anyway")
 
+    def _loop_message(self, url: str, ip, port, via: str = "") -> str | None:
+        if not self.listeners or port is None:
+            return None
+        hit = reaches(ip, port, self.listeners)
+        if hit is None:
+            return None
+        return (f"url: {url!r} is refused: it{via} is this gateway's own listener "
+                f"({hit[0] or '0.0.0.0'}:{hit[1]}); a worker must be an inference server, not the gateway")
+
     def refusal(self, url: str) -> str | None:
         """The refusal message for ``url`` judged as written (no lookup), or None.
 
         A host name outside the metadata names is not judged here (``needs_lookup``)."""
-        host, _ = _split(url)
+        host, port = _split(url)
         if not host:
             return None  # not a URL with a host: spec validation answers that
+        if port is None:
+            port = 443 if url.lower().startswith("https") else 80
         name = host.rstrip(".")
+        for a in _LOOPBACK_NAMES.get(name.lower(), ()):
+            loop = self._loop_message(url, ipaddress.ip_address(a), port)
+            if loop is not None:
+                return loop
+        ip = literal(name)
+        if ip is not None:
+            loop = self._loop_message(url, ip, port)
+            if loop is not None:
+                return loop
         if name in self.names:
             return None
         ip = literal(name)
@@ -206,6 +272,10 @@ class AddressGuard:
                 ip = ipaddress.ip_address(a)
             except ValueError:
                 continue
+            loop = self._loop_message(url, ip, port or (443 if url.lower().startswith("https") else 80),
+                                      f" (resolved to {a})")
+            if loop is not None:
+                return loop
             what = judge(ip)
             if what is not None and not self._admits(ip):
                 return self._message(url, host, what, f" (resolved to {a})")

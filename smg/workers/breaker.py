@@ -15,6 +15,11 @@ Theory of operation (SMG 1.9 ``core/circuit_breaker.rs`` semantics):
   next ``can_execute(now)``/``state_at(now)`` moves it to half_open (lazily: nothing
   runs in the background). Outcomes recorded while open (late answers to requests
   sent before it opened) are counted but move nothing.
+- health readmission: when the worker's health checks promote it to Ready again
+  (``readmit``), an open breaker moves to half_open at once instead of waiting for its
+  timeout; each such move is counted (``health_readmissions``,
+  ``smg_worker_cb_health_readmissions_total``). A breaker whose timeout already passed
+  goes half_open by the timeout and is not counted.
 - half_open: traffic flows again (SMG does no probe limiting in half-open).
   ``success_threshold`` consecutive successes -> closed; any failure -> open.
 
@@ -47,7 +52,8 @@ FAILURE = "failure"
 TIMEOUT = "timeout"        # the open timeout elapsed (fed lazily by state_at/can_execute)
 RESET = "reset"            # admin: force closed
 FORCE_OPEN = "force_open"  # admin: force open
-INPUTS = (SUCCESS, FAILURE, TIMEOUT, RESET, FORCE_OPEN)
+HEALTHY = "healthy"        # the worker's health checks promoted it to Ready
+INPUTS = (SUCCESS, FAILURE, TIMEOUT, RESET, FORCE_OPEN, HEALTHY)
 
 # Counters / guards.
 CONSECUTIVE_FAILURES = "consecutive_failures"
@@ -63,16 +69,19 @@ TRANSITIONS: dict = {
     (CLOSED, TIMEOUT): (),
     (CLOSED, RESET): (),
     (CLOSED, FORCE_OPEN): ((ALWAYS, None, OPEN),),
+    (CLOSED, HEALTHY): (),
     (OPEN, SUCCESS): (),
     (OPEN, FAILURE): (),
     (OPEN, TIMEOUT): ((ALWAYS, None, HALF_OPEN),),
     (OPEN, RESET): ((ALWAYS, None, CLOSED),),
     (OPEN, FORCE_OPEN): (),
+    (OPEN, HEALTHY): ((ALWAYS, None, HALF_OPEN),),
     (HALF_OPEN, SUCCESS): ((CONSECUTIVE_SUCCESSES, SUCCESS_LIMIT, CLOSED),),
     (HALF_OPEN, FAILURE): ((ALWAYS, None, OPEN),),
     (HALF_OPEN, TIMEOUT): (),
     (HALF_OPEN, RESET): ((ALWAYS, None, CLOSED),),
     (HALF_OPEN, FORCE_OPEN): ((ALWAYS, None, OPEN),),
+    (HALF_OPEN, HEALTHY): (),
 }
 check_total(TRANSITIONS, STATES, INPUTS, "breaker")
 
@@ -112,7 +121,7 @@ class CircuitBreaker:
     __slots__ = ("failure_threshold", "success_threshold", "timeout", "window", "enabled", "label",
                  "on_transition", "state", "changed_at", "consecutive_failures",
                  "consecutive_successes", "total_failures", "total_successes", "last_failure_at",
-                 "_limits")
+                 "health_readmissions", "_limits")
 
     def __init__(self, failure_threshold: int, success_threshold: int, timeout: float,
                  window: float, *, enabled: bool = True, label: str = "",
@@ -136,6 +145,7 @@ class CircuitBreaker:
         self.total_failures = 0
         self.total_successes = 0
         self.last_failure_at: float | None = None
+        self.health_readmissions = 0
         self._limits = {FAILURE_LIMIT: failure_threshold, SUCCESS_LIMIT: success_threshold}
 
     @classmethod
@@ -194,6 +204,18 @@ class CircuitBreaker:
     def force_open(self, now: float) -> str | None:
         """Admin: force open (the timeout starts now)."""
         return self._apply(FORCE_OPEN, now)
+
+    def readmit(self, now: float) -> str | None:
+        """The worker's health checks promoted it to Ready: an open breaker (its timeout
+        not yet passed) goes half_open now, counted in ``health_readmissions``.
+
+        Returns:
+            The new state if the breaker moved, else None.
+        """
+        if not self.enabled or self.state_at(now) != OPEN:
+            return None
+        self.health_readmissions += 1
+        return self._apply(HEALTHY, now)
 
     def _apply(self, event: str, now: float) -> str | None:
         target = next_state(TRANSITIONS, self.state, event, self, self._limits, "breaker")

@@ -11,8 +11,8 @@ Rules:
   ``BreakerChanged``) are what ``WorkerRegistry.subscribe`` listeners receive; a
   listener needing the Worker looks it up by ``worker_id``. A models change is a
   ``WorkerRemoved`` followed by a ``WorkerAdded`` carrying the new models.
-- Lifecycle records (``HealthChecked``, ``BreakerTransition``, ``DiscoverySynced``,
-  ``DiscoveryChanged``) are emitted by the WorkerManager on an ``EventBus``; metrics
+- Lifecycle records (``HealthChecked``, ``BreakerTransition``, ``LoadPolled``,
+  ``DiscoverySynced``, ``DiscoveryChanged``) are emitted by the WorkerManager on an ``EventBus``; metrics
   (``Metrics.on_event``) and anything else subscribe to the bus. Emitting calls the
   subscribers in order, synchronously, on the loop: they must not block.
 """
@@ -140,6 +140,14 @@ class BreakerTransition(Record):
     url: str
     old: str
     new: str
+
+
+@_record
+class LoadPolled(Record):
+    event: ClassVar[str] = "load_polled"
+    worker_id: str
+    url: str
+    mode: str           # "poll": the monitor fetched the worker's load this tick
 
 
 @_record

@@ -10,7 +10,13 @@ reports status changes through callbacks; the gateway applies them to the regist
 Rule 3: probes go to ``worker.base_url`` (the network address), never ``worker.url``
 (the logical key, ``base@rank`` for a data-parallel rank).
 Rule 4: intervals, timeout, thresholds and endpoint come from the settings table
-(``HealthChecker.from_config``); constructors restate no setting's default.
+(``HealthChecker.from_config``); constructors restate no setting's default. A worker's
+own ``path`` (its engine's probe endpoint, ``smg.workers.engines``), ``timeout`` and
+``interval`` (WorkerSpec ``health``) override the checker's for that worker.
+Rule 5: a failed probe is logged at WARNING with its reason (transport error, timeout,
+the status answered), at most once per ``FAILURE_LOG_INTERVAL`` seconds per worker (the
+count of the failures in between is in the next line); the first success after a
+failure is logged at INFO.
 
 Theory of operation. Statuses are SMG's (``smg/workers/worker.py``): ``pending``,
 ``ready``, ``not_ready``, ``failed``, ``draining``; only ``ready`` is routable. A
@@ -42,6 +48,8 @@ The rules (SMG 1.9 ``docs`` + smg#1102, smg#2468):
   ``failure_threshold`` failures that made it not_ready) reaches ``3 x failure_threshold``.
 - failed keeps being probed and rejoins (-> ready) after ``success_threshold``
   consecutive successes (smg#2468: before that fix failed workers never came back).
+- A promotion to ready readmits the worker's open circuit breaker (half-open at once,
+  ``CircuitBreaker.readmit``) rather than leaving it to the breaker's timeout.
 - ``DRAIN`` moves any status to draining; draining is terminal: probes no longer
   change it (the worker is on its way out of the registry).
 
@@ -190,16 +198,28 @@ DEFAULT_PROBE_CONCURRENCY = 64
 PROBE_JITTER = 0.1
 
 
+# A worker's failing probes are logged at most once per this many seconds (rule 5): one
+# line a minute says it is down and why, without a line per probe of a fleet.
+FAILURE_LOG_INTERVAL = 60.0
+
+
 class _Entry:
-    __slots__ = ("worker", "tracker", "api_key", "interval", "due")
+    __slots__ = ("worker", "tracker", "api_key", "interval", "due", "path", "timeout", "logged_at",
+                 "unlogged", "failing")
 
     def __init__(self, worker: Worker, tracker: HealthTracker, api_key: str | None,
-                 interval: float | None, due: float) -> None:
+                 interval: float | None, due: float, path: str | None = None,
+                 timeout: float | None = None) -> None:
         self.worker = worker
         self.tracker = tracker
         self.api_key = api_key
         self.interval = interval
         self.due = due
+        self.path = path          # this worker's probe path; None: the checker's endpoint
+        self.timeout = timeout    # this worker's probe timeout; None: the checker's
+        self.logged_at = None     # clock of the last failure logged
+        self.unlogged = 0         # failures since then, not logged
+        self.failing = False
 
 
 class HealthChecker(Background):
@@ -276,18 +296,23 @@ class HealthChecker(Background):
 
     def add(self, worker: Worker, *, api_key: str | None = None, success_threshold: int | None = None,
             failure_threshold: int | None = None, interval: float | None = None,
-            initial: str | None = None) -> HealthTracker:
+            initial: str | None = None, path: str | None = None,
+            timeout: float | None = None) -> HealthTracker:
         """Starts probing ``worker`` (first probe as soon as the loop runs).
 
         ``initial`` defaults to the worker's current status (pending for a new one).
-        Per-worker values override the checker's (WorkerSpec ``health``).
+        Per-worker values override the checker's (WorkerSpec ``health``; ``path``: the
+        engine's probe endpoint).
         """
         status = initial or worker.status
         if status not in STATUSES:
             status = PENDING
         tracker = HealthTracker(success_threshold or self.success_threshold,
                                 failure_threshold or self.failure_threshold, status)
-        self._entries[worker.id] = _Entry(worker, tracker, api_key, interval, self._clock())
+        if path is not None and not path.startswith("/"):
+            path = "/" + path
+        self._entries[worker.id] = _Entry(worker, tracker, api_key, interval, self._clock(), path,
+                                          timeout or None)
         if self._wake is not None:
             self._wake.set()
         return tracker
@@ -310,25 +335,53 @@ class HealthChecker(Background):
 
     # -- probing
 
-    async def http_probe(self, worker: Worker, api_key: str | None) -> bool:
-        """``GET {base_url}{endpoint}``; True on 2xx. Transport errors and timeouts are False."""
+    async def http_probe(self, worker: Worker, api_key: str | None, path: str | None = None,
+                         timeout: float | None = None) -> bool:
+        """``GET {base_url}{path}``; True on 2xx. Transport errors and timeouts are False."""
+        return await self.http_check(worker, api_key, path, timeout) is None
+
+    async def http_check(self, worker: Worker, api_key: str | None, path: str | None = None,
+                         timeout: float | None = None) -> str | None:
+        """``GET {base_url}{path or endpoint}``: None on 2xx, else why it failed."""
         headers = [("authorization", f"Bearer {api_key}")] if api_key else None
+        path = path or self.endpoint
         try:
-            status, _, _ = await client.request(worker.base_url, "GET", self.endpoint, headers=headers,
-                                                timeout=self.timeout,
+            status, _, _ = await client.request(worker.base_url, "GET", path, headers=headers,
+                                                timeout=timeout or self.timeout,
                                                 ssl=self.tls.for_url(worker.base_url) if self.tls else None)
         except UpstreamError as e:
-            log.debug("health probe %s failed: %s", worker.url, e)
-            return False
-        return 200 <= status < 300
+            return f"GET {path}: {e}"
+        return None if 200 <= status < 300 else f"GET {path} answered {status}"
 
     async def _probe_one(self, e: _Entry) -> bool:
+        key = e.api_key or self.api_key
         async with self._sem:
             try:
-                return bool(await self._probe(e.worker, e.api_key or self.api_key))
+                if self._probe == self.http_probe:
+                    reason = await self.http_check(e.worker, key, e.path, e.timeout)
+                else:
+                    reason = None if await self._probe(e.worker, key) else "probe failed"
             except (UpstreamError, OSError, asyncio.TimeoutError) as exc:
-                log.debug("health probe %s failed: %s", e.worker.url, exc)
-                return False
+                reason = str(exc) or type(exc).__name__
+        self._log_outcome(e, reason)
+        return reason is None
+
+    def _log_outcome(self, e: _Entry, reason: str | None) -> None:
+        """Rule 5: failures at WARNING, rate-limited per worker; recovery at INFO."""
+        w = e.worker
+        if reason is None:
+            if e.failing:
+                log.info("health probe %s succeeds again (%d failure(s) not logged)", w.url, e.unlogged)
+            e.failing, e.unlogged, e.logged_at = False, 0, None
+            return
+        e.failing = True
+        now = self._clock()
+        if e.logged_at is not None and now - e.logged_at < FAILURE_LOG_INTERVAL:
+            e.unlogged += 1
+            return
+        extra = f" ({e.unlogged} more failure(s) since the last line)" if e.unlogged else ""
+        log.warning("health probe %s failed: %s%s", w.url, reason, extra)
+        e.logged_at, e.unlogged = now, 0
 
     def _next_due(self, e: _Entry, now: float) -> float:
         base = e.interval or self.interval
@@ -351,6 +404,8 @@ class HealthChecker(Background):
         new = e.tracker.on_probe(ok)
         if new is not None:
             log.info("worker %s (%s) health: -> %s", worker.id, worker.url, new)
+            if new == READY and worker.breaker is not None:
+                worker.breaker.readmit(self._clock())  # health returned: an open breaker goes half-open
             self.on_status(worker, new)
             if new == FAILED and self.remove_unhealthy:
                 self._entries.pop(worker.id, None)

@@ -355,7 +355,8 @@ class LoadMonitor(Background):
     """Polls each worker's engine load every ``interval`` seconds.
 
     ``on_load(worker, report)`` gets each new report; ``report`` is None after
-    ``STALE_AFTER_FAILURES`` failed polls in a row. ``fetch`` replaces the HTTP fetch
+    ``STALE_AFTER_FAILURES`` failed polls in a row. ``on_poll(worker)`` (optional) is
+    told of every poll started, answered or not. ``fetch`` replaces the HTTP fetch
     (``async fetch(base_url, path, api_key) -> (status, body)``); ``sleep`` and ``clock``
     (wall seconds, for reports without a timestamp) are injectable; ``tls``
     (``smg.upstream.tls.WorkerTLS``) gives the client context of https workers.
@@ -365,11 +366,13 @@ class LoadMonitor(Background):
                  timeout: float, api_key: str | None = None,
                  fetch: Callable[[str, str, str | None], Awaitable[tuple]] | None = None,
                  sleep: Callable[[float], Awaitable] = asyncio.sleep,
-                 concurrency: int = DEFAULT_POLL_CONCURRENCY, tls=None) -> None:
+                 concurrency: int = DEFAULT_POLL_CONCURRENCY, tls=None,
+                 on_poll: Callable[[Worker], None] | None = None) -> None:
         if interval <= 0:
             raise ValueError("load monitor interval must be positive")
         self.tls = tls
         self.on_load = on_load
+        self.on_poll = on_poll
         self.interval = interval
         self.timeout = timeout
         self.api_key = api_key
@@ -430,6 +433,8 @@ class LoadMonitor(Background):
         return None, None
 
     async def _poll(self, w: _Watched) -> None:
+        if self.on_poll is not None:
+            self.on_poll(w.worker)
         async with self._sem:
             report, source = await self.fetch(w.worker, w.runtime, w.api_key, w.source)
         if self._watched.get(w.worker.id) is not w:

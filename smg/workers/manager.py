@@ -3,10 +3,15 @@
 Theory of operation: ``add(spec)`` creates the Worker (PENDING) with its circuit
 breaker, its retry policy (when its spec's ``resilience`` section has retry fields)
 and a pool shared by every logical worker of the same server, registers it, and
-starts its registration job: learn its models (``GET /v1/models``; a server without
-it but answering ``/health`` serves any model), expand data-parallel ranks when
-``--dp-aware``, then hand it to the health checker, whose probes move it to READY
-(the successful discovery counts as the first good probe). ``remove`` drains:
+starts its registration job: identify its engine and learn its models
+(``smg.workers.engines.identify``: ``GET /v1/models`` and each engine's marker paths;
+a known engine without a model list serves any model; a server that answers but is
+neither a known engine nor lists models is refused; one not answering yet is asked
+again with backoff), record the engine as ``runtime_type``, expand data-parallel ranks
+when ``--dp-aware``, then hand it to the health checker with its engine's probe path,
+whose probes move it to READY (the successful discovery counts as the first good
+probe), and to the load monitor when its engine reports load (never with
+``--policy passthrough``, which reads no load). ``remove`` drains:
 DRAINING at once (no new traffic), removal when its in-flight requests are done or
 the settle time has passed.
 
@@ -31,8 +36,11 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+import os
 import time
+import uuid
 from collections.abc import Callable
 
 import orjson
@@ -41,15 +49,17 @@ from smg.errors import UpstreamError
 from smg.upstream import client
 from smg.upstream.pool import UpstreamPool
 from smg.upstream.tls import WorkerTLS
+from smg.workers import engines
 from smg.workers.addresses import AddressGuard
 from smg.workers.breaker import OPEN, CircuitBreaker
 from smg.workers.discovery import FileDiscovery, KubeConfig, KubeDiscovery
-from smg.workers.events import BreakerTransition, DiscoveryChanged, DiscoverySynced, HealthChecked
+from smg.workers.events import BreakerTransition, DiscoveryChanged, DiscoverySynced, HealthChecked, LoadPolled
 from smg.workers.health import HealthChecker
-from smg.workers.loads import LoadMonitor
+from smg.workers.loads import INT_FIELDS, LoadMonitor
 from smg.workers.registry import WorkerRegistry
+from smg.workers import server_info
 from smg.workers.retry import RetryPolicy
-from smg.workers.spec import DEFAULT_COST, DEFAULT_PRIORITY, SpecError, validate
+from smg.workers.spec import DEFAULT_COST, DEFAULT_PRIORITY, SPEC_FIELDS, SpecError, validate
 from smg.workers.worker import DRAINING, FAILED, PENDING, READY, Worker
 
 log = logging.getLogger("smg.workers")
@@ -59,6 +69,20 @@ log = logging.getLogger("smg.workers")
 REGISTRATION_FIRST_BACKOFF = 0.1
 # How often a draining worker's in-flight count is looked at.
 DRAIN_POLL = 0.05
+
+# The control-plane jobs a worker can have running (the ``job_type`` of its job status).
+ADD_JOB = "AddWorker"
+UPDATE_JOB = "UpdateWorker"
+REMOVE_JOB = "RemoveWorker"
+
+
+def new_worker_id() -> str:
+    """A UUIDv7 (RFC 9562 §5.7): 48 bits of Unix milliseconds, then random bits, so ids
+    sort by creation time."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & (1 << 48) - 1) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62 | rand & (1 << 62) - 1
+    return str(uuid.UUID(int=value))
 
 
 class WorkerManager:
@@ -72,14 +96,18 @@ class WorkerManager:
         self.guard = AddressGuard.from_config(config)  # refuses metadata-service worker addresses
         self.loop: asyncio.AbstractEventLoop | None = None
         self.retry = RetryPolicy.from_config(config)  # the gateway's policy, base of per-worker ones
-        self.jobs: dict = {}      # worker id -> "pending" | "completed" | "failed"
+        self.jobs: dict = {}      # worker id -> its running job (job status record); none when idle
         self._pools: dict = {}    # base url -> [pool, users]
         self._tasks: set = set()
         self._sources: list = []
         self.health = None if config.disable_health_check else HealthChecker.from_config(
             config, self._on_status, on_failed=self._on_failed, on_result=self._on_probe, clock=clock, tls=self.tls)
-        self.loads = None if config.disable_load_monitoring else LoadMonitor.from_config(
-            config, self._on_load, tls=self.tls)
+        # passthrough routes to the first candidate whatever the loads: nothing reads them
+        self.loads = None if config.disable_load_monitoring or config.policy == "passthrough" else \
+            LoadMonitor.from_config(config, self._on_load, tls=self.tls, on_poll=self._on_poll)
+        self._probe_paths: dict = {}  # worker id -> the path its probes use (its engine's)
+        self._engines: dict = {}      # worker id -> its engine (smg.workers.engines.Engine)
+        self._described: dict = {}    # worker id -> what its engine said (smg.workers.server_info)
 
     # -- start / stop ---------------------------------------------------------------
 
@@ -139,7 +167,7 @@ class WorkerManager:
 
     # -- adding ---------------------------------------------------------------------
 
-    def add(self, spec: dict, worker_id: str | None = None) -> Worker:
+    def add(self, spec: dict, worker_id: str | None = None, job_type: str = ADD_JOB) -> Worker:
         """Registers a worker from a validated spec; returns it (PENDING). Call on the loop.
 
         With ``--dp-aware`` and a ``dp_size`` in the spec, one logical worker per rank is
@@ -149,14 +177,15 @@ class WorkerManager:
         if self.config.dp_aware and dp_size and dp_size > 1 and spec.get("dp_rank") is None:
             first = None
             for rank in range(dp_size):
-                w = self._new(dict(spec, dp_rank=rank), f"{worker_id}@{rank}" if worker_id else None)
+                w = self._new(dict(spec, dp_rank=rank), worker_id if rank == 0 else None, job_type)
                 first = first or w
             return first
-        return self._new(spec, worker_id)
+        return self._new(spec, worker_id, job_type)
 
-    def _new(self, spec: dict, worker_id: str | None) -> Worker:
+    def _new(self, spec: dict, worker_id: str | None, job_type: str = ADD_JOB) -> Worker:
         models = tuple(c["id"] for c in spec.get("models") or ())
-        w = Worker(spec["url"], models, worker_id, spec.get("worker_type", "regular"), dp_rank=spec.get("dp_rank"))
+        w = Worker(spec["url"], models, worker_id or new_worker_id(), spec.get("worker_type", "regular"),
+                   dp_rank=spec.get("dp_rank"))
         w.model_cards = [dict(c, object="model") for c in spec.get("models") or ()]
         w.spec = {k: v for k, v in spec.items() if k != "api_key"}
         key = spec.get("api_key")
@@ -169,9 +198,13 @@ class WorkerManager:
         w.retry = self.retry.for_worker(res)
         w.pool = self._pool_for(w)
         self.registry.add(w)
-        self.jobs[w.id] = "pending"
+        self._job(w, job_type)
         self._spawn(self._register(w))
         return w
+
+    def _job(self, w: Worker, job_type: str, status: str = "processing", message: str | None = None) -> None:
+        self.jobs[w.id] = {"job_type": job_type, "worker_url": w.url, "status": status, "message": message,
+                           "timestamp": int(time.time())}
 
     def _pool_for(self, w: Worker) -> UpstreamPool:
         entry = self._pools.get(w.base_url)
@@ -203,60 +236,75 @@ class WorkerManager:
         timeout = cfg.worker_probe_timeout_secs
         cap = cfg.worker_registration_max_backoff_secs
         delay = min(REGISTRATION_FIRST_BACKOFF, cap)
-        while self.registry.get(w.id) is w:
+        ssl = self.tls.for_url(w.base_url)
+        auth = self._auth(w)
+
+        async def fetch(path: str) -> tuple:
+            return await client.request(w.base_url, "GET", path, headers=auth, timeout=timeout, ssl=ssl)
+
+        hint = None if w.runtime == "unspecified" else w.runtime
+        unprobed = self.health is None or (w.spec.get("health") or {}).get("disable_health_check")
+        if w.models and unprobed:
+            # models given and no probe to choose: ready at once, the engine left unasked
+            ident = engines.Identity(engines.BY_RUNTIME.get(hint), None, None)
+        while self.registry.get(w.id) is w and not (w.models and unprobed):
             try:
-                if not w.models:
-                    await self._discover_models(w)
-                break
+                ident = await engines.identify(fetch, hint, spec_models=bool(w.models))
             except UpstreamError as e:
-                try:
-                    status, _, _ = await client.request(w.base_url, "GET", "/health", headers=self._auth(w),
-                                                        timeout=timeout, ssl=self.tls.for_url(w.base_url))
-                except UpstreamError:
-                    status = 0
-                if 200 <= status < 300:
-                    log.info("worker %s has no model list (%s): it serves any model", w.url, e)
-                    break
                 log.warning("worker %s not answering yet: %s", w.url, e)
+            else:
+                if ident.refusal is not None:
+                    log.error("worker %s not registered: %s", w.url, ident.refusal)
+                    self._finalize(w)
+                    return
+                if ident.waiting is None:
+                    break
+                log.warning("worker %s answers but is not ready yet: %s", w.url, ident.waiting)
             await asyncio.sleep(delay)
             delay = min(delay * 2, cap)
         if self.registry.get(w.id) is not w:
             return
+        engine = ident.engine
+        if engine is not None and (hint is None or hint in engines.BY_RUNTIME):
+            w.runtime = engine.runtime  # a runtime the table does not know stays as named
+            self._engines[w.id] = engine
+        self._probe_paths[w.id] = engines.choose_probe(cfg.health_check_endpoint, ident.health_path)
+        name = engine.name if engine is not None else "engine not asked"
+        if not w.models:
+            if ident.cards is not None:
+                self.registry.set_models(w, tuple(c["id"] for c in ident.cards), ident.cards)
+            else:
+                log.info("worker %s (%s) has no model list: it serves any model", w.url, name)
+        if ident.health_path is not None:  # the engine answered: what it says about itself
+            desc = await server_info.describe(fetch, w.runtime, ident.cards)
+            if self.registry.get(w.id) is not w:
+                return
+            self._described[w.id] = desc
+            w.spec["labels"] = {**desc.labels, **(w.spec.get("labels") or {})}  # the spec's win
         if cfg.dp_aware and w.dp_rank is None and await self._expand_dp(w):
             return
-        self.jobs[w.id] = "completed"
+        self.jobs.pop(w.id, None)  # done: no job to report
+        self._watch(w)
+        if not unprobed:
+            self.health.apply(w, True)  # the answered discovery is the first good probe
+        log.info("worker %s registered (%s), %s, models %s, probed at %s", w.url, w.id, name,
+                 list(w.models) or "any", self._probe_paths[w.id])
+
+    def _watch(self, w: Worker) -> None:
+        """Puts ``w`` under the health checker (or READY without one) and, when its engine
+        reports load, under the load monitor; with its current key and health settings."""
+        key = w.api_key.decode() if w.api_key else None
         hc = w.spec.get("health") or {}
         if self.health is None or hc.get("disable_health_check"):
             self.registry.set_status(w, READY)
         else:
-            self.health.add(w, api_key=w.api_key.decode() if w.api_key else None,
-                            success_threshold=hc.get("success_threshold"),
-                            failure_threshold=hc.get("failure_threshold"),
-                            interval=hc.get("check_interval_secs"))
-            self.health.apply(w, True)  # the answered discovery is the first good probe
-        if self.loads is not None:
-            self.loads.add(w, None if w.runtime == "unspecified" else w.runtime,
-                           w.api_key.decode() if w.api_key else None)
-        log.info("worker %s registered (%s), models %s", w.url, w.id, list(w.models) or "any")
-
-    async def _discover_models(self, w: Worker) -> None:
-        status, _, body = await client.request(w.base_url, "GET", "/v1/models", headers=self._auth(w),
-                                               timeout=self.config.worker_probe_timeout_secs,
-                                               ssl=self.tls.for_url(w.base_url))
-        if not 200 <= status < 300:
-            raise UpstreamError(f"GET /v1/models answered {status}")
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise UpstreamError("GET /v1/models did not return JSON") from None
-        cards = [m for m in (data.get("data") or []) if isinstance(m, dict) and isinstance(m.get("id"), str)] \
-            if isinstance(data, dict) else []
-        owned = {c.get("owned_by") for c in cards}
-        if w.runtime == "unspecified":
-            for rt in ("sglang", "vllm"):
-                if rt in owned:
-                    w.runtime = rt
-        self.registry.set_models(w, tuple(c["id"] for c in cards), cards)
+            self.health.add(w, api_key=key, success_threshold=hc.get("success_threshold"),
+                            failure_threshold=hc.get("failure_threshold"), interval=hc.get("check_interval_secs"),
+                            timeout=hc.get("timeout_secs"), path=self._probe_paths.get(w.id))
+        engine = self._engines.get(w.id)
+        named = w.spec.get("runtime_type", "unspecified") != "unspecified"
+        if self.loads is not None and (engine is None or engine.loads or named):
+            self.loads.add(w, None if w.runtime == "unspecified" else w.runtime, key)
 
     async def _expand_dp(self, w: Worker) -> bool:
         """Asks the server for its dp_size; with more than one rank, replaces ``w`` by one
@@ -275,8 +323,8 @@ class WorkerManager:
         if w.api_key:
             spec["api_key"] = w.api_key.decode()
         self._finalize(w)
-        for rank in range(size):
-            self._new(dict(spec, dp_rank=rank), None)
+        for rank in range(size):  # rank 0 keeps the id the API answered
+            self._new(dict(spec, dp_rank=rank), w.id if rank == 0 else None)
         return True
 
     # -- discovery sources -----------------------------------------------------------
@@ -290,7 +338,9 @@ class WorkerManager:
 
     def _discovered(self, spec: dict, source: str) -> None:
         try:
-            clean = validate({k: v for k, v in spec.items() if k != "source"})
+            # a source reports what it knows (pod, kv_connector ...); only the fields this
+            # gateway acts on become the spec
+            clean = validate({k: v for k, v in spec.items() if k in SPEC_FIELDS})
         except SpecError as e:
             log.warning("%s discovery: bad worker %s: %s", source, spec.get("url"), e)
             self.events.emit(DiscoveryChanged(source, "registration", "invalid"))
@@ -319,11 +369,14 @@ class WorkerManager:
         w = self.registry.get(worker_id)
         if w is None:
             return None
+        if drain and w.status == DRAINING:
+            return w  # its drain is already under way
         if self.health is not None:
             self.health.remove(w)
         if self.loads is not None:
             self.loads.remove(w)
         self.registry.set_status(w, DRAINING)
+        self._job(w, REMOVE_JOB)
         settle = (w.spec.get("health") or {}).get("drain_settle_secs", self.config.drain_settle_secs)
         if not drain or w.inflight == 0 or settle <= 0:
             self._finalize(w)
@@ -339,6 +392,10 @@ class WorkerManager:
         self._finalize(w)
 
     def _finalize(self, w: Worker) -> None:
+        if self.registry.get(w.id) is w:
+            self._probe_paths.pop(w.id, None)
+            self._engines.pop(w.id, None)
+            self._described.pop(w.id, None)
         if self.registry.remove(w.id) is not None:
             self._release_pool(w.base_url)
             self.jobs.pop(w.id, None)
@@ -355,6 +412,9 @@ class WorkerManager:
 
     def _on_probe(self, w: Worker, ok: bool) -> None:
         self.events.emit(HealthChecked(w.id, w.url, w.worker_type, ok))
+
+    def _on_poll(self, w: Worker) -> None:
+        self.events.emit(LoadPolled(w.id, w.url, "poll"))
 
     def _on_load(self, w: Worker, report: dict | None) -> None:
         w.engine = report
@@ -381,20 +441,104 @@ class WorkerManager:
                 w.breaker.state_at(now)
 
     def info(self, w: Worker) -> dict:
-        """WorkerInfo as the API shows it (never the api_key)."""
-        now = self.clock()
+        """WorkerInfo as the API shows it (never the api_key). SMG's keys first, in its
+        order, empty ones left out as it does (``model_id``/``models`` while the models
+        are unknown, ``labels``, ``engine_load``, ``job_status`` when there is none);
+        then this gateway's extras (``dp_rank``, ``dp_size``, ``bootstrap_port`` when set,
+        ``circuit_breaker``, ``health``, ``resilience``, ``has_api_key``)."""
         spec = w.spec
-        return {
-            "id": w.id, "url": w.url, "model_id": w.models[0] if w.models else None, "models": list(w.models),
-            "worker_type": w.worker_type, "connection_mode": spec.get("connection_mode", "http"),
-            "runtime_type": w.runtime, "labels": spec.get("labels", {}), "priority": spec.get("priority", DEFAULT_PRIORITY),
-            "cost": spec.get("cost", DEFAULT_COST), "bootstrap_port": spec.get("bootstrap_port"),
-            "dp_rank": w.dp_rank, "dp_size": w.dp_size, "is_healthy": w.status == READY, "status": w.status,
-            "load": w.inflight, "job_status": self.jobs.get(w.id, "completed"),
-            "circuit_breaker": w.breaker.stats(now) if w.breaker is not None else None,
-            "health": spec.get("health", {}), "resilience": spec.get("resilience", {}),
-            "has_api_key": w.api_key is not None,
-        }
+        doc: dict = {"id": w.id}
+        if w.models:
+            doc["model_id"] = w.models[0]
+        doc["url"] = w.url
+        if w.model_cards:
+            desc = self._described.get(w.id)
+            doc["models"] = [server_info.api_card(c, desc) for c in w.model_cards]
+        doc.update(worker_type=w.worker_type, connection_mode=spec.get("connection_mode", "http"),
+                   runtime_type=w.runtime)
+        if spec.get("labels"):
+            doc["labels"] = spec["labels"]
+        doc.update(priority=spec.get("priority", DEFAULT_PRIORITY), cost=spec.get("cost", DEFAULT_COST),
+                   is_healthy=w.status == READY, status=w.status, load=w.inflight, http2=False)
+        report = w.engine
+        if report:
+            stamp = report.get("timestamp")
+            if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+                stamp = datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).isoformat()
+            doc["engine_load"] = {"timestamp": stamp if isinstance(stamp, str) else "",
+                                  "version": str(report.get("version") or ""),
+                                  "dp_rank_count": report.get("dp_rank_count", 1),
+                                  "loads": [_snapshot(r) for r in report.get("loads", [])]}
+        job = self.jobs.get(w.id)
+        if job is not None:
+            doc["job_status"] = dict(job)
+        for k, v in (("dp_rank", w.dp_rank), ("dp_size", w.dp_size), ("bootstrap_port", spec.get("bootstrap_port"))):
+            if v is not None:
+                doc[k] = v
+        if w.breaker is not None:
+            doc["circuit_breaker"] = w.breaker.stats(self.clock())
+        doc.update(health=spec.get("health", {}), resilience=spec.get("resilience", {}),
+                   has_api_key=w.api_key is not None)
+        return doc
+
+    # -- changing ---------------------------------------------------------------------
+
+    def update(self, w: Worker, patch: dict) -> None:
+        """PATCH: applies a validated partial spec (``priority``, ``cost``, ``labels``
+        merged into the worker's, ``api_key`` rotated, ``health`` merged into its
+        section) to ``w`` and to every checker that uses it, now."""
+        spec = w.spec
+        for k in ("priority", "cost"):
+            if k in patch:
+                spec[k] = patch[k]
+        if "labels" in patch:
+            spec["labels"] = {**(spec.get("labels") or {}), **patch["labels"]}
+        if "api_key" in patch:
+            w.api_key = patch["api_key"].encode()
+        if "health" in patch:
+            spec["health"] = {**(spec.get("health") or {}), **patch["health"]}
+        if "api_key" in patch or "health" in patch:
+            self._rewatch(w)
+
+    def replace(self, w: Worker, spec: dict) -> Worker:
+        """PUT: ``w`` is registered again from ``spec`` under the same id (an
+        ``UpdateWorker`` job). Its connection pool is kept across the swap, so requests
+        in flight on the old record finish."""
+        entry = self._pools.get(w.base_url)
+        if entry is not None:
+            entry[1] += 1  # held: the old record's release must not close it
+        try:
+            self.remove(w.id, drain=False)
+            return self.add(spec, worker_id=w.id, job_type=UPDATE_JOB)
+        finally:
+            if entry is not None:
+                self._release_pool(w.base_url)
+
+    def _rewatch(self, w: Worker) -> None:
+        """Puts a registered worker under the health checker and load monitor again with
+        its current key and health settings (a pending or draining one is left alone)."""
+        if w.status in (PENDING, DRAINING) or self.registry.get(w.id) is not w:
+            return
+        if self.health is not None:
+            self.health.remove(w)
+        if self.loads is not None:
+            self.loads.remove(w)
+        self._watch(w)
 
 
 __all__ = ["WorkerManager", "PENDING", "FAILED"]
+
+
+# A rank's load as the Workers API shows it: every field of SMG's scheduler load
+# snapshot, 0 for those the engine did not report (vLLM's /metrics has no token counts).
+_SNAPSHOT_FIELDS = ("num_running_reqs", "num_waiting_reqs", "num_total_reqs", "num_used_tokens",
+                    "max_total_num_tokens", "token_usage", "gen_throughput", "cache_hit_rate", "utilization",
+                    "max_running_requests", "num_waiting_uncached_tokens")
+
+
+def _snapshot(rank: dict) -> dict:
+    out = dict(rank)
+    for f in _SNAPSHOT_FIELDS:
+        if f not in out:
+            out[f] = 0 if f in INT_FIELDS else 0.0
+    return out

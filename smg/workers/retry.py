@@ -14,6 +14,18 @@ Semantics (SMG 1.9 / ``smg launch --help`` 1.13):
   failed) is ``min(initial x multiplier^n, max)``, then moved by a uniform jitter of
   +- ``jitter_factor x delay`` (never below 0).
 
+Which worker is tried next (measured on SMG 1.13): after a **500** the worker that
+answered it is left out for the rest of the request (``EXCLUDING_STATUS``), so a
+request gets at most as many 500-attempts as there are workers; after 408, 429, 502,
+503, 504 or a transport error any worker may be tried again.
+
+Request-caused answers (``request_caused``, ``RequestFaults``): an answer that depends
+on the request, not on the worker, is relayed at once, not retried, and not counted by
+the circuit breaker: a 4xx (never retried except 408/429, as above), a 5xx whose body
+carries a validation message, and a 5xx this request got identically from two workers
+unless another request got that same answer lately (a failure shared across requests
+is the workers', e.g. a broken model on every worker).
+
 Rules: the numbers come from the settings table (``from_config``: the ``retry_*``
 settings); the dataclass restates no default. ``RETRYABLE_STATUS`` is declared here
 only (the circuit breaker imports it). A worker registered with retry fields in its
@@ -25,9 +37,67 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from dataclasses import dataclass
+from hashlib import blake2b
 
 RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)
+#: A worker that answered this status is not tried again for the same request.
+EXCLUDING_STATUS = 500
+
+# What a 5xx body says when the request, not the worker, is at fault: engines that
+# raise on bad input and answer 500 (validation errors, bad values, prompts over the
+# context length), or that say so in an OpenAI-style error object.
+_VALIDATION = re.compile(
+    rb"validation|badrequest|bad request|unprocessable|invalid_request"
+    rb"|invalid (?:request|input|argument|parameter|value|type|json|prompt|schema|role|format|model)"
+    rb"|must be (?:a |an |one of|between|at least|at most|greater|less|positive|non-negative|\d)"
+    rb"|is not (?:a )?valid|field required|is required|missing required"
+    rb"|context length|context window|maximum context|too long|too many tokens"
+    rb'|"code": ?4\d\d\b',
+    re.IGNORECASE)
+#: Bytes of a 5xx body looked at.
+VALIDATION_SCAN_BYTES = 4096
+
+
+def request_caused(status: int, body: bytes) -> bool:
+    """A 5xx whose body carries a validation message (the request is at fault)."""
+    return status >= 500 and _VALIDATION.search(body[:VALIDATION_SCAN_BYTES]) is not None
+
+
+_SHARED = b""  # no request id is empty (smg/api/request_id.py): marks a shared answer
+
+
+class RequestFaults:
+    """Recent 5xx answers judged request-caused because two workers gave this request
+    the same one; a second request getting the same answer within ``window`` seconds
+    makes it a shared failure (the workers'). Bounded: at most ``max_entries``."""
+
+    __slots__ = ("window", "max_entries", "seen")
+
+    def __init__(self, window: float = 60.0, max_entries: int = 1024) -> None:
+        self.window = window
+        self.max_entries = max_entries
+        self.seen: dict = {}   # digest of (status, body) -> (request id, time)
+
+    @staticmethod
+    def digest(status: int, body: bytes) -> bytes:
+        return blake2b(b"%d:" % status + body, digest_size=16).digest()
+
+    def identical_is_request_caused(self, digest: bytes, rid: bytes, now: float) -> bool:
+        """Two workers gave request ``rid`` the answer ``digest``: True if no other
+        request got it within the window (then it is remembered for ``rid``)."""
+        seen = self.seen
+        prev = seen.get(digest)
+        if prev is not None and prev[0] != rid and now - prev[1] < self.window:
+            seen[digest] = (_SHARED, now)   # shared from now on, for every request
+            return False
+        if len(seen) >= self.max_entries:
+            cutoff = now - self.window
+            for k in [k for k, (_, t) in seen.items() if t < cutoff] or list(seen)[: self.max_entries // 2]:
+                del seen[k]
+        seen[digest] = (rid, now)
+        return True
 
 # WorkerSpec ``resilience`` field -> RetryPolicy field (``disable_retry`` is handled apart).
 RESILIENCE_FIELDS = {"max_retries": "max_retries", "initial_backoff_ms": "initial_backoff_ms",

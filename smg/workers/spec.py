@@ -2,19 +2,31 @@
 
 Every error names the offending field (``health.timeout_secs``), so the API can
 answer 400 with it. ``api_key`` is write-only: ``public()`` never includes it.
-A spec that validates builds its worker: every bound the circuit breaker and the retry
+A worker URL is a server's base URL: a trailing ``/v1`` is dropped (logged), any other
+path is refused. A spec that validates builds its worker: every bound the circuit breaker and the retry
 policy enforce is checked here first (``_BOUNDS``). ``WORKER_TYPES`` is declared here
 only (discovery and the registry import it).
 """
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlsplit
+
+log = logging.getLogger("smg.workers")
 
 WORKER_TYPES = ("regular", "prefill", "decode", "encode")
 CONNECTION_MODES = ("http", "grpc")
-RUNTIMES = ("unspecified", "sglang", "vllm", "trtllm", "mlx", "tokenspeed", "external")
+RUNTIMES = ("unspecified", "sglang", "vllm", "trtllm", "mlx", "tokenspeed", "external",
+            # engines recognised over HTTP (smg/workers/engines.py)
+            "llama_cpp", "llama_cpp_python", "ollama", "tgi", "openai")
 DEFAULT_PRIORITY = 50   # SMG's WorkerSpec defaults
 DEFAULT_COST = 1.0
+
+# The top-level WorkerSpec fields this gateway acts on; any other field is refused, so
+# none is accepted and then ignored.
+SPEC_FIELDS = frozenset(("url", "models", "worker_type", "connection_mode", "runtime_type", "runtime", "labels",
+                         "priority", "cost", "api_key", "bootstrap_port", "dp_rank", "dp_size", "health",
+                         "resilience"))
 
 _HEALTH = {"timeout_secs": float, "check_interval_secs": float, "success_threshold": int,
            "failure_threshold": int, "disable_health_check": bool, "drain_settle_secs": float}
@@ -110,6 +122,10 @@ def validate(body, partial: bool = False) -> dict:
     """
     if not isinstance(body, dict):
         raise SpecError("body", "must be a JSON object")
+    if not partial:
+        for k in body:
+            if k not in SPEC_FIELDS:
+                raise SpecError(k, "unknown field (or one this gateway does not support)")
     if partial:
         allowed = {"priority", "cost", "labels", "api_key", "health"}
         for k in body:
@@ -127,7 +143,16 @@ def validate(body, partial: bool = False) -> dict:
             parts.port
         except ValueError:
             raise SpecError("url", f"{url!r} has an invalid port") from None
-        spec["url"] = url.rstrip("/")
+        url = url.rstrip("/")
+        path = parts.path.rstrip("/")
+        if path == "/v1":  # the OpenAI base URL users copy: the server is its parent
+            url = url[: -len("/v1")]
+            log.info("worker url %r: the trailing /v1 is dropped (requests carry their own /v1 path): %s",
+                     body["url"], url)
+        elif path or parts.query or parts.fragment:
+            raise SpecError("url", f"{body['url']!r} has a path, query or fragment; give the server's base URL "
+                                   "(scheme://host:port); a trailing /v1 alone is accepted and dropped")
+        spec["url"] = url
         spec["models"] = _models(body.get("models"))
         wt = body.get("worker_type", "regular")
         if wt not in WORKER_TYPES:

@@ -39,7 +39,7 @@ def cors_headers(headers: dict) -> dict:
 
 def openai_error(body: bytes) -> dict:
     err = json.loads(body)["error"]
-    assert set(err) == {"message", "type", "code"} and err["message"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
     return err
 
 
@@ -156,7 +156,7 @@ def test_body_budget_released_however_a_body_ends(make_gateway):
             except OSError:
                 break
         (st, _, body), = rawhttp.read_responses(big, 1, ["POST"])
-        assert st == 413 and openai_error(body)["code"] == "payload_too_large"
+        assert st == 413 and openai_error(body)["code"] == "request_body_too_large"
     for s in (fin, bad, stall):
         s.close()
     assert wait_for(lambda: budget_used(h) == 0)
@@ -178,7 +178,7 @@ def test_over_budget_answers_reach_a_client_still_sending(make_gateway):
         hog.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % (13 * MiB)
                     + b"x" * (12 * MiB))
         assert wait_for(lambda: budget_used(h) == 12 * MiB)
-        for size, status, code in ((8 * MiB, 503, "body_budget_exhausted"), (24 * MiB, 413, "payload_too_large")):
+        for size, status, code in ((8 * MiB, 503, "body_budget_exhausted"), (24 * MiB, 413, "request_body_too_large")):
             with rawhttp.connect(h.port, timeout=30) as s:
                 s.sendall(post(b"/v1/chat/completions", b"x" * size))  # the whole body, then read
                 (st, hd, body), = rawhttp.read_responses(s, 1, ["POST"])
@@ -279,7 +279,7 @@ def test_many_large_bodies_keep_the_gateway_within_its_budget():
         peak = _vm(proc.pid, "VmHWM")
 
         statuses = [st for st, _, _ in results]
-        assert statuses[-1] == 413 and openai_error(results[-1][2])["code"] == "payload_too_large"
+        assert statuses[-1] == 413 and openai_error(results[-1][2])["code"] == "request_body_too_large"
         assert 503 in statuses[:8]  # they could not all be held at once
         for st, hd, body in results[:8]:
             err = openai_error(body)

@@ -86,13 +86,13 @@ def test_overload_answers_429_at_once_and_408_after_the_queue_timeout(make_gatew
     statuses = Counter(st for st, _, _ in answers)
     assert statuses == {200: 2, 408: 2, 429: 1}
     (refused,) = [a for a in answers if a[0] == 429]
-    assert code(refused[2]) == "queue_full" and refused[1]["retry-after"] == "1"
+    assert code(refused[2]) == "admission_queue_full" and refused[1]["retry-after"] == "1"
     assert all(code(b) == "queue_timeout" for st, _, b in answers if st == 408)
     m = scrape(h)
     assert val(m, "smg_http_rate_limit_total", result="allowed") == 2
     assert val(m, "smg_http_rate_limit_total", result="rejected") == 3
     assert val(m, "smg_http_responses_total", path="/v1/chat/completions", status_code="429",
-               error_code="queue_full") == 1
+               error_code="admission_queue_full") == 1
     assert wait_for(lambda: idle(h))
 
 
@@ -102,7 +102,7 @@ def test_queue_size_zero_refuses_at_once(make_gateway):
     first.start()
     assert wait_for(lambda: h.workers[0].stats.paths.get("/v1/chat/completions", 0) == 1)
     st, hdrs, body = call(h.port, chat())
-    assert st == 429 and code(body) == "rate_limit_exceeded" and hdrs["retry-after"] == "1"
+    assert st == 429 and code(body) == "admission_queue_full" and hdrs["retry-after"] == "1"
     first.join(10)
     assert wait_for(lambda: idle(h))
 

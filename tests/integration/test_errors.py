@@ -24,7 +24,7 @@ def assert_openai_error(resp, status, code=None):
     assert headers["content-type"] == "application/json"
     assert "x-request-id" in headers
     err = json.loads(body)["error"]
-    assert set(err) == {"message", "type", "code"} and err["message"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
     if code:
         assert err["code"] == code
     return err
@@ -32,16 +32,18 @@ def assert_openai_error(resp, status, code=None):
 
 def test_400_malformed_json(gateway):
     assert_openai_error(post(gateway.port, b"/v1/chat/completions", b'{"model": '), 400, "invalid_json")
-    assert_openai_error(post(gateway.port, b"/v1/chat/completions", b'[1,2]'), 400, "invalid_json")
+    assert_openai_error(post(gateway.port, b"/v1/chat/completions", b'[1,2]'), 400, "invalid_type")
 
 
 def test_400_missing_or_mistyped_fields(gateway):
-    err = assert_openai_error(post(gateway.port, b"/v1/chat/completions", b'{"model":"mock-model"}'), 400)
-    assert "messages" in err["message"]
-    err = assert_openai_error(post(gateway.port, b"/v1/embeddings", b'{"model":"mock-model"}'), 400)
-    assert "input" in err["message"]
-    err = assert_openai_error(post(gateway.port, b"/v1/completions", b'{"model":7,"prompt":"x"}'), 400)
-    assert "model" in err["message"]
+    err = assert_openai_error(post(gateway.port, b"/v1/chat/completions", b'{"model":"mock-model"}'), 400,
+                              "missing_required_parameter")
+    assert err["param"] == "messages" and "messages" in err["message"]
+    # embeddings are decoded without typed validation: a plain-text 422
+    st, headers, body = post(gateway.port, b"/v1/embeddings", b'{"model":"mock-model"}')
+    assert st == 422 and headers["content-type"].startswith("text/plain") and b"input" in body
+    err = assert_openai_error(post(gateway.port, b"/v1/completions", b'{"model":7,"prompt":"x"}'), 400, "invalid_type")
+    assert err["param"] == "model"
 
 
 def test_400_malformed_http(gateway):
@@ -55,8 +57,8 @@ def test_400_malformed_http(gateway):
 
 
 def test_404_unknown_path_and_model(gateway):
-    assert_openai_error(post(gateway.port, b"/v1/nothing", CHAT), 404, "not_found")
-    body = b'{"model":"no-such-model","messages":[]}'
+    assert_openai_error(post(gateway.port, b"/v1/nothing", CHAT), 404, "unknown_url")
+    body = b'{"model":"no-such-model","messages":[{"role":"user","content":"hi"}]}'
     assert_openai_error(post(gateway.port, b"/v1/chat/completions", body), 404, "model_not_found")
 
 
@@ -72,7 +74,7 @@ def test_413_payload_too_large(make_gateway):
     with rawhttp.connect(h.port) as s:
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(big))
         (st, _, body), = rawhttp.read_responses(s, 1, ["POST"])
-        assert st == 413 and json.loads(body)["error"]["code"] == "payload_too_large"
+        assert st == 413 and json.loads(body)["error"]["code"] == "request_body_too_large"
     # chunked bodies are counted as they arrive
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(big[i:i + 300]), big[i:i + 300]) for i in range(0, len(big), 300))
     (st, _, _), = rawhttp.request(h.port, b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
@@ -93,8 +95,8 @@ def test_431_header_too_large(make_gateway):
 
 def test_502_worker_resets(make_gateway):
     h = make_gateway(workers=[MockConfig(worker_id="a", fail_mode="reset")])
-    err = assert_openai_error(post(h.port, b"/v1/chat/completions", CHAT), 502)
-    assert err["type"] == "api_error"
+    err = assert_openai_error(post(h.port, b"/v1/chat/completions", CHAT), 502, "call_upstream_request_error")
+    assert err["type"] == "server_error"
 
 
 def test_502_worker_gone(make_gateway):
@@ -117,8 +119,8 @@ def test_503_no_healthy_worker(make_gateway):
 
 def test_504_upstream_timeout(make_gateway):
     h = make_gateway(workers=[MockConfig(worker_id="a", fail_mode="hang")], request_timeout_secs=0.3)
-    err = assert_openai_error(post(h.port, b"/v1/chat/completions", CHAT), 504, "upstream_timeout")
-    assert err["type"] == "timeout_error"
+    err = assert_openai_error(post(h.port, b"/v1/chat/completions", CHAT), 504, "call_upstream_timeout")
+    assert err["type"] == "server_error"
     # the hung worker connection was closed, not pooled
     assert h.on_loop(lambda: h.gw.registry.all()[0].pool.idle_count) == 0
 
@@ -133,7 +135,9 @@ def test_anthropic_format_on_messages(gateway):
 def test_connection_survives_errors(gateway):
     """After a 4xx the same keep-alive connection serves the next request."""
     with rawhttp.connect(gateway.port) as s:
-        for body, status in [(b"{bad", 400), (CHAT, 200), (b'{"model":"zz","messages":[]}', 404), (CHAT, 200)]:
-            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        for body, status in [(b"{bad", 400), (CHAT, 200), (b'{"model":"zz","messages":[]}', 400),
+                             (b'{"model":"zz","messages":[{"role":"user","content":"hi"}]}', 404), (CHAT, 200)]:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                      b"content-length: %d\r\n\r\n%s" % (len(body), body))
             (st, _, _), = rawhttp.read_responses(s, 1, ["POST"])
             assert st == status

@@ -157,7 +157,8 @@ def test_httpx_chat_streaming_and_not(gateway):
         assert events[-1] == "data: [DONE]" and len(events) > 5
         assert json.loads(events[0][6:])["object"] == "chat.completion.chunk"
         r = c.post("/v1/chat/completions", json={"model": "mock-model"})
-        assert r.status_code == 400 and r.json()["error"]["message"] == "missing required field 'messages'"
+        err = r.json()["error"]
+        assert r.status_code == 400 and (err["code"], err["param"]) == ("missing_required_parameter", "messages")
         for name in ("connection", "keep-alive", "transfer-encoding", "upgrade"):
             assert name not in r.headers
 

@@ -25,7 +25,8 @@ STREAM = b'{"model":"mock-model","stream":true,"messages":[{"role":"user","conte
 
 
 def req(method, path, body=b""):
-    return b"%s %s HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s" % (method, path, len(body), body)
+    return (b"%s %s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+            % (method, path, len(body), body))
 
 
 def call(h, method, path, body=b""):
@@ -88,8 +89,9 @@ def test_worker_killed_mid_stream_other_streams_continue(make_gateway):
     assert len(results) == 4
     for wid, body in results.values():
         events = [e for e in body.split(b"\n\n") if e.strip()]
-        if wid == "a":
-            assert json.loads(events[-1][6:])["error"]["code"] == "upstream_error"
+        if wid == "a":  # the cut stream ends with an in-band error event (then maybe [DONE])
+            errors = [json.loads(e[6:]) for e in events if e.startswith(b"data: {") and b'"error"' in e]
+            assert errors and "message" in errors[-1]["error"]
         else:
             assert events[-1] == b"data: [DONE]"
     assert sorted(w for w, _ in results.values()) == ["a", "a", "b", "b"]
@@ -149,7 +151,13 @@ def test_workers_api_lifecycle(make_gateway):
         raw = json.dumps(listing)
         assert "sekret" not in raw  # write-only
         info = next(w for w in listing["workers"] if w["id"] == wid)
-        assert info["labels"] == {"zone": "z1"} and info["priority"] == 7 and info["has_api_key"]
+        assert info["labels"]["zone"] == "z1" and info["priority"] == 7 and info["has_api_key"]
+        # the engine's own facts join the spec's labels (as strings); its cards show SMG's fields
+        assert info["labels"]["served_model_name"] == "mock-model" and info["labels"]["max_model_len"] == "32768"
+        assert info["labels"]["version"] and "max_connection_attempts" not in info
+        card = info["models"][0]
+        assert card["id"] == "mock-model" and card["context_length"] == 32768
+        assert card["model_type"] == ["chat", "completions", "responses", "tools"] and "owned_by" not in card
         st, _, _ = call(h, b"PATCH", b"/workers/" + wid.encode(), b'{"priority": 9}')
         assert st == 202 and call(h, b"GET", b"/workers/" + wid.encode())[2]["priority"] == 9
         assert call(h, b"GET", b"/workers?model=other-model")[2]["total"] == 0
@@ -172,16 +180,24 @@ def test_workers_api_lifecycle(make_gateway):
 ])
 def test_workers_api_rejects_bad_specs(gateway, body, field):
     st, _, doc = call(gateway, b"POST", b"/workers", body)
-    assert st == 400 and doc["error"]["message"].startswith(field + ":")
-    assert doc["error"]["code"] == "invalid_worker_spec"
+    # the control plane's envelope: {"error": message, "code": CODE}
+    assert st == 400 and doc["error"].startswith("Invalid JSON data: " + field + ":")
+    assert doc["code"] == "BAD_REQUEST"
 
 
 def test_workers_api_errors(gateway):
-    assert call(gateway, b"GET", b"/workers/nope")[0] == 404
-    assert call(gateway, b"DELETE", b"/workers/nope")[0] == 404
+    st, _, doc = call(gateway, b"GET", b"/workers/nope")
+    assert st == 400 and doc["code"] == "BAD_REQUEST" and "expected UUID" in doc["error"]
+    unknown = b"/workers/01a233ea-b309-722b-89e6-024884b6ac6c"
+    for method in (b"GET", b"DELETE", b"PATCH"):
+        st, _, doc = call(gateway, method, unknown, b"{}" if method == b"PATCH" else b"")
+        assert st == 404 and doc["code"] == "WORKER_NOT_FOUND"
     url = gateway.workers[0].url.encode()
-    assert call(gateway, b"POST", b"/workers", b'{"url": "%s"}' % url)[0] == 409
-    assert call(gateway, b"POST", b"/workers", b"{nope")[0] == 400
+    st, _, doc = call(gateway, b"POST", b"/workers", b'{"url": "%s"}' % url)
+    wid = gateway.on_loop(lambda: gateway.gw.registry.all()[0].id)
+    assert st == 409 and doc["code"] == "WORKER_ALREADY_EXISTS" and wid in doc["error"]
+    st, _, doc = call(gateway, b"POST", b"/workers", b"{nope")
+    assert st == 400 and doc["code"] == "BAD_REQUEST" and doc["error"].startswith("JSON syntax error")
 
 
 def test_legacy_add_and_remove_worker(make_gateway):
@@ -225,9 +241,10 @@ def test_dp_aware_injects_rank(make_gateway):
     h = make_gateway(workers=[], dp_aware=True, disable_health_check=True)
     w = h.run(MockWorker(MockConfig(worker_id="dp")).start())
     try:
-        st, _, _ = call(h, b"POST", b"/workers", b'{"url": "%s", "dp_size": 2}' % w.url.encode())
+        st, _, body = call(h, b"POST", b"/workers", b'{"url": "%s", "dp_size": 2}' % w.url.encode())
         assert st == 202
         assert wait_for(lambda: len(h.on_loop(lambda: h.gw.registry.candidates(None))) == 2)
+        assert call(h, b"GET", b"/workers/" + body["worker_id"].encode())[2]["url"] == w.url + "@0"
         ranks = []
         for _ in range(4):
             assert call(h, b"POST", b"/v1/chat/completions", CHAT)[0] == 200
@@ -377,7 +394,12 @@ def test_sigterm_lets_50_open_streams_finish(tmp_path):
         threads = [threading.Thread(target=stream) for _ in range(50)]
         for t in threads:
             t.start()
-        time.sleep(0.5)                      # all 50 streams are open (60 tokens x 20 ms each)
+        def streams_at_worker():
+            raw = rawhttp.request(wport, b"GET /_mock/stats HTTP/1.1\r\nhost: x\r\n\r\n")[0][2]
+            return json.loads(raw)["paths"].get("/v1/chat/completions", 0)
+
+        # all 50 streams are open (60 tokens x 20 ms each) before the signal
+        assert wait_for(lambda: streams_at_worker() >= 50, timeout=15)
         gw.send_signal(signal.SIGTERM)
         time.sleep(0.2)
         with pytest.raises(OSError):         # no longer accepting

@@ -254,12 +254,12 @@ def test_legacy_full_queue_and_no_queue_answer_429_with_retry_after():
         stage(Conn(), request())
         assert isinstance(stage(Conn(), request()), asyncio.Future)
         v = stage(Conn(), request())
-        assert type(v) is F.Reply and (v.status, v.code) == (429, "queue_full")
+        assert type(v) is F.Reply and (v.status, v.code) == (429, "admission_queue_full")
         assert v.headers == [(b"retry-after", b"1")]
         stage0, _, _ = legacy(queue=0)
         stage0(Conn(), request())
         v = stage0(Conn(), request())
-        assert (v.status, v.code) == (429, "rate_limit_exceeded")
+        assert (v.status, v.code) == (429, "admission_queue_full")
     run(go())
 
 

@@ -135,7 +135,7 @@ class Rig:
             self.cfg, RetryPolicy.from_config(self.cfg), self.timers, now=lambda: self.now, clock=lambda: self.now,
             schedule=self._schedule, selector=Selector(self.registry, self.policies), open_leg=self._open_leg,
             record_outcome=lambda w, ok: self.outcomes.append((w, ok)),
-            on_retry=lambda ctx, w, attempt, delay: self.retries.append((w, attempt)))
+            on_retry=lambda ctx, w, attempt, delay, failed: self.retries.append((w, attempt)))
         self.sink = FakeSink()
         self.ctx = RequestContext(b"POST", b"/v1/chat/completions", b"/v1/chat/completions", [], CHAT, 0.0)
         self.ctx.raw = b'{"model":"m","messages":[]}'
@@ -182,7 +182,8 @@ def test_plain_answer_relayed_and_leg_pooled():
     r.ex.start()
     assert r.sink.producer is r.ex and r.leg.started and r.inflight() == 1
     r.leg.owner.on_leg_events([head(200, 5), Data(b"hello"), EndOfMessage()])
-    assert r.sink.head == (200, 5, None) and r.sink.data == [b"hello"] and r.sink.ended == 1
+    routed = ((b"x-smg-routed-worker-id", r.ctx.worker.url.encode()),)
+    assert r.sink.head == (200, 5, routed) and r.sink.data == [b"hello"] and r.sink.ended == 1
     assert r.leg.finished is True and r.inflight() == 0 and r.ex.state == X.DONE
     assert r.outcomes == [(r.ctx.worker, True)] and len(r.timers) == 0
 
@@ -192,7 +193,8 @@ def test_retryable_status_before_first_byte_retries_on_another_worker():
     r.ex.start()
     first = r.leg
     first.owner.on_leg_events([head(503, 0), EndOfMessage()])
-    assert first.aborted and r.sink.head is None and r.ex.state == X.BACKOFF and r.inflight() == 0
+    # read whole, so its connection is kept
+    assert first.finished is True and r.sink.head is None and r.ex.state == X.BACKOFF and r.inflight() == 0
     assert r.retries == [(first.worker, 1)]
     r.fire_backoff()
     second = r.leg
@@ -249,7 +251,7 @@ def test_deadline_spans_attempts_and_backoffs():
     r.leg.owner.on_leg_events([head(502, 0), EndOfMessage()])
     assert r.ex.state == X.BACKOFF
     r.expire(10.2)
-    assert r.sink.errors == [(504, "upstream_timeout")] and r.ex.state == X.DONE
+    assert r.sink.errors == [(504, "call_upstream_timeout")] and r.ex.state == X.DONE
     assert all(h.cancelled for h in r.handles) and len(r.legs) == 1
 
 
@@ -307,6 +309,62 @@ def test_preemption_during_a_backoff_cancels_the_retry():
     assert all(h.cancelled for h in r.handles) and r.sink.errors == [(503, "scheduler_preempted")]
 
 
+def test_a_5xx_with_a_validation_message_is_relayed_at_once_and_blames_nobody():
+    r = Rig(n=3)
+    r.ex.start()
+    r.leg.owner.on_leg_events([head(500, 30), Data(b'{"message":"validation error"}')])
+    assert r.sink.head is None and r.ex.state == X.WAITING       # held until it is read
+    r.leg.owner.on_leg_events([EndOfMessage()])
+    assert r.sink.head[0] == 500 and r.sink.data == [b'{"message":"validation error"}'] and r.sink.ended == 1
+    assert r.outcomes == [] and r.ctx.attempts == 1 and r.leg.finished is True
+
+
+def test_the_same_500_from_two_workers_is_relayed_without_verdicts():
+    r = Rig(n=3)
+    r.ex.start()
+    r.leg.owner.on_leg_events([head(500, 4), Data(b"boom"), EndOfMessage()])
+    assert r.ex.state == X.BACKOFF and r.outcomes == []      # the first verdict waits
+    r.fire_backoff()
+    assert r.leg.worker is not r.legs[0].worker
+    r.leg.owner.on_leg_events([head(500, 4), Data(b"boom"), EndOfMessage()])
+    assert r.sink.head[0] == 500 and r.sink.data == [b"boom"] and r.outcomes == [] and r.ctx.attempts == 2
+
+
+def test_different_500s_exclude_each_worker_and_count_each():
+    r = Rig(n=2, retries=5)
+    r.ex.start()
+    first = r.leg.worker
+    r.leg.owner.on_leg_events([head(500, 2), Data(b"b1"), EndOfMessage()])
+    r.fire_backoff()
+    second = r.leg.worker
+    r.leg.owner.on_leg_events([head(500, 2), Data(b"b2"), EndOfMessage()])
+    # no worker left that has not answered 500: the last answer is relayed at once
+    assert second is not first and r.sink.head[0] == 500 and r.sink.data == [b"b2"]
+    assert sorted(ok for _, ok in r.outcomes) == [False, False] and r.ctx.attempts == 2
+
+
+def test_a_5xx_then_success_counts_the_5xx_before_the_success():
+    r = Rig(n=2)
+    r.ex.start()
+    r.leg.owner.on_leg_events([head(502, 1), Data(b"x"), EndOfMessage()])
+    r.fire_backoff()
+    r.leg.owner.on_leg_events([head(200, 2), Data(b"ok"), EndOfMessage()])
+    assert [ok for _, ok in r.outcomes] == [False, True]
+
+
+def test_a_stream_without_done_gets_one_error_event_and_one_after_done_is_clean():
+    r = Rig()
+    r.ex.start()
+    r.leg.owner.on_leg_events([head(200, sse=True), Data(b"data: 1\n\n"), EndOfMessage()])
+    assert r.sink.ended == 1 and r.sink.data[-1].count(b'"error"') == 1
+    r2 = Rig()
+    r2.ex.start()
+    r2.leg.owner.on_leg_events([head(200, sse=True), Data(b"data: 1\n\ndata: [DONE]\n\ndata: late\n\n")])
+    r2.leg.fail(UpstreamClosed("gone"))
+    assert r2.sink.data == [b"data: 1\n\ndata: [DONE]\n\n"] and r2.sink.ended == 1 and r2.sink.failed == []
+    assert r2.outcomes == [(r2.ctx.worker, True)]
+
+
 def test_every_table_row_leads_to_a_known_state():
     assert set(X.TRANSITIONS.values()) <= set(X.STATES)
     assert {s for s, _ in X.TRANSITIONS} == set(X.STATES) - {X.DONE}
@@ -335,6 +393,12 @@ class AttemptMachine(RuleBasedStateMachine):
     @rule(end=st.booleans())
     def worker_data(self, end):
         self.live_leg().owner.on_leg_events([Data(b"abc")] + ([EndOfMessage()] if end else []))
+
+    @precondition(lambda self: self.live_leg() is not None and self.r.ex.held is not None)
+    @rule(body=st.sampled_from([b"boom", b"validation error: bad value"]))
+    def worker_error_body(self, body):
+        # the rest of a held 5xx answer: judged, then relayed or retried
+        self.live_leg().owner.on_leg_events([Data(body), EndOfMessage()])
 
     @precondition(lambda self: self.live_leg() is not None)
     @rule()

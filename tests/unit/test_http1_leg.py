@@ -11,6 +11,7 @@ from smg.errors import ConnectFailed, UpstreamClosed
 from smg.http1 import writer
 from smg.server.context import RequestContext
 from smg.server.endpoints import ENDPOINTS
+from smg.upstream.forwarding import Forwarding
 from smg.upstream.http1_leg import Http1Leg, request_head
 from smg.workers.worker import Worker
 
@@ -146,13 +147,18 @@ def test_finish_pools_only_a_keep_alive_connection_and_pause_carries_over():
 def test_request_head_drops_hop_by_hop_headers_wherever_connection_stands():
     headers = [(b"x-drop", b"1"), (b"x-keep", b"2"), (b"connection", b"x-drop, keep-alive"), (b"te", b"trailers"),
                (b"authorization", b"Bearer client")]
-    head = request_head(b"POST", b"/v1/chat/completions", Worker("http://w:1"), b"rid", headers, 2)
+    every = Forwarding(forward_all=True)
+    head = request_head(b"POST", b"/v1/chat/completions", Worker("http://w:1"), headers, 2, fwd=every)
     assert b"x-keep: 2\r\n" in head and b"x-drop" not in head and b"te:" not in head
     assert b"authorization: Bearer client" in head
     w = Worker("http://w:1")
     w.api_key = b"sk-worker"
-    head = request_head(b"POST", b"/x", w, b"rid", headers, 2)
+    head = request_head(b"POST", b"/x", w, headers, 2, fwd=every)
     assert b"Bearer sk-worker" in head and b"Bearer client" not in head
+    # the allow-list honours a Connection header too: a nominated allowed name is dropped
+    nominated = [(b"x-request-id", b"r1"), (b"x-correlation-id", b"c1"), (b"connection", b"x-correlation-id")]
+    head = request_head(b"POST", b"/x", Worker("http://w:1"), nominated, 2)
+    assert b"x-request-id: r1\r\n" in head and b"x-correlation-id" not in head
 
 
 def test_response_headers_drop_nominated_names_in_any_order():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 import orjson
 import pytest
@@ -102,9 +103,12 @@ def test_registers_and_reports_through_the_event_sink_only():
         try:
             m.start()
             w = m.add(validate({"url": mw.url}))
-            assert w.status != READY and m.jobs[w.id] == "pending"
+            job = m.jobs[w.id]
+            assert w.status != READY and job["job_type"] == "AddWorker" and job["status"] == "processing"
+            assert job["worker_url"] == w.url and m.info(w)["job_status"] == job
+            assert uuid.UUID(w.id).version == 7                  # SMG's id format
             assert await until(lambda: w.status == READY)
-            assert w.models == ("mock-model",) and m.jobs[w.id] == "completed"
+            assert w.models == ("mock-model",) and w.id not in m.jobs and "job_status" not in m.info(w)
             assert await until(lambda: w.engine is not None)     # load monitor on, at the address
             checks = [r for r in seen if isinstance(r, E.HealthChecked)]
             assert checks and checks[0] == E.HealthChecked(w.id, w.url, "regular", True)
@@ -199,7 +203,7 @@ def test_registration_probe_timeout_and_backoff_come_from_settings():
             w = m.add(validate({"url": eng.url}))
             # each attempt: /v1/models, then /health, each cut off by the 50 ms timeout
             assert await until(lambda: eng.connections >= 6)
-            assert m.jobs[w.id] == "pending" and w.status != READY
+            assert m.jobs[w.id]["status"] == "processing" and w.status != READY
         finally:
             await m.stop()
             await eng.stop()

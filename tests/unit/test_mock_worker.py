@@ -676,3 +676,39 @@ def test_cli_module_entry_point():
             proc.kill()
             proc.wait(5)
     assert proc.returncode == 0
+
+
+def test_engine_control_routes_answer_as_sglang_and_fail_on_demand():
+    async def t(w):
+        raw = (request("POST", "/flush_cache") + post("/start_profile", {"num_steps": 2})
+               + request("POST", "/stop_profile"))
+        replies = await exchange(w, raw, 3)
+        assert [r.status for r in replies] == [200, 200, 200]
+        assert replies[0].body.startswith(b"Cache flushed.") and replies[1].body == b"Start profiling.\n"
+        assert replies[2].headers["content-type"] == "text/plain"
+        assert w.stats.last_body is None  # the last one (stop) had no body
+        w.config.admin_status = 503
+        (r,) = await exchange(w, post("/start_profile", {"num_steps": 2}))
+        assert r.status == 503 and w.stats.last_body == {"num_steps": 2}
+
+    with_worker(t)
+
+
+def test_classify_count_tokens_get_load_and_typed_metrics():
+    async def t(w):
+        raw = (post("/v1/classify", {"model": "m", "input": ["a", "b"]}) + post("/v1/classify", {"input": 3})
+               + post("/v1/messages/count_tokens", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+               + request("GET", "/get_load") + request("GET", "/metrics"))
+        c1, c2, n, gl, m = await exchange(w, raw, 5)
+        d = c1.json()
+        assert c1.status == 200 and d["object"] == "list" and [x["index"] for x in d["data"]] == [0, 1]
+        assert all(x["num_classes"] == 3 and abs(sum(x["probs"]) - 1) < 1e-9 for x in d["data"])
+        assert d["data"][0]["label"] in ("LABEL_0", "LABEL_1", "LABEL_2")
+        again = (await exchange(w, post("/v1/classify", {"model": "m", "input": ["a", "b"]})))[0].json()
+        assert again["data"] == d["data"]  # deterministic in the input
+        assert c2.status == 400
+        assert n.status == 200 and n.json()["input_tokens"] > 0
+        assert gl.json() == [{"dp_rank": 0, "num_reqs": 0, "num_waiting_reqs": 0, "num_tokens": 0}]
+        assert b"# TYPE sglang:num_running_reqs gauge" in m.body and b"# HELP vllm:num_requests_running" in m.body
+
+    with_worker(t, num_labels=3)

@@ -672,7 +672,7 @@ def test_manual_long_keys_are_digested():
 
 def test_manual_rejects_unknown_mode():
     with pytest.raises(ValueError):
-        ManualPolicy(cfg(assignment_mode="delegate"))
+        ManualPolicy(cfg(assignment_mode="fastest"))
 
 
 @HYP

@@ -202,7 +202,7 @@ def test_every_record_round_trips_and_holds_only_plain_values():
         E.WorkerAdded("w", "u@1", "u", ("a", "b"), "regular", "ready"), E.WorkerRemoved("w", "u", (), "decode"),
         E.StatusChanged("w", "failed"), E.BreakerChanged("w", False), E.HealthChecked("w", "u", "regular", True),
         E.BreakerTransition("w", "u", "closed", "open"), E.DiscoverySynced("file", 0.25),
-        E.DiscoveryChanged("kubernetes", "deregistration", "removed"),
+        E.DiscoveryChanged("kubernetes", "deregistration", "removed"), E.LoadPolled("w", "u", "poll"),
     ]
     assert {type(r) for r in samples} == set(E.RECORDS.values())
     for rec in samples:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from smg.config.schema import GatewayConfig
 from smg.errors import UpstreamError
-from smg.workers.retry import RETRYABLE_STATUS, RetryPolicy
+from smg.workers.retry import EXCLUDING_STATUS, RETRYABLE_STATUS, RequestFaults, RetryPolicy, request_caused
 
 CFG = GatewayConfig()
 BASE = RetryPolicy.from_config(CFG)
@@ -167,3 +167,37 @@ def test_attempts_never_exceed_max(n, outcomes):
             break
     assert 1 <= attempts or not outcomes
     assert attempts <= p.max_retries
+
+
+# -- request-caused answers (smg.workers.retry.request_caused, RequestFaults) ------------
+
+@pytest.mark.parametrize("body", [
+    b'{"object":"error","message":"Input validation error: `max_tokens` must be at least 1","code":400}',
+    b'{"error":{"message":"This model\'s maximum context length is 4096 tokens"}}',
+    b'{"detail":[{"loc":["body","messages"],"msg":"field required"}]}',
+    b'{"error":{"type":"invalid_request_error","message":"x"}}',
+    b"ValueError: temperature must be between 0 and 2",
+])
+def test_validation_messages_in_a_5xx_are_request_caused(body):
+    assert request_caused(500, body) and request_caused(503, body)
+    assert not request_caused(429, body)  # only 5xx are looked at
+
+
+@pytest.mark.parametrize("body", [b'{"error":{"message":"boom"}}', b"CUDA error: invalid device ordinal",
+                                  b"Internal Server Error", b"", b"out of memory"])
+def test_worker_failures_are_not(body):
+    assert not request_caused(500, body)
+
+
+def test_an_identical_answer_is_the_request_s_until_another_request_shares_it():
+    f = RequestFaults(window=10.0, max_entries=4)
+    d = RequestFaults.digest(500, b"boom")
+    assert f.identical_is_request_caused(d, b"r1", 0.0)
+    assert f.identical_is_request_caused(d, b"r1", 1.0)          # the same request again
+    assert not f.identical_is_request_caused(d, b"r2", 2.0)      # shared: the workers' failure
+    assert not f.identical_is_request_caused(d, b"r1", 3.0)      # ... for everyone from now on
+    assert f.identical_is_request_caused(d, b"r3", 20.0)         # the window passed
+    for i in range(10):
+        f.identical_is_request_caused(RequestFaults.digest(500, b"%d" % i), b"r%d" % i, 30.0 + i)
+    assert len(f.seen) <= 4
+    assert EXCLUDING_STATUS == 500

@@ -279,7 +279,9 @@ class _SignedLevel:
 
     def reserve(self, n, now):
         self.refill(now)
-        if self.level >= n and not (n == 0 and self.level < 0):
+        # 1e-9: the float model's own rounding (127.99999999999999 for 128); the engine's
+        # fixed point is exact there
+        if self.level + 1e-9 >= n and not (n == 0 and self.level < 0):
             self.level -= n
             return True
         return False

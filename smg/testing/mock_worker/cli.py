@@ -29,18 +29,23 @@ from smg.testing.mock_worker.server import MockWorker
 @click.option("--fail-mode", default=None, type=click.Choice(["status", "reset", "cut", "hang"]))
 @click.option("--cut-after-chunks", default=2, show_default=True, type=int)
 @click.option("--embedding-dim", default=8, show_default=True, type=int)
+@click.option("--admin-status", default=200, show_default=True, type=int,
+              help="Status of /flush_cache, /start_profile, /stop_profile (not 200: they fail).")
+@click.option("--num-labels", default=2, show_default=True, type=int, help="Classes of /v1/classify.")
 @click.option("--owned-by", default="mock", show_default=True,
               help="owned_by in /v1/models (sglang/vllm make SMG detect that engine).")
 def mock_worker_command(host: str, port: int, model: str, worker_id: str, ttft: float, token_delay: float,
                         num_chunks: int, fail_status: int | None, fail_rate: float, fail_mode: str | None,
-                        cut_after_chunks: int, embedding_dim: int, owned_by: str) -> None:
+                        cut_after_chunks: int, embedding_dim: int, admin_status: int, num_labels: int,
+                        owned_by: str) -> None:
     """Run one OpenAI-compatible mock inference worker until interrupted."""
     try:
         cfg = MockConfig()
         cfg.update({"model": model, "worker_id": worker_id, "ttft": ttft, "token_delay": token_delay,
                     "num_chunks": num_chunks, "fail_status": fail_status, "fail_rate": fail_rate,
                     "fail_mode": fail_mode, "cut_after_chunks": cut_after_chunks,
-                    "embedding_dim": embedding_dim, "owned_by": owned_by})
+                    "embedding_dim": embedding_dim, "admin_status": admin_status, "num_labels": num_labels,
+                    "owned_by": owned_by})
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     run_forever(cfg, host, port)

@@ -45,6 +45,10 @@ class MockConfig:
         cut_after_chunks: SSE events sent before a "cut" aborts the stream.
         embedding_dim: length of ``/v1/embeddings`` vectors.
         health_status: status of ``/health``, ``/health_generate``, ``/readiness``.
+        admin_status: status of the engine control routes (``/flush_cache``,
+            ``/start_profile``, ``/stop_profile``); not 200 makes them fail as SGLang does
+            (a plain-text refusal), so a gateway's fan-out sees a partial result.
+        num_labels: classes of ``/v1/classify`` (labels ``LABEL_0`` .. ``LABEL_{n-1}``).
         owned_by: ``owned_by`` in ``/v1/models``. SMG (Rust) reads it to detect the engine:
             "sglang" or "vllm" are taken at their word; anything else makes it probe
             ``/version`` (served here, so it settles on vllm).
@@ -61,6 +65,8 @@ class MockConfig:
     cut_after_chunks: int = 2
     embedding_dim: int = 8
     health_status: int = 200
+    admin_status: int = 200
+    num_labels: int = 2
     owned_by: str = "mock"
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -113,7 +119,11 @@ def _check_field(key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise bad("expected an integer >= 1")
         return value
-    if key in ("fail_status", "health_status"):
+    if key == "num_labels":
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+            raise bad("expected an integer in [1, 1000]")
+        return value
+    if key in ("fail_status", "health_status", "admin_status"):
         if value is None and key == "fail_status":
             return None
         if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:

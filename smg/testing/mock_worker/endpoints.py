@@ -13,13 +13,20 @@ Rules:
 - ``/_mock/*`` is the admin surface: stats, config (GET; POST merges a JSON object),
   reset. It is not counted in the stats.
 
+- Engine control routes answer as SGLang does: ``/flush_cache``, ``/start_profile``,
+  ``/stop_profile`` a short plain-text line with 200, or, with ``admin_status`` other
+  than 200, that status and a plain-text refusal; ``/health_generate`` an empty 200
+  (``health_status`` otherwise).
+
 Paths (GET unless said): ``/health``, ``/health_generate``, ``/liveness``,
 ``/readiness``; ``/v1/models``; ``/get_model_info`` and ``/model_info``;
-``/get_server_info`` and ``/server_info``; ``/version``; ``/v1/loads``; ``/metrics``
-(a few SGLang- and vLLM-style gauges); POST ``/v1/chat/completions``,
-``/v1/completions``, ``/generate``, ``/v1/embeddings``, ``/v1/rerank``, ``/rerank``,
-``/v1/messages``, ``/flush_cache``. Mock admin: GET ``/_mock/stats``, GET/POST
-``/_mock/config``, POST ``/_mock/reset``.
+``/get_server_info`` and ``/server_info``; ``/version``; ``/v1/loads``; ``/get_load``
+(the legacy per-rank list); ``/metrics`` (SGLang- and vLLM-style gauges with their
+``# HELP``/``# TYPE`` lines); POST ``/v1/chat/completions``, ``/v1/completions``,
+``/generate``, ``/v1/embeddings``, ``/v1/classify``, ``/v1/rerank``, ``/rerank``,
+``/v1/messages``, ``/v1/messages/count_tokens``, ``/flush_cache``, ``/start_profile``,
+``/stop_profile``. Mock admin: GET ``/_mock/stats``, GET/POST ``/_mock/config``, POST
+``/_mock/reset``.
 """
 from __future__ import annotations
 
@@ -145,6 +152,45 @@ def rerank(conn: Any, req: Request, body: bytes) -> None:
     conn.json(out)
 
 
+def classify(conn: Any, req: Request, body: bytes) -> None:
+    """SGLang's ``/v1/classify``: one ``{index, label, probs, num_classes}`` per input,
+    probabilities deterministic in the input (a softmax over its embedding)."""
+    obj = _simple_inference(conn, req, body)
+    if obj is None:
+        return
+    inp = obj.get("input", obj.get("text"))
+    if isinstance(inp, str):
+        inputs = [inp]
+    elif isinstance(inp, list) and inp and all(isinstance(x, str) for x in inp):
+        inputs = inp
+    else:
+        conn.error(400, "'input' must be a string or a list of strings")
+        return
+    n = conn.w.config.num_labels
+    data = []
+    for i, x in enumerate(inputs):
+        exps = [math.exp(v) for v in embedding(x, n)]
+        total = sum(exps)
+        probs = [e / total for e in exps]
+        best = max(range(n), key=probs.__getitem__)
+        data.append({"index": i, "label": f"LABEL_{best}", "probs": probs, "num_classes": n})
+    p = prompt_tokens(body)
+    conn.json({"id": "classify-" + conn.w._next_id().decode(), "object": "list", "created": int(time.time()),
+               "model": obj.get("model") or conn.w.config.model, "data": data,
+               "usage": {"prompt_tokens": p, "total_tokens": p, "completion_tokens": 0}})
+
+
+def count_tokens(conn: Any, req: Request, body: bytes) -> None:
+    """Anthropic's ``/v1/messages/count_tokens``: ``{"input_tokens": n}``."""
+    obj = _inference_body(conn, req, body)
+    if obj is None:
+        return
+    if not isinstance(obj.get("messages"), list):
+        conn.error(400, "messages: field required", anthropic=True)
+        return
+    conn.json({"input_tokens": prompt_tokens(body)})
+
+
 # -- info endpoints
 
 
@@ -198,22 +244,56 @@ def loads(conn: Any, req: Request, body: bytes) -> None:
                              "avg_utilization": 0.0}})
 
 
+_GAUGES = (
+    ("sglang:num_running_reqs", "The number of running requests."),
+    ("sglang:num_queue_reqs", "The number of requests in the waiting queue."),
+    ("sglang:token_usage", "The token usage."),
+    ("sglang:gen_throughput", "The generation throughput (token/s)."),
+    ("sglang:cache_hit_rate", "The prefix cache hit rate."),
+    ("vllm:num_requests_running", "Number of requests in model execution batches."),
+    ("vllm:num_requests_waiting", "Number of requests waiting to be processed."),
+    ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage."),
+)
+
+
 def metrics(conn: Any, req: Request, body: bytes) -> None:
     w = conn.w
     m = w.config.model
-    lines = [f'sglang:num_running_reqs{{model_name="{m}"}} {w._inflight}',
-             f'sglang:num_queue_reqs{{model_name="{m}"}} 0',
-             f'sglang:token_usage{{model_name="{m}"}} 0.0',
-             f'sglang:gen_throughput{{model_name="{m}"}} 0.0',
-             f'sglang:cache_hit_rate{{model_name="{m}"}} 0.0',
-             f'vllm:num_requests_running{{model_name="{m}"}} {w._inflight}',
-             f'vllm:num_requests_waiting{{model_name="{m}"}} 0',
-             f'vllm:kv_cache_usage_perc{{model_name="{m}"}} 0.0', ""]
+    running = w._inflight
+    values = {"sglang:num_running_reqs": running, "vllm:num_requests_running": running}
+    lines = []
+    for name, help_text in _GAUGES:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge",
+                  f'{name}{{model_name="{m}"}} {values.get(name, 0.0)}']
+    lines.append("")
     conn.respond(200, "\n".join(lines).encode(), ctype=b"text/plain; version=0.0.4")
 
 
-def flush_cache(conn: Any, req: Request, body: bytes) -> None:
-    conn.respond(200, b"Cache flushed.\n", ctype=b"text/plain")
+def get_load(conn: Any, req: Request, body: bytes) -> None:
+    """SGLang's legacy ``/get_load``: one ``{dp_rank, num_reqs, num_waiting_reqs, num_tokens}`` per rank."""
+    conn.json([{"dp_rank": 0, "num_reqs": conn.w._inflight, "num_waiting_reqs": 0, "num_tokens": 0}])
+
+
+def _engine_control(ok_text: bytes):
+    def handler(conn: Any, req: Request, body: bytes) -> None:
+        st = conn.w.stats
+        st._raw_headers = req.headers
+        try:
+            st.last_body = _loads(body) if body else None  # what a gateway's fan-out sent
+        except ValueError:
+            st.last_body = None
+        status = conn.w.config.admin_status
+        if status == 200:
+            conn.respond(200, ok_text, ctype=b"text/plain")
+        else:
+            conn.respond(status, b"mock worker refused the operation\n", ctype=b"text/plain")
+    return handler
+
+
+flush_cache = _engine_control(b"Cache flushed.\nPlease check backend logs for more details. (When there are "
+                              b"running or waiting requests, the operation will not be performed.)\n")
+start_profile = _engine_control(b"Start profiling.\n")
+stop_profile = _engine_control(b"Stop profiling. This will take some time.\n")
 
 
 # -- mock admin
@@ -254,13 +334,18 @@ ROUTES: dict = {
     b"/server_info": {b"GET": server_info},
     b"/version": {b"GET": version_info},
     b"/v1/loads": {b"GET": loads},
+    b"/get_load": {b"GET": get_load},
     b"/metrics": {b"GET": metrics},
     b"/flush_cache": {b"POST": flush_cache},
+    b"/start_profile": {b"POST": start_profile},
+    b"/stop_profile": {b"POST": stop_profile},
     b"/v1/chat/completions": {b"POST": generation.chat},
     b"/v1/completions": {b"POST": generation.completions},
     b"/generate": {b"POST": generation.generate},
     b"/v1/messages": {b"POST": generation.messages},
     b"/v1/embeddings": {b"POST": embeddings},
+    b"/v1/classify": {b"POST": classify},
+    b"/v1/messages/count_tokens": {b"POST": count_tokens},
     b"/v1/rerank": {b"POST": rerank},
     b"/rerank": {b"POST": rerank},
     b"/_mock/stats": {b"GET": mock_stats},

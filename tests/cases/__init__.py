@@ -1,0 +1,1 @@
+"""Reusable test cases and helpers shared by several suites."""

@@ -1,0 +1,1 @@
+"""Differential conformance suite: smg-proxy against the real Rust SMG (see conftest.py)."""
