@@ -2,14 +2,13 @@
 worker gets, what the client gets, and which answers name the worker."""
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from smg.testing.echo_worker import EchoWorker
 from smg.testing.harness import GatewayHarness, LoopThread
 from smg.testing.mock_worker import MockConfig
+from tests.helpers import wait_for
 
 ROUTED = "x-smg-routed-worker-id"
 
@@ -21,10 +20,8 @@ def rig():
         worker = lt.run(EchoWorker(MockConfig(model="mock-model")).start("127.0.0.1", 0))
         url = f"http://127.0.0.1:{worker.port}"
         with GatewayHarness(workers=[], extra_worker_urls=(url,)) as h:
-            deadline = time.monotonic() + 10
-            while httpx.get(h.url + "/readiness", timeout=5).status_code != 200:
-                assert time.monotonic() < deadline, "the gateway never became ready"
-                time.sleep(0.05)
+            ready = wait_for(lambda: httpx.get(h.url + "/readiness", timeout=5).status_code == 200, timeout=10)
+            assert ready, "the gateway never became ready"
             yield h, url
         lt.run(worker.stop())
     finally:
