@@ -23,7 +23,8 @@ import pytest
 
 # Lowest first; a module may import from its own line or any line above it.
 LAYERS = [
-    ["smg", "smg.errors", "smg._version", "smg._native", "smg.http1", "smg.streaming"],
+    ["smg", "smg.errors", "smg._version", "smg._native", "smg.http1", "smg.streaming", "smg.text", "smg.parsers",
+     "smg.engine_grpc"],
     ["smg.config", "smg.api"],
     ["smg.routing", "smg.admission"],
     ["smg.upstream"],

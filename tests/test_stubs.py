@@ -37,6 +37,8 @@ TWINS = {
     "smg._native.radix": "smg.routing.radix_py",
     "smg._native.tally": "smg.observability.tally_py",
     "smg._native.token_bucket": "smg.admission.token_bucket_py",
+    "smg._native.heads": "smg.http1.heads_py",
+    "smg._native.screen": "smg.api.validate.screen_py",
 }
 
 # Cython-generated, not part of any API: pickling hooks, the doctest dict, and the

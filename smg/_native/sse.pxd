@@ -1,10 +1,12 @@
-# smg._native.sse: declarations of the native SSE scanner (this file is the contract).
+# smg._native.sse: declarations of the native SSE scanner and stream-end watcher (this
+# file is the contract).
 #
 # Twin: smg/streaming/sse_py.py (same API, same limits, same errors).
 # Stub: smg/_native/sse.pyi.
 #
 # Who imports this module:
-# - Python code: only the selector smg/streaming/sse.py (through smg._native.load).
+# - Python code: only the selector smg/streaming/sse.py (through smg._native.load); the
+#   server takes StreamEnd from there (smg/server/transforms.py).
 # - Cython code: smg/_native/tally.pyx cimports SSEScanner, so that Tally.record_stream()
 #   reads a native scanner's first_t, last_t, data_events and done as C fields and calls
 #   _last_usage() as a C method (no attribute lookups, no bytes object for last_data).
@@ -83,3 +85,20 @@ cdef class SSEScanner:
     cdef int _flush_deferred(self) except -1
     # Raise RemoteProtocolError(502) for an event larger than max_event_size.
     cdef int _too_big(self) except -1
+
+
+# The stream-end watcher (rules: smg/streaming/sse_py.py, "stream end"). Nothing cimports
+# it. final: no vtable for _watch. no_gc: no object fields at all. The .pyx adds
+# auto_pickle(False) (Cython reads that directive there, not here): a watcher belongs to
+# one response, and Cython would otherwise make its C fields picklable.
+@cython.final
+@cython.no_gc
+cdef class StreamEnd:
+    cdef readonly bint done        # a "data: [DONE]" line was seen; later Data is dropped
+    cdef readonly bint finished    # a non-null finish_reason / message_stop was seen
+    cdef bint _anthropic           # the family's marker: message_stop, else finish_reason
+
+    # One Data payload p[0:n] (a bytes object's or a buffer's, valid for the call): notes
+    # `finished`; returns where the event is cut (after the blank line that follows its
+    # [DONE] line, or n), or -1 when it holds no [DONE] line.
+    cdef Py_ssize_t _watch(self, const char* p, Py_ssize_t n) noexcept

@@ -4,7 +4,7 @@
 
 from typing import final
 
-__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEScanner", "usage_counts"]
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEScanner", "StreamEnd", "usage_counts"]
 
 DEFAULT_MAX_EVENT_SIZE: int
 
@@ -51,3 +51,23 @@ class SSEScanner:
 
 def usage_counts(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
     """(input tokens, output tokens) named by a usage/meta_info object in ``data``, or None."""
+
+
+@final
+class StreamEnd:
+    """Watches an SSE answer for its end: ``done`` ([DONE] seen; later bytes are
+    dropped), ``finished`` (a finish reason / message_stop seen)."""
+
+    def __init__(self, anthropic: bool) -> None: ...
+    def __call__(self, events: list) -> list | None:
+        """None when the batch passes unchanged, else the new list: the [DONE] event cut
+        after its blank line, later Data events dropped."""
+    @property
+    def done(self) -> bool:
+        """True once a Data event held a ``data: [DONE]`` line."""
+    @property
+    def finished(self) -> bool:
+        """True once a Data event carried a non-null finish_reason (message_stop)."""
+    @property
+    def complete(self) -> bool:
+        """done or finished."""

@@ -1,11 +1,14 @@
 # cython: language_level=3
-"""smg._native.sse: native scanner for upstream Server-Sent-Events streams.
+"""smg._native.sse: native scanner for upstream Server-Sent-Events streams, and the
+stream-end watcher StreamEnd.
 
 Twin: smg/streaming/sse_py.py.  Selector: smg/streaming/sse.py (import from there).
 
 Rules:
-- Observe, never rewrite: the gateway forwards the upstream bytes verbatim; this module only
-  reports what passed (data of completed events, event counts, [DONE], the last data chunk).
+- The scanner observes, never rewrites: the gateway forwards the upstream bytes verbatim; it
+  only reports what passed (data of completed events, event counts, [DONE], the last data
+  chunk). StreamEnd is the one rewriter: it drops what a worker sends after [DONE]; its
+  rules are the twin's ("stream end" section of sse_py.py), kept here to the byte.
 - Split invariance: the concatenation of what feed() returns, and every attribute after
   feed_eof(), do not depend on where the network split the stream.
 - feed() raises only TypeError (argument not bytes-like) and smg.errors.RemoteProtocolError
@@ -31,6 +34,7 @@ No function here indexes a Python buffer or memoryview, so boundscheck/wraparoun
 nothing to switch off: all indexing is on C pointers whose bounds the loops keep by hand.
 """
 
+cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport (
     PyBytes_AS_STRING,
@@ -38,6 +42,7 @@ from cpython.bytes cimport (
     PyBytes_FromStringAndSize,
     PyBytes_GET_SIZE,
 )
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_GetSlice
 from libc.string cimport memchr, memcmp
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
@@ -46,9 +51,11 @@ from smg._native.buffer cimport bytebuf_append, bytebuf_free
 from operator import index as _index
 
 from smg.errors import RemoteProtocolError as _RemoteProtocolError
+from smg.http1.events import Data as _Data
 
-# Looked up once (style rule 8).
+# Looked up once (style rule 8). Data is matched exactly (type(ev) is Data), as the twin does.
 cdef object RemoteProtocolError = _RemoteProtocolError
+cdef object Data = _Data
 
 cdef extern from "Python.h":
     # PY_SSIZE_T_MAX is how big max_event_size may be; larger requests mean "no limit".
@@ -58,7 +65,7 @@ cdef extern from "Python.h":
 DEFAULT_MAX_EVENT_SIZE = 8 * 1024 * 1024
 
 # The public API, as in sse.pyi and the twin (tests/test_stubs.py checks all three agree).
-__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEScanner", "usage_counts"]
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEScanner", "StreamEnd", "usage_counts"]
 
 cdef enum:
     # After an event or line this large, its buffer is freed rather than kept: one
@@ -530,3 +537,156 @@ def usage_counts(data):
         return _usage(<const char*>view.buf, view.len)
     finally:
         PyBuffer_Release(&view)
+
+
+# -- stream end (twin: smg/streaming/sse_py.py StreamEnd; its "stream end" section has the
+# rules, kept here to the byte) --
+#
+# Per Data event, on its payload's buffer (no copy, no Python object on the usual path):
+# until `finished`, one search for the family's marker; then one search for "[DONE]",
+# whose prefix is checked only where it was found. The searches find a rare byte of the
+# needle with memchr (vectorised) and compare the rest in place: `[` for "[DONE]" (a chunk
+# usually holds one, its "choices" array), `_` for "finish_reason" and "message_stop".
+
+cdef const char* SE_FINISH = b'"finish_reason":'   # 16 bytes
+cdef const char* SE_MESSAGE_STOP = b"message_stop"  # 12 bytes
+
+
+cdef inline Py_ssize_t _find_at(const char* p, Py_ssize_t start, Py_ssize_t n,
+                                const char* needle, Py_ssize_t m, Py_ssize_t a) noexcept:
+    # First index >= start of needle[0:m] in p[0:n], or -1: memchr finds needle[a] (a byte
+    # chosen to be rare in the input), memcmp checks the rest. Bounds: a hit at i needs
+    # start <= i and i + m <= n, i.e. needle[a] at k in [start + a, n - m + a].
+    cdef const char* r
+    cdef Py_ssize_t k = start + a
+    cdef Py_ssize_t last = n - m + a   # the last k a whole needle fits at
+    cdef char c = needle[a]
+    while k <= last:
+        r = <const char*>memchr(p + k, c, <size_t>(last + 1 - k))
+        if r == NULL:
+            return -1
+        k = r - p
+        if memcmp(p + k - a, needle, <size_t>m) == 0:
+            return k - a
+        k += 1
+    return -1
+
+
+cdef Py_ssize_t _done_at(const char* p, Py_ssize_t n) noexcept:
+    # Where a "data: [DONE]" (or "data:[DONE]") line starts in p[0:n], or -1.
+    cdef Py_ssize_t s
+    cdef Py_ssize_t j = _find_at(p, 0, n, SSE_DONE, 6, 0)
+    while j >= 0:
+        if j >= 6 and memcmp(p + j - 6, b"data: ", 6) == 0:
+            s = j - 6
+        elif j >= 5 and memcmp(p + j - 5, b"data:", 5) == 0:
+            s = j - 5
+        else:
+            s = -1
+        if s == 0 or (s > 0 and p[s - 1] == c'\n'):
+            return s
+        j = _find_at(p, j + 6, n, SSE_DONE, 6, 0)
+    return -1
+
+
+cdef bint _finished_openai(const char* p, Py_ssize_t n) noexcept:
+    # A non-null "finish_reason": a string or an object after optional spaces.
+    cdef Py_ssize_t k
+    cdef Py_ssize_t j = _find_at(p, 0, n, SE_FINISH, 16, 7)
+    while j >= 0:
+        k = j + 16
+        while k < n and p[k] == c' ':
+            k += 1
+        if k < n and (p[k] == c'"' or p[k] == c'{'):
+            return True
+        j = _find_at(p, k, n, SE_FINISH, 16, 7)
+    return False
+
+
+@cython.final
+@cython.auto_pickle(False)  # (sse.pxd says why)
+cdef class StreamEnd:
+    """Watches an SSE answer for its end: ``done`` ([DONE] seen; later bytes are
+    dropped), ``finished`` (a finish reason / message_stop seen)."""
+
+    def __init__(self, anthropic):
+        self.done = False
+        self.finished = False
+        self._anthropic = bool(anthropic)
+
+    @property
+    def complete(self):
+        return self.done or self.finished
+
+    def __call__(self, list events not None):
+        cdef Py_ssize_t i = -1
+        cdef Py_ssize_t cut
+        cdef Py_buffer view
+        cdef object ev, d, piece
+        cdef list out
+        if self.done:
+            return _without_data(events, 0)
+        while True:
+            # the size is read each time: the buffer path below may run Python code
+            i += 1
+            if i >= PyList_GET_SIZE(events):
+                return None
+            ev = <object>PyList_GET_ITEM(events, i)
+            if type(ev) is not Data:
+                continue
+            d = ev.data
+            if PyBytes_CheckExact(d):
+                cut = self._watch(PyBytes_AS_STRING(d), PyBytes_GET_SIZE(d))
+                if cut < 0:
+                    continue
+                if cut == PyBytes_GET_SIZE(d):
+                    piece = ev
+                else:
+                    piece = Data(PyBytes_FromStringAndSize(PyBytes_AS_STRING(d), cut))
+            else:
+                # not bytes (never from the HTTP/1.1 parsers): its buffer, as the twin's
+                # bytes(memoryview(d)) reads it
+                if isinstance(d, memoryview) and not d.c_contiguous:
+                    d = d.tobytes()  # PyBUF_SIMPLE refuses strided views
+                PyObject_GetBuffer(d, &view, PyBUF_SIMPLE)
+                try:
+                    cut = self._watch(<const char*>view.buf, view.len)
+                    if cut < 0:
+                        continue
+                    if cut == view.len:
+                        piece = ev
+                    else:
+                        piece = Data(PyBytes_FromStringAndSize(<const char*>view.buf, cut))
+                finally:
+                    PyBuffer_Release(&view)
+            self.done = True
+            out = PyList_GetSlice(events, 0, i)
+            out.append(piece)
+            out.extend(_without_data(events, i + 1))
+            return out
+
+    cdef Py_ssize_t _watch(self, const char* p, Py_ssize_t n) noexcept:
+        # (sse.pxd states the contract)
+        cdef Py_ssize_t s, e
+        if not self.finished:
+            if self._anthropic:
+                self.finished = _find_at(p, 0, n, SE_MESSAGE_STOP, 12, 7) >= 0
+            else:
+                self.finished = _finished_openai(p, n)
+        s = _done_at(p, n)
+        if s < 0:
+            return -1
+        e = _mem_find(p, s, n, b"\n\n", 2)
+        return e + 2 if e >= 0 else n
+
+
+cdef list _without_data(list events, Py_ssize_t start):
+    # events[start:] without their Data events (a new list).
+    cdef list out = []
+    cdef Py_ssize_t i
+    cdef object ev
+    for i in range(start, PyList_GET_SIZE(events)):  # append runs no Python code
+        ev = <object>PyList_GET_ITEM(events, i)
+        if type(ev) is not Data:
+            out.append(ev)
+    return out

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from smg.http1.heads import header_lines
+
 _STATUS_LINES: dict = {}
 for _s in HTTPStatus:
     _STATUS_LINES[int(_s)] = b"HTTP/1.1 %d %s\r\n" % (int(_s), _s.phrase.encode())
@@ -50,8 +52,14 @@ def forward_headers(parts: list, headers: list, skip: frozenset) -> None:
     ``skip`` must contain HOP_BY_HOP. Names a Connection header nominates (other than
     the framing words ``close``/``keep-alive``) are dropped too, wherever that header
     stands: when one is met, the lines already appended are rebuilt with the full set
-    (the rare path; the common one is a single pass).
+    (the rare path; the common one is a single pass, smg.http1.heads.header_lines, which
+    appends all the lines as one bytes).
     """
+    lines = header_lines(headers, skip)
+    if lines is not None:
+        if lines:
+            parts.append(lines)
+        return
     start = len(parts)
     for n, v in headers:
         if n in skip:

@@ -328,7 +328,8 @@ class Exchange:
                 ctx.error_type = "upstream_stream_incomplete"
                 out.append(transforms.error_event(ctx.family, "the worker ended the stream before the answer "
                                                              "was complete"))
-            self._flush_pending()
+            if self.pending is not None:
+                self._flush_pending()
             self._end_attempt(self.final_ok if self.final else
                               ctx.upstream_status not in self.retry.retryable_status)
             self._settle()
@@ -511,7 +512,8 @@ class Exchange:
     # -- endings (the state is DONE already) -------------------------------------------
 
     def _settle(self) -> None:
-        self._flush_pending()
+        if self.pending is not None:
+            self._flush_pending()
         self.held = None
         self.deps.timers.remove(self, self.timer_key)
         if self.retry_handle is not None:

@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from smg.api.validate import RERANK, RERANK_V1, json_content_type
+from smg.api.validate import RERANK, RERANK_V1, VALID, json_content_type
 from smg.server import rerank
 from smg.server.exchange import Exchange
 from smg.server.filters import STOP, Reply
@@ -44,9 +44,10 @@ def parse_body(conn, ctx):
         return _refuse(conn, ctx, v.syntax(str(e)))
     if type(obj) is not dict:
         return _refuse(conn, ctx, v.not_object(obj))
-    bad = v.check(obj)
-    if bad is not None:
-        return _refuse(conn, ctx, bad)
+    if v.passes(obj) != VALID:  # the native screen vouches for the common valid body
+        bad = v.check(obj)
+        if bad is not None:
+            return _refuse(conn, ctx, bad)
     ctx.body = obj
     if v is RERANK_V1 or v is RERANK:
         rerank.prepare(ctx, v is RERANK_V1)  # the worker's request (smg/server/rerank.py)

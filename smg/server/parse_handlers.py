@@ -23,7 +23,7 @@ from __future__ import annotations
 import orjson
 
 from smg.api.validate import Validator
-from smg.api.validate._core import Bad, decode_fault, opt_bool, opt_list_of, opt_string, string, struct, walk, wrong
+from smg.api.validate._core import Shape, opt_bool, opt_list_of, opt_string, string, struct, wrong
 from smg.parsers import select
 from smg.server.filters import STOP
 from smg.server.handlers import parse_body
@@ -38,20 +38,10 @@ def _tools(v) -> None:
     _TOOL_LIST(v)
 
 
-def _checker(fields: dict, required: tuple):
-    def check(body: dict):
-        try:
-            walk(body, fields, required)
-        except Bad as e:
-            return decode_fault(e, plain=True)
-        return None
-    return check
-
-
-REASONING = Validator(_checker({"text": string, "reasoning_parser": string}, ("text", "reasoning_parser")),
+REASONING = Validator(Shape({"text": string, "reasoning_parser": string}, ("text", "reasoning_parser"), plain=True),
                       "SeparateReasoningRequest", plain=True)
-FUNCTION_CALL = Validator(_checker({"text": string, "tool_call_parser": string, "tools": _tools},
-                                   ("text", "tool_call_parser", "tools")),
+FUNCTION_CALL = Validator(Shape({"text": string, "tool_call_parser": string, "tools": _tools},
+                                ("text", "tool_call_parser", "tools"), plain=True),
                           "ParseFunctionCallRequest", plain=True)
 
 

@@ -52,7 +52,9 @@ class Selector:
         model = body.get("model") if body is not None else None
         ctx.model = model
         registry = self.registry
-        workers = self._workers(model)
+        workers = registry.candidates(model, REGULAR)  # _workers(), inlined on the hot path
+        if not workers and self.panic:
+            workers = registry.fallback(model, REGULAR)
         if not workers:
             ctx.model_label = self.model_label(model)
             if model is not None and len(registry) and not registry.knows_model(model):
@@ -61,7 +63,9 @@ class Selector:
                 return Reply(503, NO_AVAILABLE, "no_available_workers", RETRY_AFTER_1)
             return Reply(503, "no healthy worker is available", "no_healthy_workers")
         policy = ctx.policy = self.policies.get(model)
-        ctx.model_label = self.model_label(model)
+        # model_label(), inlined
+        ctx.model_label = model if type(model) is str and registry.names(model) else \
+            ("unknown" if model is None else "other")
         worker = policy.select(workers, ctx)
         if worker is None:
             return Reply(503, f"policy {policy.name} selected no worker", "no_worker_selected")

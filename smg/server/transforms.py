@@ -12,12 +12,12 @@ Rules:
   observing and the answer is relayed to its end, untimed.
 - What observers learn goes into the request context (``scanner``, ``body_parts``)
   for the observer (smg/observability/observer.py) to record at the end.
-- A streamed (SSE) answer of a generative endpoint always gets ``StreamEnd``: after
-  the worker's ``data: [DONE]`` nothing more reaches the client (bytes a worker sends
-  after it are dropped), and it tells the exchange whether the stream ended properly
-  (``[DONE]``, or a finish reason / ``message_stop``). A stream that ends without
-  either gets exactly one error event in the API's own shape (``error_event``):
-  OpenAI ``data: {"error": {...}}``, Anthropic ``event: error``.
+- A streamed (SSE) answer of a generative endpoint always gets ``StreamEnd`` (from
+  smg.streaming.sse; its rules are in smg/streaming/sse_py.py, "stream end"): nothing
+  after the worker's ``data: [DONE]`` reaches the client, and it tells the exchange
+  whether the stream ended properly (``complete``). A stream that ends without it gets
+  exactly one error event in the API's own shape (``error_event``): OpenAI
+  ``data: {"error": {...}}``, Anthropic ``event: error``.
 """
 from __future__ import annotations
 
@@ -27,15 +27,9 @@ import orjson
 
 from smg.api.errors import ANTHROPIC
 from smg.errors import RemoteProtocolError
-from smg.http1.events import Data
-from smg.streaming.sse import SSEScanner
+from smg.streaming.sse import SSEScanner, StreamEnd
 
 log = logging.getLogger("smg.transforms")
-
-_DONE = b"[DONE]"
-_FINISH = b'"finish_reason":'
-_NON_NULL = (34, 123)  # a finish_reason value that starts a string or an object
-_MESSAGE_STOP = b"message_stop"
 
 
 def error_event(family: int, message: str) -> bytes:
@@ -45,79 +39,6 @@ def error_event(family: int, message: str) -> bytes:
             {"type": "error", "error": {"type": "api_error", "message": message}}) + b"\n\n"
     return b"data: " + orjson.dumps(
         {"error": {"message": message, "type": "stream_error", "code": "upstream_error"}}) + b"\n\n"
-
-
-def _done_at(d: bytes) -> int:
-    """Where a ``data: [DONE]`` (or ``data:[DONE]``) line starts in ``d``, or -1. One
-    search for ``[DONE]`` per chunk; the prefix is checked only where it was found."""
-    j = d.find(_DONE)
-    while j >= 0:
-        if j >= 6 and d[j - 6:j] == b"data: ":
-            s = j - 6
-        elif j >= 5 and d[j - 5:j] == b"data:":
-            s = j - 5
-        else:
-            s = -1
-        if s == 0 or (s > 0 and d[s - 1] == 10):
-            return s
-        j = d.find(_DONE, j + 6)
-    return -1
-
-
-def _finished_openai(d: bytes) -> bool:
-    """Whether ``d`` carries a non-null ``finish_reason`` (a string or an object):
-    one search per occurrence, which streamed chunks carry once (``null`` until the end)."""
-    j = d.find(_FINISH)
-    n = len(d)
-    while j >= 0:
-        k = j + 16
-        while k < n and d[k] == 32:
-            k += 1
-        if k < n and d[k] in _NON_NULL:
-            return True
-        j = d.find(_FINISH, k)
-    return False
-
-
-def _finished_anthropic(d: bytes) -> bool:
-    return _MESSAGE_STOP in d
-
-
-class StreamEnd:
-    """Watches an SSE answer for its end: ``done`` ([DONE] seen; later bytes are
-    dropped), ``finished`` (a finish reason / message_stop seen)."""
-
-    __slots__ = ("done", "finished", "finish_in")
-
-    def __init__(self, family: int) -> None:
-        self.done = False
-        self.finished = False
-        self.finish_in = _finished_anthropic if family == ANTHROPIC else _finished_openai
-
-    @property
-    def complete(self) -> bool:
-        return self.done or self.finished
-
-    def __call__(self, events: list):
-        if self.done:
-            return [ev for ev in events if type(ev) is not Data]
-        for i, ev in enumerate(events):
-            if type(ev) is not Data:
-                continue
-            d = ev.data
-            if not self.finished and self.finish_in(d):
-                self.finished = True
-            j = _done_at(d)
-            if j < 0:
-                continue
-            self.done = True
-            e = d.find(b"\n\n", j)
-            cut = e + 2 if e >= 0 else len(d)
-            out = events[:i]
-            out.append(ev if cut >= len(d) else Data(d[:cut]))
-            out.extend(x for x in events[i + 1:] if type(x) is not Data)
-            return out
-        return None
 
 
 class SSEObserver:
@@ -154,7 +75,7 @@ def for_response(ctx, status: int, content_length: int, observe: bool, usage_lim
     if ctx.is_sse:
         if not ctx.endpoint.generative:
             return ((SSEObserver(ctx),) if observe else ()), None
-        end = StreamEnd(ctx.family)
+        end = StreamEnd(ctx.family == ANTHROPIC)
         return ((end, SSEObserver(ctx)) if observe else (end,)), end
     if observe and 0 <= content_length <= usage_limit and status == 200:
         ctx.body_parts = []

@@ -1,12 +1,17 @@
-"""Pure-Python twin of smg._native.sse: an incremental Server-Sent-Events scanner.
+"""Pure-Python twin of smg._native.sse: an incremental Server-Sent-Events scanner, and the
+stream-end watcher ``StreamEnd``.
 
-Import ``SSEScanner`` from :mod:`smg.streaming.sse` (the selector), not from here.
+Import ``SSEScanner`` and ``StreamEnd`` from :mod:`smg.streaming.sse` (the selector), not
+from here.
 
 Rules:
-- Same API, limits, errors and results as the native scanner; tests/native/test_sse.py runs
-  both against one corpus and checks C == Py on random input.
-- Observe, never rewrite: the gateway forwards upstream bytes verbatim; the scanner reports
-  the data of completed events, event counts, the ``[DONE]`` sentinel and the last data chunk.
+- Same API, limits, errors and results as the native module; tests/native/test_sse.py runs
+  both scanners against one corpus and checks C == Py on random input, and
+  tests/native/test_stream_end.py does the same for both StreamEnd classes.
+- The scanner observes, never rewrites: the gateway forwards upstream bytes verbatim; the
+  scanner reports the data of completed events, event counts, the ``[DONE]`` sentinel and
+  the last data chunk. ``StreamEnd`` is the one rewriter here: it drops what a worker
+  sends after ``[DONE]`` (its rules: the "stream end" section at the end of this file).
 - Split invariance: what feed() returns, concatenated, and every attribute after feed_eof()
   do not depend on where the network split the stream.
 - feed() raises only TypeError (argument not bytes-like) and RemoteProtocolError (an event
@@ -30,9 +35,10 @@ import time
 from operator import index as _index
 
 from smg.errors import RemoteProtocolError
+from smg.http1.events import Data
 
 # The API shared with smg._native.sse (its stub, sse.pyi); the rest is this twin's own.
-__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEScanner", "usage_counts"]
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEScanner", "StreamEnd", "usage_counts"]
 
 #: Largest event accepted, counted as the content bytes of its lines (terminators excluded).
 #: A chat-completion chunk is a few hundred bytes and a final chunk with usage or tool-call
@@ -427,3 +433,103 @@ def usage_counts(data) -> tuple | None:
     if i is None and o is None:
         return None
     return (i or 0, o or 0)
+
+
+# -- stream end ----------------------------------------------------------------------------
+# StreamEnd watches a streamed (SSE) answer of a generative endpoint for its end; the
+# exchange puts it first among the response transforms (smg/server/transforms.py).
+# Rules (the native class, smg._native.sse.StreamEnd, keeps the same ones):
+# - ``finished``: a Data event carried a non-null ``"finish_reason":`` (a string or an
+#   object after optional spaces; OpenAI family) or ``message_stop`` (Anthropic family).
+#   Each Data event is searched on its own, up to and including the one with [DONE]
+#   (all of it, bytes after the cut too); a marker split across two events is not seen.
+# - ``done``: a Data event held a ``data: [DONE]`` (or ``data:[DONE]``) that starts a
+#   line (the event's first byte, or after an LF). That event is cut after the blank
+#   line (``\n\n``) that follows it, or kept whole when there is none; every later Data
+#   event, in this batch and all later ones, is dropped. Other events always pass.
+# - ``complete`` = done or finished: the exchange adds an error event to a stream that
+#   ends without it (transforms.error_event).
+# - ``__call__(events)`` returns None when the batch passes unchanged (no [DONE] in it,
+#   none before), else a new list; a cut event is a new Data holding bytes.
+# - A Data payload that is not bytes (bytearray, memoryview) is read as bytes.
+
+_FINISH = b'"finish_reason":'
+_NON_NULL = (34, 123)  # a finish_reason value that starts a string or an object
+_MESSAGE_STOP = b"message_stop"
+
+
+def _done_at(d: bytes) -> int:
+    """Where a ``data: [DONE]`` (or ``data:[DONE]``) line starts in ``d``, or -1. One
+    search for ``[DONE]`` per chunk; the prefix is checked only where it was found."""
+    j = d.find(_DONE)
+    while j >= 0:
+        if j >= 6 and d[j - 6:j] == b"data: ":
+            s = j - 6
+        elif j >= 5 and d[j - 5:j] == b"data:":
+            s = j - 5
+        else:
+            s = -1
+        if s == 0 or (s > 0 and d[s - 1] == _LF):
+            return s
+        j = d.find(_DONE, j + 6)
+    return -1
+
+
+def _finished_openai(d: bytes) -> bool:
+    """Whether ``d`` carries a non-null ``finish_reason`` (a string or an object):
+    one search per occurrence, which streamed chunks carry once (``null`` until the end)."""
+    j = d.find(_FINISH)
+    n = len(d)
+    while j >= 0:
+        k = j + 16
+        while k < n and d[k] == _SPACE:
+            k += 1
+        if k < n and d[k] in _NON_NULL:
+            return True
+        j = d.find(_FINISH, k)
+    return False
+
+
+def _finished_anthropic(d: bytes) -> bool:
+    return _MESSAGE_STOP in d
+
+
+class StreamEnd:
+    """Watches an SSE answer for its end: ``done`` ([DONE] seen; later bytes are
+    dropped), ``finished`` (a finish reason / message_stop seen)."""
+
+    __slots__ = ("done", "finished", "_finish_in")
+
+    def __init__(self, anthropic: bool) -> None:
+        self.done = False
+        self.finished = False
+        self._finish_in = _finished_anthropic if anthropic else _finished_openai
+
+    @property
+    def complete(self) -> bool:
+        return self.done or self.finished
+
+    def __call__(self, events: list) -> list | None:
+        if type(events) is not list:
+            raise TypeError(f"StreamEnd() takes a list of events, not {type(events).__name__}")
+        if self.done:
+            return [ev for ev in events if type(ev) is not Data]
+        for i, ev in enumerate(events):
+            if type(ev) is not Data:
+                continue
+            d = ev.data
+            if type(d) is not bytes:
+                d = bytes(memoryview(d))
+            if not self.finished and self._finish_in(d):
+                self.finished = True
+            j = _done_at(d)
+            if j < 0:
+                continue
+            self.done = True
+            e = d.find(b"\n\n", j)
+            cut = e + 2 if e >= 0 else len(d)
+            out = events[:i]
+            out.append(ev if cut >= len(d) else Data(d[:cut]))
+            out.extend(x for x in events[i + 1:] if type(x) is not Data)
+            return out
+        return None

@@ -39,7 +39,8 @@ import uuid
 import orjson
 
 from smg.http1 import writer
-from smg.upstream.forwarding import CONNECTION, DEFAULT, FORWARD
+from smg.http1.heads import allowed_lines, header_lines
+from smg.upstream.forwarding import DEFAULT
 
 # names the gateway replaces on some requests: with tracing on, its own span context
 # replaces the client's; a worker key replaces the client's Authorization
@@ -47,6 +48,11 @@ _TRACE = frozenset((b"traceparent", b"tracestate"))
 _AUTH = frozenset((b"authorization",))
 _HAS_BODY = (b"POST", b"PUT", b"PATCH")
 _RID = b"x-request-id"
+_RID_COLON = b"x-request-id: "
+_HTTP11_HOST = b" HTTP/1.1\r\nhost: "
+_BEARER = b"authorization: Bearer "
+_CRLF = b"\r\n"
+_NOTHING: frozenset = frozenset()
 
 
 @functools.lru_cache(maxsize=64)
@@ -77,16 +83,17 @@ def request_head(method: bytes, target: bytes, worker, headers: list, body_len: 
     the request's id, sent in place of the client's ``x-request-id`` when it sent one
     (the same value unless the client's was invalid and replaced; None: as sent).
     """
-    parts = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method, target, worker.host_header)]
+    # pieces joined once at the end (cheaper than formatting each line with bytes % tuple)
+    parts = [method, b" ", target, _HTTP11_HOST, worker.host_header, _CRLF]
     if body_len or method in _HAS_BODY:
+        # bytes % int is the cheapest int-to-ASCII here (measured against str(n).encode())
         parts.append(b"content-length: %d\r\n" % body_len if fwd.forward_all else
                      b"content-type: application/json\r\ncontent-length: %d\r\n" % body_len)
     if trace:
-        for n, v in trace:
-            parts.append(b"%s: %s\r\n" % (n, v))
+        parts.append(header_lines(trace, _NOTHING))
     key = worker.api_key
     if key:
-        parts.append(b"authorization: Bearer %s\r\n" % key)
+        parts += (_BEARER, key, _CRLF)
     replaced = _replaced(True, bool(key), drop) if trace else \
         (_replaced(False, bool(key), drop) if key or drop is not None else None)
     if fwd.forward_all:
@@ -94,42 +101,34 @@ def request_head(method: bytes, target: bytes, worker, headers: list, body_len: 
         sent_rid = any(n == _RID for n, _ in headers)
         if sent_rid and rid is not None:
             skip = _skip_all(skip | {_RID})
-            parts.append(b"x-request-id: %s\r\n" % rid)
+            parts += (_RID_COLON, rid, _CRLF)
         writer.forward_headers(parts, headers, skip)
         if fwd.mint_request_id and not sent_rid:
-            parts.append(b"x-request-id: %s\r\n" % str(uuid.uuid4()).encode())
-        parts.append(b"\r\n")
+            parts += (_RID_COLON, str(uuid.uuid4()).encode(), _CRLF)
+        parts.append(_CRLF)
         return b"".join(parts)
-    verdict = fwd.verdict
-    start = len(parts)
-    nominated = None
-    has_rid = False
-    for n, v in headers:
-        k = verdict.get(n)
-        if k is None:
-            k = fwd.classify(n)
-        if k == FORWARD:
-            if replaced is not None and n in replaced:
-                continue
-            if n == _RID:
-                if has_rid:
-                    continue
-                has_rid = True
-                if rid is not None:
-                    v = rid
-            parts.append(b"%s: %s\r\n" % (n, v))
-        elif k == CONNECTION and v.lower() not in (b"close", b"keep-alive"):
-            nominated = writer.connection_tokens(headers)
-    if nominated:
-        # the rare path: a Connection header named end-to-end headers as hop-by-hop
-        kept = [p for p in parts[start:] if p.split(b":", 1)[0] not in nominated]
-        del parts[start:]
-        parts.extend(kept)
-        has_rid = has_rid and _RID not in nominated
+    got = allowed_lines(headers, fwd.verdict, fwd.classify, replaced, rid)
+    if got is None:  # the rare path: a Connection header nominates names
+        has_rid = _allowed_nominated(parts, headers, fwd, replaced, rid)
+    else:
+        lines, has_rid = got
+        parts.append(lines)
     if not has_rid and fwd.mint_request_id:
-        parts.append(b"x-request-id: %s\r\n" % str(uuid.uuid4()).encode())
-    parts.append(b"\r\n")
+        parts += (_RID_COLON, str(uuid.uuid4()).encode(), _CRLF)
+    parts.append(_CRLF)
     return b"".join(parts)
+
+
+def _allowed_nominated(parts: list, headers: list, fwd, replaced: frozenset | None, rid: bytes | None) -> bool:
+    """Appends to ``parts`` the lines of the default forwarding mode when a Connection
+    header nominated names as hop-by-hop (allowed_lines returned None); returns has_rid.
+    The Connection headers and the names they nominate are left out first, then the
+    rest goes through the same ``allowed_lines``."""
+    nominated = writer.connection_tokens(headers) | {b"connection"}
+    kept = [(n, v) for n, v in headers if n not in nominated]
+    lines, has_rid = allowed_lines(kept, fwd.verdict, fwd.classify, replaced, rid)
+    parts.append(lines)
+    return has_rid
 
 
 class Http1Leg:

@@ -21,9 +21,10 @@ Rules:
 from __future__ import annotations
 
 from smg.api.validate import completions, embeddings, generate, messages, openai_chat, rerank
-from smg.api.validate._core import DECODE_PREFIX, INVALID_TYPE, Bad, Invalid, decode_fault, unexpected
+from smg.api.validate._core import DECODE_PREFIX, INVALID_TYPE, Bad, Invalid, Shape, decode_fault, unexpected
+from smg.api.validate.screen import VALID
 
-__all__ = ["Invalid", "Validator", "CHAT", "COMPLETIONS", "MESSAGES", "EMBEDDINGS", "RERANK", "RERANK_V1",
+__all__ = ["Invalid", "Validator", "VALID", "CHAT", "COMPLETIONS", "MESSAGES", "EMBEDDINGS", "RERANK", "RERANK_V1",
            "GENERATE", "CLASSIFY", "COUNT_TOKENS", "json_content_type"]
 
 
@@ -42,15 +43,17 @@ def json_content_type(value: bytes | None) -> bool:
 
 
 class Validator:
-    """How one API's bodies are judged: ``check(body) -> Invalid | None`` and the
-    answers to bodies that are not a JSON object of the right type.
+    """How one API's bodies are judged: ``check(body) -> Invalid | None`` (a ``Shape``;
+    ``passes(body) == VALID`` is the fast proof of None) and the answers to bodies that
+    are not a JSON object of the right type.
 
     ``what`` names the request type in messages; ``plain`` (see the module rules)."""
 
-    __slots__ = ("check", "what", "plain", "sequence", "bad_content_type")
+    __slots__ = ("check", "passes", "what", "plain", "sequence", "bad_content_type")
 
-    def __init__(self, check, what: str, plain: bool = False, sequence: tuple = ()) -> None:
+    def __init__(self, check: Shape, what: str, plain: bool = False, sequence: tuple = ()) -> None:
         self.check = check
+        self.passes = check.passes
         self.what = what
         self.plain = plain
         self.sequence = sequence  # checkers of the fields, when a JSON array may stand for the object

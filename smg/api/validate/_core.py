@@ -21,8 +21,19 @@ Rules:
   path stops at that object: ``messages[0]`` for a wrong type,
   ``messages[0].<field>`` for a missing field, as SMG reports them.
 - Fields no rule names pass untouched (they are the worker's to judge).
+- Each API's validator is a ``Shape`` (below): a screen (smg/api/validate/screen.py,
+  native) vouches for the common valid body in one pass, and only a body it cannot
+  vouch for is walked here; every answer a client gets is worded here. So that the
+  screen knows the checkers, each checker and rule made in this module carries its
+  spec in a ``screen`` attribute (``type_spec``/``rule_spec``); a checker without one
+  is one the screen never vouches for.
 """
 from __future__ import annotations
+
+from smg.api.validate.screen import (CROSS, R_DEC, R_DOUBT, R_INT, R_NONEMPTY, R_STOP, R_TOPK, T_ANY, T_BOOL,
+                                     T_DOUBT, T_INT, T_LIST, T_MAP, T_MAPOF, T_NUM, T_OBJ, T_STR, T_STRS, VALID,
+                                     Screen)
+from smg.api.validate.screen_py import F32_MAX
 
 # error codes (catalogued in smg/api/errors.py)
 MISSING = "missing_required_parameter"
@@ -37,7 +48,6 @@ U32_MAX = 4294967295
 U64_MAX = 18446744073709551615
 I32_MIN, I32_MAX = -2147483648, 2147483647
 I64_MIN, I64_MAX = -9223372036854775808, 9223372036854775807
-F32_MAX = 3.4028234663852886e38  # beyond it a 32-bit float is infinite
 
 DECODE_PREFIX = "Invalid JSON data: Failed to deserialize the JSON body into the target type: "
 
@@ -128,18 +138,50 @@ def missing(name: str) -> Bad:
     return Bad(MISSING, f"missing field `{name}`", [name])
 
 
+# -- what the screen knows of a checker or a rule -------------------------------------
+
+_DOUBTFUL = (T_DOUBT, False, None, None)
+_NO_RULE = (R_DOUBT, None, None, None)
+
+
+def screened(spec: tuple):
+    """Decorator: the checker or rule ``f`` has the screen spec ``spec``
+    (smg/api/validate/screen_py.py states the format)."""
+    def mark(f):
+        f.screen = spec
+        return f
+    return mark
+
+
+def type_spec(check) -> tuple:
+    """The screen's type spec of a checker (one without: never vouched for)."""
+    return getattr(check, "screen", _DOUBTFUL)
+
+
+def rule_spec(rule) -> tuple:
+    """The screen's rule spec of a phase-2 rule (one without: never vouched for)."""
+    return getattr(rule, "screen", _NO_RULE)
+
+
+def nullable(spec: tuple) -> tuple:
+    return (spec[0], True, spec[2], spec[3])
+
+
 # -- phase-1 checkers: f(v) -> None, or raise Bad ---------------------------------------
 
+@screened((T_STR, False, None, None))
 def string(v) -> None:
     if type(v) is not str:
         raise wrong(v, "a string")
 
 
+@screened((T_STR, True, None, None))
 def opt_string(v) -> None:
     if v is not None and type(v) is not str:
         raise wrong(v, "a string")
 
 
+@screened((T_BOOL, True, None, None))
 def opt_bool(v) -> None:
     if v is not None and type(v) is not bool:
         raise wrong(v, "a boolean")
@@ -153,40 +195,48 @@ def _int(v, lo: int, hi: int, what: str) -> None:
         raise Bad(code, f"invalid value: integer `{v}`, expected {what}")
 
 
+@screened((T_INT, True, 0, U32_MAX))
 def opt_u32(v) -> None:
     if v is not None:
         _int(v, 0, U32_MAX, "u32")
 
 
+@screened((T_INT, False, 0, U32_MAX))
 def u32(v) -> None:
     _int(v, 0, U32_MAX, "u32")
 
 
+@screened((T_INT, True, 0, U64_MAX))
 def opt_u64(v) -> None:
     if v is not None:
         _int(v, 0, U64_MAX, "u64")
 
 
+@screened((T_INT, True, I32_MIN, I32_MAX))
 def opt_i32(v) -> None:
     if v is not None:
         _int(v, I32_MIN, I32_MAX, "i32")
 
 
+@screened((T_INT, True, I64_MIN, I64_MAX))
 def opt_i64(v) -> None:
     if v is not None:
         _int(v, I64_MIN, I64_MAX, "i64")
 
 
+@screened((T_NUM, True, None, None))
 def opt_f32(v) -> None:
     if v is not None and type(v) is not float and type(v) is not int:
         raise wrong(v, "f32")
 
 
+@screened((T_NUM, True, None, None))
 def opt_f64(v) -> None:
     if v is not None and type(v) is not float and type(v) is not int:
         raise wrong(v, "f64")
 
 
+@screened((T_MAP, True, None, None))
 def opt_map(v) -> None:
     if v is not None and type(v) is not dict:
         raise wrong(v, "a map")
@@ -197,6 +247,7 @@ def opt_object(what: str):
     def check(v) -> None:
         if v is not None and type(v) is not dict:
             raise wrong(v, what)
+    check.screen = (T_MAP, True, None, None)
     return check
 
 
@@ -213,6 +264,7 @@ def opt_list_of(item, what: str = "a sequence"):
             except Bad as e:
                 e.where.append(i)
                 raise
+    check.screen = (T_LIST, True, type_spec(item), None)
     return check
 
 
@@ -229,9 +281,11 @@ def opt_map_of(item):
             except Bad as e:
                 e.where.append(k)
                 raise
+    check.screen = (T_MAPOF, True, type_spec(item), None)
     return check
 
 
+@screened((T_NUM, False, None, None))
 def f32_value(v) -> None:
     if type(v) is not float and type(v) is not int:
         raise wrong(v, "f32")
@@ -254,6 +308,7 @@ def opt(check):
     def optional(v) -> None:
         if v is not None:
             check(v)
+    optional.screen = nullable(type_spec(check))
     return optional
 
 
@@ -264,6 +319,7 @@ def struct(fields: dict, required: tuple, what: str):
         if type(v) is not dict:
             raise wrong(v, what)
         walk(v, fields, required)
+    check.screen = (T_OBJ, False, {k: type_spec(c) for k, c in fields.items()}, required)
     return check
 
 
@@ -326,6 +382,7 @@ def dec_range(lo: float | None, hi: float | None, lo_open: bool = False):
             return rule_fault(name, DEC_ABOVE, f"Invalid '{name}': decimal above maximum value. Expected a value "
                                                f"<= {float(hi)}, but got {_num(v)} instead.")
         return None
+    rule.screen = (R_DEC, lo, hi, lo_open)
     return rule
 
 
@@ -338,15 +395,18 @@ def int_range(lo: int | None, hi: int | None):
             return rule_fault(name, INT_ABOVE, f"Invalid '{name}': integer above maximum value. Expected a value "
                                                f"<= {hi}, but got {v} instead.")
         return None
+    rule.screen = (R_INT, lo, hi, None)
     return rule
 
 
+@screened((R_TOPK, None, None, None))
 def top_k_rule(name: str, v):
     if v == -1 or v >= 1:
         return None
     return rule_fault(name, INVALID_VALUE, "top_k must be -1 (disabled) or at least 1")
 
 
+@screened((R_STOP, None, None, None))
 def stop_rule(name: str, v):
     """At most 4 stop sequences, none empty."""
     if type(v) is str:
@@ -387,6 +447,7 @@ def first_rule_fault(body: dict, table: dict):
 
 # -- shapes shared by several APIs -----------------------------------------------------
 
+@screened((T_STRS, False, None, None))
 def string_or_strings(v) -> None:
     """A string or an array of strings (SMG's ``StringOrArray``)."""
     if type(v) is str:
@@ -400,6 +461,64 @@ def string_or_strings(v) -> None:
     raise Bad(INVALID_TYPE, "data did not match any variant of untagged enum StringOrArray")
 
 
+@screened((T_STRS, True, None, None))
 def opt_string_or_strings(v) -> None:
     if v is not None:
         string_or_strings(v)
+
+
+def nonempty_rule(rule):
+    """Marks a rule that refuses exactly an empty string or array."""
+    rule.screen = (R_NONEMPTY, None, None, None)
+    return rule
+
+
+ANY = screened((T_ANY, True, None, None))(lambda v: None)  # any JSON value, null included
+
+
+# -- one API's validator -------------------------------------------------------------------
+
+class Shape:
+    """One API's validator: ``shape(body) -> Invalid | None`` for a parsed body (a dict).
+
+    ``fields``/``required``: phase 1 (``walk``); ``rules``: phase 2 (made by
+    ``rules``); ``cross``: phase 3, ``cross(body) -> Invalid | None``, read only when
+    one of ``cross_fields`` is present (None: always); ``plain``: decoding faults are
+    plain-text answers (``decode_fault``)."""
+
+    __slots__ = ("fields", "required", "rules", "cross", "plain", "spec", "passes")
+
+    def __init__(self, fields: dict, required: tuple, rules: dict | None = None, cross=None,
+                 cross_fields: frozenset | None = frozenset(), plain: bool = False) -> None:
+        self.fields = fields
+        self.required = required
+        self.rules = rules or {}
+        self.cross = cross
+        self.plain = plain
+        # the screen's arguments (tests build both twins from them)
+        self.spec = ({k: type_spec(c) for k, c in fields.items()}, required,
+                     {k: rule_spec(r) for k, (_, r) in self.rules.items()},
+                     cross_fields if cross is not None else frozenset())
+        screen = Screen(*self.spec)
+        self.passes = screen.passes  # VALID: the answer is None (callers may skip the call)
+
+    def __call__(self, body: dict):
+        r = self.passes(body)
+        if r == VALID:
+            return None
+        if r == CROSS:
+            return self.cross(body)
+        return self.judge(body)
+
+    def judge(self, body: dict):
+        """The full walk, every phase: the answer to any body (``__call__`` skips it for a
+        body the screen vouches for)."""
+        try:
+            walk(body, self.fields, self.required)
+        except Bad as e:
+            return decode_fault(e, self.plain)
+        if self.rules:
+            f = first_rule_fault(body, self.rules)
+            if f is not None:
+                return f
+        return self.cross(body) if self.cross is not None else None

@@ -3,10 +3,11 @@ SGLang sampling extensions SMG types): field types, SMG's ranges and its cross-f
 rules, in SMG's order (smg/api/validate/_core.py)."""
 from __future__ import annotations
 
-from smg.api.validate._core import (Bad, dec_range, decode_fault, f32_value, first_rule_fault, int_range, opt,
-                                    opt_bool, opt_f32, opt_i32, opt_i64, opt_list_of, opt_map, opt_map_of, opt_string,
-                                    opt_string_or_strings, opt_u32, opt_u64, rule_fault, rules, stop_rule, string,
-                                    string_or_strings, struct, top_k_rule, walk)
+from smg.api.validate._core import (Shape, dec_range, f32_value, int_range, opt, opt_bool, opt_f32, opt_i32, opt_i64,
+                                    opt_list_of, opt_map, opt_map_of, opt_string, opt_string_or_strings, opt_u32,
+                                    opt_u64, rule_fault, rules, screened, stop_rule, string, string_or_strings, struct,
+                                    top_k_rule)
+from smg.api.validate.screen import R_ITEMS
 
 _STREAM_OPTIONS = opt(struct({"include_usage": opt_bool, "continuous_usage_stats": opt_bool}, (),
                              "struct StreamOptions"))
@@ -49,6 +50,7 @@ FIELDS = {
 REQUIRED = ("model", "prompt")
 
 
+@screened((R_ITEMS, None, None, None))
 def _prompt_rule(name, v):
     if type(v) is list and not v:
         return rule_fault(name, "prompt_empty", "prompt array cannot be empty")
@@ -82,13 +84,4 @@ def _cross(body: dict):
     return None
 
 
-def validate(body: dict):
-    """Returns None for a body SMG accepts, else the ``Invalid`` answer."""
-    try:
-        walk(body, FIELDS, REQUIRED)
-    except Bad as e:
-        return decode_fault(e)
-    f = first_rule_fault(body, RULES)
-    if f is not None:
-        return f
-    return _cross(body)
+validate = Shape(FIELDS, REQUIRED, RULES, _cross, frozenset(("stream_options", "min_tokens")))

@@ -4,8 +4,8 @@ SMG decodes this route's body without typed validation: a wrong field type is a 
 ``422`` (text/plain); ranges of the sampling parameters are the worker's to judge."""
 from __future__ import annotations
 
-from smg.api.validate._core import (I32_MAX, I32_MIN, INVALID_VALUE, Bad, decode_fault, opt, opt_bool, opt_f32,
-                                    opt_i32, opt_list_of, opt_string, opt_u32, struct, walk, wrong)
+from smg.api.validate._core import (I32_MAX, I32_MIN, INVALID_VALUE, Bad, Shape, opt, opt_bool, opt_f32,
+                                    opt_i32, opt_list_of, opt_string, opt_u32, struct, wrong)
 
 
 def _id(v) -> None:
@@ -61,10 +61,4 @@ FIELDS = {
 }
 
 
-def validate(body: dict):
-    """Returns None for a body SMG accepts, else the (plain-text) ``Invalid`` answer."""
-    try:
-        walk(body, FIELDS, ())
-    except Bad as e:
-        return decode_fault(e, plain=True)
-    return None
+validate = Shape(FIELDS, (), plain=True)

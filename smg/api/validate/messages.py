@@ -10,13 +10,10 @@ to judge.
 """
 from __future__ import annotations
 
-from smg.api.validate._core import (INVALID_TYPE, Bad, decode_fault, enum_of, first_rule_fault, opt,
-                                    opt_bool, opt_f64, opt_list_of, opt_string, opt_u32, rule_fault, rules, string,
-                                    struct, tagged, u32, walk, wrong)
-
-
-def _any(v) -> None:
-    return None
+from smg.api.validate._core import (ANY, INVALID_TYPE, Bad, Shape, enum_of, nonempty_rule, opt, opt_bool, opt_f64,
+                                    opt_list_of, opt_string, opt_u32, rule_fault, rules, screened, string, struct,
+                                    tagged, u32, wrong)
+from smg.api.validate.screen import R_INT, T_DOUBT, T_LIST, T_MAP, T_STR, T_TEXT
 
 
 def _object(v) -> None:
@@ -36,13 +33,13 @@ _BLOCKS = {
     "text": _TEXT,
     "image": ({"source": _object}, ("source",)),
     "document": ({"source": _object, "title": opt_string, "context": opt_string}, ("source",)),
-    "tool_use": ({"id": string, "name": string, "input": _any}, ("id", "name", "input")),
+    "tool_use": ({"id": string, "name": string, "input": ANY}, ("id", "name", "input")),
     "tool_result": ({"tool_use_id": string, "is_error": opt_bool}, ("tool_use_id",)),
     "thinking": ({"thinking": string, "signature": string}, ("thinking", "signature")),
     "redacted_thinking": ({"data": string}, ("data",)),
-    "server_tool_use": ({"id": string, "name": string, "input": _any}, ("id", "name", "input")),
+    "server_tool_use": ({"id": string, "name": string, "input": ANY}, ("id", "name", "input")),
     "search_result": ({"source": string, "title": string, "content": _list}, ("source", "title", "content")),
-    "web_search_tool_result": ({"tool_use_id": string, "content": _any}, ("tool_use_id", "content")),
+    "web_search_tool_result": ({"tool_use_id": string, "content": ANY}, ("tool_use_id", "content")),
     "tool_search_tool_result": ({}, ()),
     "tool_reference": ({}, ()),
 }
@@ -70,6 +67,9 @@ _MESSAGE = struct({"role": enum_of(("user", "assistant", "system"), "variant ide
                   ("role", "content"), "struct InputMessage")
 
 
+# the screen vouches for plain text messages with non-empty content (the cross-field rule
+# refuses an empty user message)
+@screened((T_TEXT, False, frozenset(("user", "assistant", "system")), True))
 def _messages(v) -> None:
     _list(v)
     for i, m in enumerate(v):
@@ -83,6 +83,7 @@ def _messages(v) -> None:
 _SYSTEM_BLOCKS = {"text": _TEXT}
 
 
+@screened((T_STR, True, None, None))  # vouched for: null or a string
 def _system(v) -> None:
     if v is None or type(v) is str or _blocks_match(v, _SYSTEM_BLOCKS):
         return
@@ -92,6 +93,7 @@ def _system(v) -> None:
 _THINKING = {"enabled": ({"budget_tokens": u32}, ("budget_tokens",)), "disabled": ({}, ())}
 
 
+@screened((T_DOUBT, True, None, None))
 def _thinking(v) -> None:
     if v is not None:
         tagged(v, "type", _THINKING, "internally tagged enum ThinkingConfig")
@@ -105,11 +107,13 @@ _TOOL_CHOICES = {
 }
 
 
+@screened((T_DOUBT, True, None, None))
 def _tool_choice(v) -> None:
     if v is not None:
         tagged(v, "type", _TOOL_CHOICES, "internally tagged enum ToolChoice")
 
 
+@screened((T_LIST, True, (T_MAP, False, None, None), None))
 def _tools(v) -> None:
     if v is None:
         return
@@ -138,14 +142,17 @@ FIELDS = {
 REQUIRED = ("model", "messages", "max_tokens")
 
 
+@nonempty_rule
 def _model_rule(name, v):
     return None if v else rule_fault(name, "string_below_min_length", "model field is required and cannot be empty")
 
 
+@nonempty_rule
 def _messages_rule(name, v):
     return None if v else rule_fault(name, "empty_array", "messages array is required and cannot be empty")
 
 
+@screened((R_INT, 1, None, None))
 def _max_tokens_rule(name, v):
     if v >= 1:
         return None
@@ -196,6 +203,7 @@ COUNT_FIELDS = {k: FIELDS[k] for k in ("model", "messages", "system", "thinking"
 COUNT_REQUIRED = ("model", "messages")
 
 
+@nonempty_rule
 def _count_messages_rule(name, v):
     return None if v else rule_fault(name, "empty_array", "at least one message is required")
 
@@ -203,23 +211,5 @@ def _count_messages_rule(name, v):
 COUNT_RULES = rules({"model": _model_rule, "messages": _count_messages_rule})
 
 
-def validate_count_tokens(body: dict):
-    """``/v1/messages/count_tokens``: None for a body SMG accepts, else the ``Invalid``."""
-    try:
-        walk(body, COUNT_FIELDS, COUNT_REQUIRED)
-    except Bad as e:
-        return decode_fault(e)
-    return first_rule_fault(body, COUNT_RULES)
-
-
-def validate(body: dict):
-    """Returns None for a body SMG accepts, else the ``Invalid`` answer."""
-    try:
-        walk(body, FIELDS, REQUIRED)
-    except Bad as e:
-        return decode_fault(e)
-    f = first_rule_fault(body, RULES)
-    if f is not None:
-        return f
-    return _cross(body)
-
+validate_count_tokens = Shape(COUNT_FIELDS, COUNT_REQUIRED, COUNT_RULES)  # ``/v1/messages/count_tokens``
+validate = Shape(FIELDS, REQUIRED, RULES, _cross, frozenset(("temperature", "top_p", "thinking", "tool_choice")))

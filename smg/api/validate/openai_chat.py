@@ -7,10 +7,11 @@ order of the rules is the order SMG applies them (smg/api/validate/_core.py).
 """
 from __future__ import annotations
 
-from smg.api.validate._core import (INVALID_TYPE, Bad, dec_range, decode_fault, f32_value, first_rule_fault, int_range,
-                                    opt, opt_bool, opt_f32, opt_i32, opt_i64, opt_list_of, opt_map, opt_map_of,
-                                    opt_object, opt_string, opt_string_or_strings, opt_u32, opt_u64, rule_fault, rules,
-                                    stop_rule, string, struct, tagged, top_k_rule, walk, wrong)
+from smg.api.validate._core import (INVALID_TYPE, Bad, Shape, dec_range, f32_value, int_range, nonempty_rule, opt,
+                                    opt_bool, opt_f32, opt_i32, opt_i64, opt_list_of, opt_map, opt_map_of, opt_object,
+                                    opt_string, opt_string_or_strings, opt_u32, opt_u64, rule_fault, rules, screened,
+                                    stop_rule, string, struct, tagged, top_k_rule, wrong)
+from smg.api.validate.screen import T_DOUBT, T_STR, T_TEXT
 
 # -- message content --------------------------------------------------------------------
 
@@ -55,16 +56,16 @@ def _message(v) -> None:
     tagged(v, "role", _ROLES, "internally tagged enum ChatMessage")
 
 
-# roles whose message may be just {"role", "content": "text"} (checked without a walk)
-_TEXT_ROLES = frozenset(("system", "user", "assistant", "developer", "root"))
+# roles whose message the screen vouches for as just {"role", "content": "text"} (not
+# "root": a valid shape, refused by a cross-field rule)
+_TEXT_ROLES = frozenset(("system", "user", "assistant", "developer"))
 
 
+@screened((T_TEXT, False, _TEXT_ROLES, False))
 def _messages(v) -> None:
     if type(v) is not list:
         raise wrong(v, "a sequence")
     for i, m in enumerate(v):
-        if type(m) is dict and len(m) == 2 and type(m.get("content")) is str and m.get("role") in _TEXT_ROLES:
-            continue  # the common shape, and a valid one
         try:
             _message(m)
         except Bad as e:
@@ -83,6 +84,7 @@ _FORMATS = {
 }
 
 
+@screened((T_DOUBT, True, None, None))
 def _response_format(v) -> None:
     if v is not None:
         tagged(v, "type", _FORMATS, "internally tagged enum ResponseFormat")
@@ -91,6 +93,7 @@ def _response_format(v) -> None:
 _TOOL_CHOICE_VALUES = ("none", "auto", "required")
 
 
+@screened((T_DOUBT, True, None, None))
 def _tool_choice(v) -> None:
     """"none" | "auto" | "required" | {"type": "function", "function": {"name"}} |
     {"type": "allowed_tools", "mode", "tools"}."""
@@ -111,11 +114,13 @@ def _tool_choice(v) -> None:
     raise Bad(INVALID_TYPE, "data did not match any variant of untagged enum ToolChoice")
 
 
+@screened((T_STR, True, None, None))
 def _verbosity(v) -> None:
     if v is not None and type(v) is not str:
         raise wrong(v, "a string")
 
 
+@screened((T_DOUBT, True, None, None))
 def _function_call(v) -> None:
     """The deprecated ``function_call``: "none", "auto" or {"name"}."""
     if v is None or type(v) is dict:
@@ -181,6 +186,7 @@ FIELDS = {
 REQUIRED = ("messages", "model")
 
 
+@nonempty_rule
 def _messages_rule(name, v):
     if not v:
         return rule_fault(name, "empty_array", "Invalid 'messages': empty array. Expected an array with minimum "
@@ -311,17 +317,4 @@ def _tool_choice_rule(choice, tools):
     return None
 
 
-def validate(body: dict):
-    """Returns None for a body SMG accepts, else the ``Invalid`` answer.
-
-    Raises:
-        Bad: never (decoding faults are turned into the answer here).
-    """
-    try:
-        walk(body, FIELDS, REQUIRED)
-    except Bad as e:
-        return decode_fault(e)
-    f = first_rule_fault(body, RULES)
-    if f is not None:
-        return f
-    return _cross(body)
+validate = Shape(FIELDS, REQUIRED, RULES, _cross, _CROSS_FIELDS)

@@ -3,12 +3,14 @@ answered in the OpenAI error format) and ``POST /v1/rerank`` (decoded without
 validation: a wrong field type is a plain ``422``; ``model`` is optional there)."""
 from __future__ import annotations
 
-from smg.api.validate._core import (Bad, decode_fault, first_rule_fault, int_range, opt_bool, opt_list_of, opt_string,
-                                    opt_u32, rule_fault, rules, string, walk, wrong)
+from smg.api.validate._core import (Shape, int_range, nonempty_rule, opt_bool, opt_list_of, opt_string, opt_u32,
+                                    rule_fault, rules, screened, string, type_spec, wrong)
+from smg.api.validate.screen import T_LIST
 
 _DOCUMENTS = opt_list_of(string)
 
 
+@screened((T_LIST, False, type_spec(string), None))
 def _documents(v) -> None:
     if v is None:
         raise wrong(v, "a sequence")
@@ -27,12 +29,14 @@ FIELDS = {
 REQUIRED = ("query", "documents", "model")
 
 
+@nonempty_rule
 def _documents_rule(name, v):
     if not v:
         return rule_fault(name, "invalid_value", "documents list cannot be empty")
     return None
 
 
+@nonempty_rule
 def _query_rule(name, v):
     return None if v else rule_fault(name, "invalid_value", "query cannot be empty")
 
@@ -46,19 +50,5 @@ V1_FIELDS = {"query": string, "documents": _documents}
 V1_REQUIRED = ("query", "documents")
 
 
-def validate(body: dict):
-    """``/rerank``: None for a body SMG accepts, else the ``Invalid`` answer."""
-    try:
-        walk(body, FIELDS, REQUIRED)
-    except Bad as e:
-        return decode_fault(e)
-    return first_rule_fault(body, RULES)
-
-
-def validate_v1(body: dict):
-    """``/v1/rerank``: None for a body SMG accepts, else the (plain-text) ``Invalid``."""
-    try:
-        walk(body, V1_FIELDS, V1_REQUIRED)
-    except Bad as e:
-        return decode_fault(e, plain=True)
-    return None
+validate = Shape(FIELDS, REQUIRED, RULES)  # ``/rerank``
+validate_v1 = Shape(V1_FIELDS, V1_REQUIRED, plain=True)  # ``/v1/rerank``
