@@ -22,8 +22,8 @@
 #   duration of the memcpy; nothing is kept past the call.
 # - A list is re-measured before every item (classify() and set lookups may run Python
 #   code that changes it); anything that is not a list or tuple of 2-tuples of exact
-#   bytes (and a bytes or None rid) goes to the generic path, the twin's algorithm
-#   compiled as Python (started over: verdicts cached meanwhile are the same ones).
+#   bytes (and a bytes or None rid) goes to the twin
+#   (smg.http1.heads_py), started over: verdicts cached meanwhile are the same ones.
 
 cdef enum:
     LINEBUF_STACK = 2048    # bytes of lines before the first heap allocation

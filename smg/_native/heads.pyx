@@ -11,8 +11,8 @@ a dict lookup, and ``classify`` for a name not seen yet, for ``allowed_lines``) 
 copies the kept ``name: value\\r\\n`` lines into a LineBuf (a stack array first), and
 the result is one bytes object: no per-header Python object, no ``bytes % tuple``. A tuple of
 pairs is read the same way. Any other input (a list instead of a pair, a bytearray or str
-name or value, a non-bytes rid) goes to the generic path, the twin's algorithm compiled
-as is, so both twins return and raise the same for it.
+name or value, a non-bytes rid) goes to the twin itself (smg.http1.heads_py), so both
+return and raise the same for it.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -30,10 +30,11 @@ DROP = HEADS_DROP
 FORWARD = HEADS_FORWARD
 CONNECTION = HEADS_CONNECTION
 
-_FRAMING = (b"close", b"keep-alive")
-_RID = b"x-request-id"
+# input the fast paths do not take (not a list or tuple of 2-tuples of exact bytes) goes
+# to the twin, which defines the results and the errors
+from smg.http1 import heads_py as _twin
 
-# returned by the fast paths when the input needs the generic one
+# returned by the fast paths when the input needs the twin
 cdef object _GENERIC = object()
 cdef object _DROP_OBJ = DROP
 cdef object _FORWARD_OBJ = FORWARD
@@ -162,18 +163,6 @@ cdef object _header_lines_fast(object headers, bint is_list, object skip, LineBu
     return PyBytes_FromStringAndSize(b.buf, b.len)
 
 
-def _header_lines_generic(headers, skip):
-    out = []
-    add = out.extend
-    for n, v in headers:
-        if n in skip:
-            if n == b"connection" and v.lower() not in _FRAMING:
-                return None
-            continue
-        add((n, b": ", v, b"\r\n"))
-    return b"".join(out)
-
-
 def header_lines(object headers, object skip):
     """The ``name: value`` lines of ``headers`` whose name is not in ``skip``, or None
     (a ``connection`` header nominates names; see smg.http1.heads_py)."""
@@ -181,7 +170,7 @@ def header_lines(object headers, object skip):
     cdef LineBuf b
     cdef bint is_list = type(headers) is list
     if not is_list and type(headers) is not tuple:
-        return _header_lines_generic(headers, skip)
+        return _twin.header_lines(headers, skip)
     stack[0] = 0  # (gcc cannot tell that an empty result reads nothing)
     b.buf = stack
     b.len = 0
@@ -192,7 +181,7 @@ def header_lines(object headers, object skip):
     finally:
         linebuf_free(&b)
     if r is _GENERIC:
-        return _header_lines_generic(headers, skip)
+        return _twin.header_lines(headers, skip)
     return r
 
 
@@ -245,29 +234,6 @@ cdef object _allowed_fast(object headers, bint is_list, dict verdict, object cla
     return (PyBytes_FromStringAndSize(b.buf, b.len), has_rid)
 
 
-def _allowed_generic(headers, verdict, classify, replaced, rid):
-    out = []
-    add = out.extend
-    has_rid = False
-    for n, v in headers:
-        k = verdict.get(n)
-        if k is None:
-            k = classify(n)
-        if k == FORWARD:
-            if replaced is not None and n in replaced:
-                continue
-            if n == _RID:
-                if has_rid:
-                    continue
-                has_rid = True
-                if rid is not None:
-                    v = rid
-            add((n, b": ", v, b"\r\n"))
-        elif k == CONNECTION and v.lower() not in _FRAMING:
-            return None
-    return b"".join(out), has_rid
-
-
 def allowed_lines(object headers, dict verdict not None, object classify, object replaced, object rid):
     """``(lines, has_rid)`` of the headers the default forwarding mode sends, or None (a
     CONNECTION-verdict header nominates names; see smg.http1.heads_py)."""
@@ -275,7 +241,7 @@ def allowed_lines(object headers, dict verdict not None, object classify, object
     cdef LineBuf b
     cdef bint is_list = type(headers) is list
     if (not is_list and type(headers) is not tuple) or (rid is not None and type(rid) is not bytes):
-        return _allowed_generic(headers, verdict, classify, replaced, rid)
+        return _twin.allowed_lines(headers, verdict, classify, replaced, rid)
     stack[0] = 0  # (gcc cannot tell that an empty result reads nothing)
     b.buf = stack
     b.len = 0
@@ -286,5 +252,5 @@ def allowed_lines(object headers, dict verdict not None, object classify, object
     finally:
         linebuf_free(&b)
     if r is _GENERIC:
-        return _allowed_generic(headers, verdict, classify, replaced, rid)
+        return _twin.allowed_lines(headers, verdict, classify, replaced, rid)
     return r

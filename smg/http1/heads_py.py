@@ -19,8 +19,8 @@ final CRLF.
   CONNECTION-verdict header nominates names (a value other than close / keep-alive): the
   caller then runs its full loop.
 
-The verdict codes are smg.upstream.forwarding's (DROP, FORWARD, CONNECTION = 0, 1, 2;
-tests/native/test_heads.py checks they agree: this layer may not import that one).
+The verdict codes DROP, FORWARD, CONNECTION are defined here (0, 1, 2) and used by
+smg.upstream.forwarding, which writes the verdicts.
 The compiled twin gives the same results (same bytes, same None, same exceptions for
 malformed input such as ``str`` values, which raise TypeError).
 """

@@ -44,8 +44,9 @@ def parse_body(conn, ctx):
         return _refuse(conn, ctx, v.syntax(str(e)))
     if type(obj) is not dict:
         return _refuse(conn, ctx, v.not_object(obj))
-    if v.passes(obj) != VALID:  # the native screen vouches for the common valid body
-        bad = v.check(obj)
+    verdict = v.passes(obj)  # the native screen vouches for the common valid body
+    if verdict != VALID:
+        bad = v.check.answer(verdict, obj)
         if bad is not None:
             return _refuse(conn, ctx, bad)
     ctx.body = obj

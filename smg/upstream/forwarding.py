@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from smg.errors import ConfigError
 from smg.http1 import writer
+from smg.http1.heads_py import CONNECTION, DROP, FORWARD  # the verdict codes (heads reads them)
 
 #: Client request headers forwarded by default (SMG's allow-list, checked against
 #: SMG 1.13 with a header-recording worker).
@@ -45,7 +46,6 @@ SMG_FORWARDED_PREFIXES = (b"x-request-id-",)
 # what the gateway writes itself; forwarding them as received would duplicate or lie
 _GATEWAY_SET = writer.HOP_BY_HOP | {b"content-type"}
 
-DROP, FORWARD, CONNECTION = 0, 1, 2
 _VERDICT_MAX = 1024   # distinct header names whose verdict is cached (clients choose names)
 
 REQUEST_ID_MODES = ("client", "uuid4")

@@ -503,10 +503,14 @@ class Shape:
         self.passes = screen.passes  # VALID: the answer is None (callers may skip the call)
 
     def __call__(self, body: dict):
-        r = self.passes(body)
-        if r == VALID:
+        return self.answer(self.passes(body), body)
+
+    def answer(self, verdict: int, body: dict):
+        """The answer to ``body`` given the screen's ``verdict`` on it (``passes(body)``,
+        for a caller that screened the body already)."""
+        if verdict == VALID:
             return None
-        if r == CROSS:
+        if verdict == CROSS:
             return self.cross(body)
         return self.judge(body)
 
