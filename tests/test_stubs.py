@@ -39,6 +39,7 @@ TWINS = {
     "smg._native.token_bucket": "smg.admission.token_bucket_py",
     "smg._native.heads": "smg.http1.heads_py",
     "smg._native.screen": "smg.api.validate.screen_py",
+    "smg._native.framing": "smg.http1.framing_py",
 }
 
 # Cython-generated, not part of any API: pickling hooks, the doctest dict, and the

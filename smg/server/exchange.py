@@ -65,6 +65,7 @@ from __future__ import annotations
 import logging
 
 from smg.http1 import writer
+from smg.http1.framing import collect
 from smg.http1.events import Data, EndOfMessage, Response
 from smg.server import transforms
 from smg.workers.retry import EXCLUDING_STATUS, RequestFaults, request_caused
@@ -307,19 +308,9 @@ class Exchange:
             if replaced is not None:
                 events = replaced
         out = []
-        parts = ctx.body_parts  # a non-streamed body kept for its usage (None: not kept)
-        done = False
-        for ev in events:
-            t = type(ev)
-            if t is Data:
-                d = ev.data
-                ctx.bytes_out += len(d)
-                if parts is not None:
-                    parts.append(d)
-                out.append(d)
-            elif t is EndOfMessage:
-                done = True
-                break
+        # the payloads, also into ctx.body_parts when a non-streamed body is kept for its usage
+        n, done = collect(events, out, ctx.body_parts)
+        ctx.bytes_out += n
         if done:
             self._go(END)
             end = self.stream_end

@@ -60,6 +60,7 @@ from smg.api.request_id import new_id
 from smg.errors import RemoteProtocolError
 from smg.http1 import writer
 from smg.http1.events import Data, EndOfMessage, Request
+from smg.http1.framing import chunked
 from smg.http1.heads import header_lines
 from smg.http1.parser import RequestParser
 from smg.server.body_budget import refusal
@@ -417,23 +418,16 @@ class HTTPServerProtocol(asyncio.Protocol):
     def send(self, pieces: list, end: bool) -> None:
         """Body bytes (and the pending head) in one write; ``end`` finishes the response."""
         head = self.pending_head
-        if self.chunked:
-            out = [head] if head is not None else []
-            for d in pieces:
-                out.append(b"%x\r\n" % len(d))
-                out.append(d)
-                out.append(b"\r\n")
-            if end:
-                out.append(writer.LAST_CHUNK)
-        elif head is not None:
-            out = [head]
-            out.extend(pieces)
-        else:
-            out = pieces
         if head is not None:
             self.pending_head = None
-        if out:
-            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if self.chunked:
+            data = chunked(head, pieces, end)
+        elif head is not None:
+            data = head + pieces[0] if len(pieces) == 1 else b"".join([head, *pieces])
+        else:
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if data:
+            self.transport.write(data)
         if end:
             self._finish(not self.close_delimited and self.keep_alive)
 
