@@ -20,12 +20,14 @@ from libc.string cimport memcpy
 
 from smg.http1 import framing_py as _twin
 from smg.http1.events import Data, EndOfMessage
+from smg.http1.writer import LAST_CHUNK
 
 __all__ = ["chunked", "collect"]
 
 cdef object _Data = Data
 cdef object _EndOfMessage = EndOfMessage
 cdef const char* _HEX = b"0123456789abcdef"
+cdef bytes _LAST = LAST_CHUNK
 
 
 def collect(events, out, parts):
@@ -80,7 +82,7 @@ def chunked(head, pieces, end):
     if head is not None:
         total += PyBytes_GET_SIZE(head)
     if last:
-        total += 5
+        total += PyBytes_GET_SIZE(_LAST)
     res = PyBytes_FromStringAndSize(NULL, total)
     p = PyBytes_AS_STRING(res)
     if head is not None:
@@ -106,5 +108,5 @@ def chunked(head, pieces, end):
         p[1] = 10
         p += 2
     if last:
-        memcpy(p, b"0\r\n\r\n", 5)
+        memcpy(p, PyBytes_AS_STRING(_LAST), <size_t>PyBytes_GET_SIZE(_LAST))
     return res

@@ -20,10 +20,9 @@ to this module.
 from __future__ import annotations
 
 from smg.http1.events import Data, EndOfMessage
+from smg.http1.writer import LAST_CHUNK
 
 __all__ = ["chunked", "collect"]
-
-LAST_CHUNK = b"0\r\n\r\n"
 
 
 def collect(events, out: list, parts: list | None) -> tuple[int, bool]:

@@ -436,7 +436,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         ``event`` (an SSE error event) and a proper end, then the connection closes;
         any other is aborted, the only signal of an incomplete body."""
         if event is not None and self.chunked and self.pending_head is None:
-            self.transport.write(writer.chunk(event) + writer.LAST_CHUNK)
+            self.transport.write(chunked(None, [event], True))
             self._finish(False)
         else:
             self.abort()
