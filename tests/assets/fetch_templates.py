@@ -10,23 +10,43 @@ cache folder the tests read.
 
 OUT_DIR defaults to ``~/.cache/smg-ci/templates`` (the tests also honour
 ``SMG_TEMPLATES_DIR``). The sdist is looked for at ``~/.cache/smg-ci/sdist/`` and, when
-absent, downloaded there with ``pip download --no-deps --no-binary :all:``. Rerunning is
-cheap: files already present with the same bytes are left alone.
+absent, downloaded there: its URL is read from the package index's JSON simple API
+(PEP 691; ``SMG_PYPI_SIMPLE`` overrides the index) and the file is kept only when its
+SHA-256 is the one pinned here. ``pip download`` is not used: for an sdist it prepares
+metadata, and with ``--no-binary :all:`` that builds the whole build-dependency chain
+from source, which takes minutes and fails on machines without every compiler it wants.
+Rerunning is cheap: files already present with the same bytes are left alone.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-import subprocess
 import sys
 import tarfile
+import urllib.request
 
 PACKAGE = "llama-cpp-python"
 VERSION = "0.3.36"
 SDIST_NAME = f"llama_cpp_python-{VERSION}.tar.gz"
+SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+INDEX = os.environ.get("SMG_PYPI_SIMPLE", "https://pypi.org/simple/").rstrip("/") + "/"
 SDIST_DIR = os.path.expanduser("~/.cache/smg-ci/sdist")
 DEFAULT_OUT = os.path.expanduser("~/.cache/smg-ci/templates")
 # where the templates sit inside the sdist, below its top-level folder
 INNER = "vendor/llama.cpp/models/templates/"
+
+
+def sdist_url() -> str:
+    """The sdist's download URL, from the index's JSON listing of the project."""
+    req = urllib.request.Request(INDEX + PACKAGE + "/",
+                                 headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        listing = json.load(r)
+    for f in listing.get("files", ()):
+        if f.get("filename") == SDIST_NAME:
+            return f["url"]
+    raise SystemExit(f"{SDIST_NAME} is not listed at {INDEX}{PACKAGE}/")
 
 
 def sdist_path() -> str:
@@ -35,13 +55,16 @@ def sdist_path() -> str:
     if os.path.exists(path):
         return path
     os.makedirs(SDIST_DIR, exist_ok=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-         f"{PACKAGE}=={VERSION}", "-d", SDIST_DIR],
-        check=True,
-    )
-    if not os.path.exists(path):
-        raise SystemExit(f"pip download did not produce {path}")
+    tmp = path + ".part"
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(sdist_url(), timeout=120) as r, open(tmp, "wb") as w:
+        while chunk := r.read(1 << 20):
+            digest.update(chunk)
+            w.write(chunk)
+    if digest.hexdigest() != SDIST_SHA256:
+        os.unlink(tmp)
+        raise SystemExit(f"{SDIST_NAME}: sha256 {digest.hexdigest()} is not the pinned {SDIST_SHA256}")
+    os.replace(tmp, path)
     return path
 
 
