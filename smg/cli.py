@@ -204,7 +204,7 @@ async def _serve(cfg: GatewayConfig) -> int:
         return 2
     try:
         await gw.start()
-    except ConfigError as e:  # a worker URL that is the gateway's own listener
+    except ConfigError as e:  # a worker URL naming a listener of its own; a start-up tokenizer not loading
         click.echo(f"smg-proxy: {e}", err=True)
         await gw.workers.stop()
         return 2

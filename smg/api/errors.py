@@ -99,6 +99,12 @@ CODES: dict = {
     "call_upstream_timeout": ("server_error", "timeout_error", True),
     "call_upstream_request_error": ("server_error", "api_error", True),
     "upstream_error": ("server_error", "api_error", True),
+    # the tokenizer API (SMG's error types, given as type and code)
+    "tokenizer_not_found": ("tokenizer_not_found", "not_found_error", False),
+    "not_found": ("not_found", "not_found_error", False),
+    "tokenizer_exists": (_INVALID, _INVALID, False),
+    "tokenization_error": ("tokenization_error", "api_error", False),
+    "detokenization_error": ("detokenization_error", "api_error", False),
     # the gateway itself
     "internal_error": ("server_error", "api_error", True),
     "not_implemented": (_INVALID, _INVALID, True),

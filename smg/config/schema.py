@@ -365,8 +365,8 @@ SETTINGS: tuple = (
             "Serve several models at once (per-model policies, workers of any model). smg always "
             "does, so the flag changes nothing; it is accepted so that command lines carry over."),
     Setting("disable_tokenizer_autoload", bool, False,
-            "Do not load a tokenizer at start-up. smg loads none (it routes HTTP requests on their "
-            "text), so the flag changes nothing; it is accepted so that command lines carry over."),
+            "Do not load the tokenizer of tokenizer_path/model_path at start-up (as SMG, which "
+            "also skips fetching gRPC workers' tokenizers; smg has no gRPC workers)."),
     Setting("disable_worker_overload_protection", bool, None,
             "Turn worker overload protection off. smg has none yet (worker_overload_* are accepted "
             "only at their defaults), so the flag states what smg does."),
@@ -533,25 +533,28 @@ SETTINGS: tuple = (
     Setting("max_background_responses", int, 1024,
             "Responses API background requests in flight at once.", status=NOT_YET),
     Setting("model_path", str, None,
-            "Model (Hugging Face id or path) whose tokenizer the gateway loads.", aliases=("--model",),
-            status=NOT_YET),
+            "Model folder whose tokenizer the gateway loads at start-up (a local HF directory or a "
+            "tokenizer.json; a Hugging Face id is refused: nothing is downloaded). Registered under "
+            "this path as its name, for /v1/tokenize and /v1/tokenizers.", aliases=("--model",)),
     Setting("tokenizer_path", str, None,
-            "Tokenizer path (overrides model_path).", status=NOT_YET),
+            "Tokenizer to load at start-up (overrides model_path; a local HF directory or a "
+            "tokenizer.json)."),
     Setting("chat_template", str, None,
-            "Chat template file.", status=NOT_YET),
+            "Chat template of the start-up tokenizer (a .jinja file, chat_template.json or "
+            "tokenizer_config.json), compiled at start-up; unset: the tokenizer folder's own."),
     Setting("parser", str, "legacy",
             "Reasoning/tool-call parser family: legacy or symphony.", choices=("legacy", "symphony"),
             status=NOT_YET),
     Setting("tokenizer_cache_enable_l0", bool, False,
-            "Whole-string tokenizer cache.", status=NOT_YET),
+            "Whole-string (L0) cache on the start-up tokenizer."),
     Setting("tokenizer_cache_l0_max_entries", int, 10000,
-            "Entries of the whole-string tokenizer cache.", status=NOT_YET),
+            "Entries of the whole-string tokenizer cache.", minimum=0),
     Setting("tokenizer_cache_enable_l1", bool, False,
-            "Prefix tokenizer cache.", status=NOT_YET),
+            "Prefix (L1) cache on the start-up tokenizer, split at special-token boundaries."),
     Setting("tokenizer_cache_l0_max_memory", int, 268435456,
-            "Memory of the whole-string tokenizer cache, bytes.", status=NOT_YET),
+            "Memory of the whole-string tokenizer cache, bytes (estimated).", minimum=0),
     Setting("tokenizer_cache_l1_max_memory", int, 52428800,
-            "Memory of the prefix tokenizer cache, bytes.", status=NOT_YET),
+            "Memory of the prefix tokenizer cache, bytes (estimated).", minimum=0),
     Setting("reasoning_parser", str, None,
             "Parser separating reasoning text from answers.",
             choices=("base", "cohere_cmd", "deepseek_r1", "deepseek_v31", "deepseek_v4", "deepseek_v4.1",

@@ -53,10 +53,12 @@ from smg.server.protocol import HTTPServerProtocol, TLSServerProtocol
 from smg.server.selection import Selector
 from smg.server.site import Site
 from smg.server.timers import TimerWheel
+from smg.server.tokenizer_api import TokenizerAPI, load_startup
 from smg.server.tls import ServerTLS
 from smg.server.workers_api import WorkersAPI
 from smg.upstream.forwarding import Forwarding
 from smg.upstream.http1_leg import Http1Leg
+from smg.text.registry import TokenizerRegistry
 from smg.upstream.tls import WorkerTLS
 from smg.workers.events import EventBus
 from smg.workers.manager import WorkerManager
@@ -110,6 +112,7 @@ class Gateway:
         self.clock = time.monotonic
         self.timers = TimerWheel(TICK)
         self.registry = WorkerRegistry()
+        self.tokenizers = TokenizerRegistry()  # the gateway's tokenizers (smg/server/tokenizer_api.py)
         self.events = EventBus()
         self.policies = PolicyRegistry(self.registry, config.policy, config)
         self.retry = RetryPolicy.from_config(config)
@@ -158,7 +161,7 @@ class Gateway:
         self.auth = Auth(config, Reply, clock=self.clock)
         providers = {"handlers": handlers, "workers_api": WorkersAPI(self.registry, self.workers),
                      "fanout": FanoutRoutes(self.deps, self.registry, self.selector, tls=self.worker_tls),
-                     "parse_api": ParseAPI()}
+                     "parse_api": ParseAPI(), "tokenizer_api": TokenizerAPI(self.tokenizers)}
         # --control-plane-port: the admin rows get their own listener; the main one 404s them
         control_rows = tuple(e for e in ENDPOINTS if e.access == "admin") \
             if config.control_plane_port >= 0 else ()
@@ -246,6 +249,9 @@ class Gateway:
             loop_msg = guard.refusal(url)
             if loop_msg is not None and "own listener" in loop_msg:
                 raise ConfigError("--worker-urls", loop_msg)
+        # --tokenizer-path / --model-path: loaded off the loop before anything binds (a path
+        # that is not local, or that does not load, stops start-up)
+        await self.loop.run_in_executor(None, load_startup, cfg, self.tokenizers)
         site = self.site
         tls = self.tls
         if tls is None:

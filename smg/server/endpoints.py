@@ -7,8 +7,9 @@ Rules:
   and usage are observed, and the text prefix-matching policies route on are all read
   off the ``Endpoint`` a request matched; nothing else keeps a path list.
 - A record names its handler by the name of a method of a handler provider (the
-  gateway's ``Handlers``, ``WorkersAPI``, ``FanoutRoutes`` or ``ParseAPI``); ``bind`` resolves the names once at
-  start-up, so a request costs one dict lookup for its endpoint and one for its method.
+  gateway's ``Handlers``, ``WorkersAPI``, ``FanoutRoutes``, ``ParseAPI`` or
+  ``TokenizerAPI``); ``bind`` resolves the names once at start-up, so a request costs
+  one dict lookup for its endpoint and one for its method.
 - Paths with a ``{...}`` tail (``/workers/{worker_id}``) match by prefix; they are
   tried, in table order, only after the exact lookup missed.
 - ``HEAD`` is listed for the ``GET`` routes the gateway answers itself; the sink then
@@ -29,13 +30,15 @@ from smg.api import validate
 from smg.api.errors import ANTHROPIC, OPENAI
 from smg.routing import text
 from smg.server import parse_handlers as parse_api
+from smg.server import tokenizer_api
 
 
 @dataclass(frozen=True, eq=False)  # identity: a record is hashed (metric shape keys) by who it is
 class Endpoint:
     path: str                      # as clients send it; a "{...}" tail matches by prefix
     methods: dict                  # method -> handler name (a method of the provider)
-    provider: str = "handlers"     # "handlers" (gateway), "workers_api", "fanout" (asks the workers), "parse_api"
+    provider: str = "handlers"     # "handlers" (gateway), "workers_api", "fanout" (asks the workers),
+    #                                "parse_api", "tokenizer_api"
     family: int = OPENAI           # API family of the gateway's error bodies
     generative: bool = False       # TTFT/TPOT/token usage observed on the answer
     validator: object = None       # smg.api.validate.Validator: the body checks before routing
@@ -104,6 +107,15 @@ ENDPOINTS: tuple = (
              access="admin"),
     Endpoint("/v1/parser/tool", {"POST": "function_call"}, provider="parse_api",
              validator=parse_api.FUNCTION_CALL, access="admin"),
+    # the gateway's own tokenizers (smg/server/tokenizer_api.py)
+    Endpoint("/v1/tokenize", {"POST": "tokenize"}, provider="tokenizer_api", validator=tokenizer_api.TOKENIZE,
+             access="data"),
+    Endpoint("/v1/detokenize", {"POST": "detokenize"}, provider="tokenizer_api",
+             validator=tokenizer_api.DETOKENIZE, access="data"),
+    Endpoint("/v1/tokenizers", {"GET": "list", "HEAD": "list", "POST": "add"}, provider="tokenizer_api",
+             validator=tokenizer_api.ADD_TOKENIZER, access="admin"),
+    Endpoint("/v1/tokenizers/{tokenizer_id}", {"GET": "get", "HEAD": "get", "DELETE": "delete"},
+             provider="tokenizer_api", access="admin"),
     Endpoint("/health", {"GET": "liveness", "HEAD": "liveness"}, access="public"),
     Endpoint("/liveness", {"GET": "liveness", "HEAD": "liveness"}, access="public"),
     Endpoint("/readiness", {"GET": "readiness", "HEAD": "readiness"}, access="public"),

@@ -184,6 +184,10 @@ class TokenizerEntry:
     chat_template_path: str | None = None
     files: dict[str, bytes] = field(default_factory=dict)
     """Other files that came with it (``chat_template.jinja`` ...), by base name."""
+    chat_template: Any = None
+    """Its compiled chat template (smg.text.chat_template.ChatTemplate), when known."""
+    cache: Any = None
+    """Its L0/L1 cache (smg.text.tokenizer.TokenizerCache), when one is configured."""
 
     @property
     def vocab_size(self) -> int | None:

@@ -139,7 +139,7 @@ def test_a_not_yet_setting_changed_stops_start_up_naming_it(s):
 
 @pytest.mark.parametrize("args, flag", [
     (("--enable-mesh",), "--enable-mesh"),
-    (("--model", "meta-llama/Llama-3.1-8B"), "--model-path"),
+    (("--mcp-config-path", "/tmp/mcp.yaml"), "--mcp-config-path"),
     (("--sticky-sessions",), "--routing-key-override"),
     (("--pd-disaggregation", "--prefill", "http://p:8000", "9000", "--decode", "http://d:8001"),
      "--pd-disaggregation"),
