@@ -168,13 +168,15 @@ class Rig:
             if not gw.proc.alive():
                 raise RuntimeError(f"{gw.name} exited at start-up:\n{gw.proc.tail()}")
             try:
+                # /v1/models is asked only once /readiness counts every worker healthy: asked
+                # earlier, a gateway may answer 503 while workers are pending, and that answer
+                # would land in the response counters the metric-family cases compare
                 r = gw.call("GET", "/readiness", timeout=2)
-                m = gw.call("GET", "/v1/models", timeout=2)
-                last = f"readiness {r.status} {r.body[:200]!r}; models {m.status} {m.body[:300]!r}"
-                if r.status == 200 and m.status == 200:
-                    healthy = r.json().get("healthy_workers")
-                    listed = {d.get("id") for d in m.json().get("data", [])}
-                    if healthy == workers and models <= listed:
+                last = f"readiness {r.status} {r.body[:200]!r}"
+                if r.status == 200 and r.json().get("healthy_workers") == workers:
+                    m = gw.call("GET", "/v1/models", timeout=2)
+                    last += f"; models {m.status} {m.body[:300]!r}"
+                    if m.status == 200 and models <= {d.get("id") for d in m.json().get("data", [])}:
                         return
             except (OSError, ValueError):
                 pass
