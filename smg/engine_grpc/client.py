@@ -208,7 +208,7 @@ class GenerationStream:
 
 
 def _target(target: str) -> str:
-    for scheme in ("grpc://", "http://"):
+    for scheme in ("grpc://", "grpcs://", "http://"):
         if target.startswith(scheme):
             return target[len(scheme):].rstrip("/")
     return target
@@ -230,6 +230,7 @@ class EngineChannel:
         generate_timeout: float | None = None,
         tokenizer_timeout: float = 120.0,
         abort_timeout: float = 5.0,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r} (one of {', '.join(RUNTIMES)})")
@@ -239,7 +240,9 @@ class EngineChannel:
         self.generate_timeout = generate_timeout
         self.tokenizer_timeout = tokenizer_timeout
         self.abort_timeout = abort_timeout
-        self._channel = grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+        # ``credentials``: TLS for a ``grpcs://`` worker; None: plaintext
+        self._channel = (grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS) if credentials is None
+                         else grpc.aio.secure_channel(self.target, credentials, options=_CHANNEL_OPTIONS))
         self._pb = sglang_pb if runtime == "sglang" else vllm_pb
         self._stub = (
             sglang_grpc.SglangSchedulerStub(self._channel)
@@ -284,8 +287,8 @@ class EngineChannel:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc, started=False) from None
 
-    async def health(self) -> Health:
-        resp = await self._unary(self._stub.HealthCheck, self._pb.HealthCheckRequest())
+    async def health(self, timeout: float | None = None) -> Health:
+        resp = await self._unary(self._stub.HealthCheck, self._pb.HealthCheckRequest(), timeout)
         return Health(resp.healthy, resp.message)
 
     async def model_info(self) -> dict[str, Any]:

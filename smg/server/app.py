@@ -46,6 +46,7 @@ from smg.server.cors import CorsPolicy
 from smg.server.endpoints import ENDPOINTS, METRICS_ENDPOINTS, RouteTable
 from smg.server.exchange import ExchangeDeps
 from smg.server.fanout import FanoutRoutes
+from smg.server.grpc_exchange import GrpcDeps
 from smg.server.filters import Reply
 from smg.server.handlers import Handlers, parse_body
 from smg.server.parse_handlers import ParseAPI
@@ -119,7 +120,8 @@ class Gateway:
         h2_connection.check_config(config)                # HTTP/2 settings within RFC 9113's bounds
         self.tls = ServerTLS.from_config(config)          # None: the listener is plain HTTP
         self.worker_tls = WorkerTLS.from_config(config)   # the client context of https workers
-        self.workers = WorkerManager(config, self.registry, self.events, self.clock, tls=self.worker_tls)
+        self.workers = WorkerManager(config, self.registry, self.events, self.clock, tls=self.worker_tls,
+                                     tokenizers=self.tokenizers)
         request_ids = RequestIds(config.request_id_headers)
         self.access_log = access_log
         self.tracing = tracing
@@ -156,7 +158,10 @@ class Gateway:
             tracing=tracing,
             # usage is kept for metrics, the access log, and tenant rate-limit settlement
             observe=self.metrics is not None or access_log is not None or self.tenant_limits is not None)
-        handlers = Handlers(self.deps, self.registry, self.policies, self.selector, site)
+        # gRPC workers: the gateway is the full server (template, tokens, detokenization)
+        self.grpc_deps = GrpcDeps(config, self.tokenizers, self.selector, self.retry, self.workers.record_outcome,
+                                  observe=self.deps.observe)
+        handlers = Handlers(self.deps, self.registry, self.policies, self.selector, site, grpc=self.grpc_deps)
         # auth (smg/auth): each route's first stage, by its endpoint's ``access``
         self.auth = Auth(config, Reply, clock=self.clock)
         providers = {"handlers": handlers, "workers_api": WorkersAPI(self.registry, self.workers),

@@ -168,6 +168,19 @@ class _Reshape:
         return out
 
 
+def settle_attempt(worker, policy, ok: bool | None, record_outcome) -> None:
+    """An attempt on ``worker`` ended: its in-flight count back, the policy told, and
+    the breaker verdict ``ok`` recorded (``ok`` None: no verdict; ``record_outcome``
+    None: the verdict is left to the caller). Every exchange kind ends its attempts
+    here, once each."""
+    worker.inflight -= 1
+    worker.processed += 1
+    if policy is not None:
+        policy.on_complete(worker, bool(ok))
+    if ok is not None and record_outcome is not None:
+        record_outcome(worker, ok)
+
+
 class InvalidTransition(RuntimeError):
     """An input the attempt table has no row for: a bug in the exchange."""
 
@@ -445,12 +458,7 @@ class Exchange:
         if not self.in_attempt:
             return
         self.in_attempt = False
-        w = self.worker
-        w.inflight -= 1
-        w.processed += 1
-        self.ctx.policy.on_complete(w, bool(ok))
-        if ok is not None and record:
-            self.deps.record_outcome(w, ok)
+        settle_attempt(self.worker, self.ctx.policy, ok, self.deps.record_outcome if record else None)
 
     def _attempt_failed(self, status, kind: str | None, fail_status: int, message: str,
                         record: bool = True) -> None:

@@ -12,6 +12,7 @@ import orjson
 
 from smg.api.validate import RERANK, RERANK_V1, VALID, json_content_type
 from smg.server import rerank
+from smg.server import grpc_exchange
 from smg.server.exchange import Exchange
 from smg.server.filters import STOP, Reply
 from smg.workers.worker import PENDING
@@ -71,8 +72,9 @@ def _refuse(conn, ctx, bad):
 class Handlers:
     """Proxying (through the exchange) and the routes the gateway answers itself."""
 
-    def __init__(self, deps, registry, policies, selector, state) -> None:
+    def __init__(self, deps, registry, policies, selector, state, grpc=None) -> None:
         self.deps = deps            # ExchangeDeps
+        self.grpc = grpc            # GrpcDeps (smg/server/grpc_exchange.py): gRPC workers' requests
         self.registry = registry
         self.policies = policies
         self.selector = selector
@@ -82,8 +84,14 @@ class Handlers:
     # -- proxied -------------------------------------------------------------------------
 
     def proxy(self, conn, ctx) -> None:
-        """After the selection filter: forward to ``ctx.worker`` (retries allowed)."""
-        Exchange(self.deps, conn, ctx).start()
+        """After the selection filter: forward to ``ctx.worker`` (retries allowed); a
+        gRPC worker's request is answered by the gateway as the full server."""
+        if ctx.worker.channel is None:
+            Exchange(self.deps, conn, ctx).start()
+        elif grpc_exchange.supports(ctx.endpoint):
+            grpc_exchange.GrpcExchange(self.grpc, conn, ctx).start()
+        else:
+            conn.reply_error(501, f"{ctx.path.decode()} is not served by gRPC workers", code="not_implemented")
 
     def proxy_info(self, conn, ctx) -> None:
         """``/get_model_info`` and ``/get_server_info``: any ready worker, in rotation."""

@@ -29,7 +29,8 @@ Rules:
 - Serves on 127.0.0.1, port 0 → the port the OS gave (``port``, ``target``).
   ``run_engine(...)`` (async context manager) for tests on the test's loop,
   ``engine_in_thread(...)`` for tests whose client runs on another loop or thread, and
-  ``python -m smg.testing.grpc_engine --port P --runtime sglang`` for benchmarks (prints
+  ``python -m smg.testing.grpc_engine --port P --runtime sglang [--tokenizer-dir DIR]``
+  for benchmarks (``--tokenizer-dir``: the folder GetTokenizer serves; prints
   one ``listening on grpc://host:port`` line, exits 0 on SIGINT/SIGTERM).
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import os
 import signal
 import threading
 import zipfile
@@ -458,11 +460,30 @@ async def _serve_forever(engine: FakeEngine) -> None:
 @click.option("--tokens", default=None, help="comma-separated ids to emit (default: echo the prompt)")
 @click.option("--token-delay-ms", type=float, default=0.0, show_default=True)
 @click.option("--cached-tokens", type=int, default=0, show_default=True)
-def main(host: str, port: int, runtime: str, tokens: str | None, token_delay_ms: float, cached_tokens: int) -> None:
+@click.option("--tokenizer-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="serve this folder's tokenizer.json, tokenizer_config.json and chat_template.jinja "
+                   "through GetTokenizer")
+@click.option("--served-model-name", default=None, help="the model id GetModelInfo reports")
+def main(host: str, port: int, runtime: str, tokens: str | None, token_delay_ms: float, cached_tokens: int,
+         tokenizer_dir: str | None, served_model_name: str | None) -> None:
     """Serve a fake SGLang or vLLM engine over gRPC until SIGINT/SIGTERM."""
     ids = None if tokens is None else [int(t) for t in tokens.split(",") if t.strip()]
+    extra: dict[str, Any] = {}
+    if tokenizer_dir is not None:
+        files = {}
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+            path = os.path.join(tokenizer_dir, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    files[name] = f.read()
+        if "tokenizer.json" not in files:
+            raise click.BadParameter(f"no tokenizer.json in {tokenizer_dir}", param_hint="--tokenizer-dir")
+        extra["tokenizer_files"] = files
+    if served_model_name is not None:
+        extra["model_info"] = {"served_model_name": served_model_name}
     engine = FakeEngine(
-        runtime, host=host, port=port, tokens=ids, token_delay=token_delay_ms / 1000, cached_tokens=cached_tokens
+        runtime, host=host, port=port, tokens=ids, token_delay=token_delay_ms / 1000, cached_tokens=cached_tokens,
+        **extra,
     )
     asyncio.run(_serve_forever(engine))
 

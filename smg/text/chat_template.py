@@ -82,6 +82,7 @@ __all__ = [
     "TemplateError",
     "detect_content_format",
     "load_template",
+    "template_from_files",
     "prepare_messages",
 ]
 
@@ -673,6 +674,54 @@ def load_template(path: str, *, now: Callable[[], _dt.datetime] | None = None) -
     if source is None:
         raise TemplateError(f"no chat template in {path}")
 
+    return _compile(source, config, origin, now)
+
+
+def template_from_files(files: Mapping[str, bytes], *, origin: str = "tokenizer bundle",
+                        now: Callable[[], _dt.datetime] | None = None) -> ChatTemplate:
+    """The chat template among a model's files given by base name (a worker's
+    ``GetTokenizer`` zip), searched as ``load_template`` searches a folder:
+    ``chat_template.jinja``, ``chat_template.json``, then ``tokenizer_config.json``'s
+    ``chat_template``; special tokens from ``tokenizer_config.json``.
+
+    Raises:
+        TemplateError: no template among the files, bad JSON or UTF-8, or a template
+            that does not compile.
+    """
+    def text(name: str) -> str:
+        try:
+            return files[name].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TemplateError(f"{origin}: {name} is not UTF-8") from exc
+
+    def parsed(name: str) -> Any:
+        try:
+            return json.loads(text(name))
+        except ValueError as exc:
+            raise TemplateError(f"{origin}: {name} is not valid JSON: {exc}") from exc
+
+    config = parsed("tokenizer_config.json") if "tokenizer_config.json" in files else {}
+    if not isinstance(config, Mapping):
+        raise TemplateError(f"{origin}: tokenizer_config.json is not a JSON object")
+    source: Any = None
+    where = origin
+    if "chat_template.jinja" in files:
+        source, where = text("chat_template.jinja"), f"{origin}: chat_template.jinja"
+    if source is None and "chat_template.json" in files:
+        data = parsed("chat_template.json")
+        source = data.get("chat_template") if isinstance(data, Mapping) else data if isinstance(data, str) else None
+        where = f"{origin}: chat_template.json"
+    if source is None:
+        source, where = config.get("chat_template"), f"{origin}: tokenizer_config.json"
+    if source is None:
+        raise TemplateError(f"no chat template in {origin}")
+    return _compile(source, config, where, now)
+
+
+def _compile(source: Any, config: Mapping[str, Any], origin: Any,
+             now: Callable[[], _dt.datetime] | None) -> ChatTemplate:
+    """``source`` (a string, or HF's list of named templates) compiled with the special
+    tokens of ``config`` (a parsed tokenizer_config.json)."""
     specials = _specials(config)
     bos = specials.pop("bos_token", "")
     eos = specials.pop("eos_token", "")

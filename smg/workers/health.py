@@ -12,7 +12,10 @@ Rule 3: probes go to ``worker.base_url`` (the network address), never ``worker.u
 Rule 4: intervals, timeout, thresholds and endpoint come from the settings table
 (``HealthChecker.from_config``); constructors restate no setting's default. A worker's
 own ``path`` (its engine's probe endpoint, ``smg.workers.engines``), ``timeout`` and
-``interval`` (WorkerSpec ``health``) override the checker's for that worker.
+``interval`` (WorkerSpec ``health``) override the checker's for that worker; a
+worker's own ``check`` (``async check(worker, timeout) -> reason | None``: a gRPC
+worker's ``HealthCheck`` RPC, smg/workers/grpc_registration.py) replaces the HTTP probe
+for it, feeding the same state machine.
 Rule 5: a failed probe is logged at WARNING with its reason (transport error, timeout,
 the status answered), at most once per ``FAILURE_LOG_INTERVAL`` seconds per worker (the
 count of the failures in between is in the next line); the first success after a
@@ -205,11 +208,11 @@ FAILURE_LOG_INTERVAL = 60.0
 
 class _Entry:
     __slots__ = ("worker", "tracker", "api_key", "interval", "due", "path", "timeout", "logged_at",
-                 "unlogged", "failing")
+                 "unlogged", "failing", "check")
 
     def __init__(self, worker: Worker, tracker: HealthTracker, api_key: str | None,
                  interval: float | None, due: float, path: str | None = None,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, check=None) -> None:
         self.worker = worker
         self.tracker = tracker
         self.api_key = api_key
@@ -220,6 +223,7 @@ class _Entry:
         self.logged_at = None     # clock of the last failure logged
         self.unlogged = 0         # failures since then, not logged
         self.failing = False
+        self.check = check        # this worker's own probe (gRPC HealthCheck); None: HTTP
 
 
 class HealthChecker(Background):
@@ -297,12 +301,12 @@ class HealthChecker(Background):
     def add(self, worker: Worker, *, api_key: str | None = None, success_threshold: int | None = None,
             failure_threshold: int | None = None, interval: float | None = None,
             initial: str | None = None, path: str | None = None,
-            timeout: float | None = None) -> HealthTracker:
+            timeout: float | None = None, check=None) -> HealthTracker:
         """Starts probing ``worker`` (first probe as soon as the loop runs).
 
         ``initial`` defaults to the worker's current status (pending for a new one).
         Per-worker values override the checker's (WorkerSpec ``health``; ``path``: the
-        engine's probe endpoint).
+        engine's probe endpoint; ``check``: the worker's own probe, module rule 4).
         """
         status = initial or worker.status
         if status not in STATUSES:
@@ -312,7 +316,7 @@ class HealthChecker(Background):
         if path is not None and not path.startswith("/"):
             path = "/" + path
         self._entries[worker.id] = _Entry(worker, tracker, api_key, interval, self._clock(), path,
-                                          timeout or None)
+                                          timeout or None, check)
         if self._wake is not None:
             self._wake.set()
         return tracker
@@ -357,7 +361,9 @@ class HealthChecker(Background):
         key = e.api_key or self.api_key
         async with self._sem:
             try:
-                if self._probe == self.http_probe:
+                if e.check is not None:
+                    reason = await e.check(e.worker, e.timeout or self.timeout)
+                elif self._probe == self.http_probe:
                     reason = await self.http_check(e.worker, key, e.path, e.timeout)
                 else:
                     reason = None if await self._probe(e.worker, key) else "probe failed"

@@ -32,6 +32,9 @@ Sources, per runtime (SMG ``WorkerMonitor``):
   ``vllm:gpu_prefix_cache_hit_rate``, or hit rate from the ``prefix_cache_hits`` /
   ``prefix_cache_queries`` counters of newer vLLM).
 - other runtimes: ``/v1/loads``.
+- gRPC workers: ``GetLoads`` (its answer has ``/v1/loads``' shape, ``parse_grpc_loads``),
+  through the fetch given with the worker (``add(..., fetch=)``), which replaces the
+  HTTP chain for it.
 """
 from __future__ import annotations
 
@@ -70,6 +73,7 @@ METRICS_PATH = "/metrics"
 SOURCE_V1_LOADS = "v1/loads"
 SOURCE_GET_LOAD = "get_load"
 SOURCE_METRICS = "metrics"
+SOURCE_GRPC = "grpc"
 
 # Prometheus gauge (name without prefix) -> report field, per runtime.
 SGLANG_METRICS = {
@@ -175,6 +179,18 @@ def parse_v1_loads(obj) -> dict:
         ranks.append(r)
     ts = obj.get("timestamp")
     return aggregate(ranks, SOURCE_V1_LOADS, float(ts) if isinstance(ts, (int, float)) else None)
+
+
+def parse_grpc_loads(obj) -> dict:
+    """Parses ``GetLoads`` as ``EngineChannel.loads`` gives it (a dict of the proto's
+    fields; 64-bit counts arrive as strings, which ``_num`` reads).
+
+    Raises:
+        ValueError: not the expected shape.
+    """
+    report = parse_v1_loads(obj)
+    report["source"] = SOURCE_GRPC
+    return report
 
 
 def parse_get_load(obj) -> dict:
@@ -341,14 +357,15 @@ DEFAULT_POLL_CONCURRENCY = 64
 
 
 class _Watched:
-    __slots__ = ("worker", "runtime", "api_key", "source", "failures")
+    __slots__ = ("worker", "runtime", "api_key", "source", "failures", "fetch")
 
-    def __init__(self, worker: Worker, runtime: str | None, api_key: str | None) -> None:
+    def __init__(self, worker: Worker, runtime: str | None, api_key: str | None, fetch=None) -> None:
         self.worker = worker
         self.runtime = runtime
         self.api_key = api_key
         self.source: str | None = None   # the source that answered last time
         self.failures = 0
+        self.fetch = fetch                # the worker's own fetch (gRPC GetLoads); None: HTTP
 
 
 class LoadMonitor(Background):
@@ -390,8 +407,11 @@ class LoadMonitor(Background):
         values.update(kw)
         return cls(on_load, **values)
 
-    def add(self, worker: Worker, runtime: str | None = None, api_key: str | None = None) -> None:
-        self._watched[worker.id] = _Watched(worker, runtime, api_key)
+    def add(self, worker: Worker, runtime: str | None = None, api_key: str | None = None,
+            fetch: Callable[[], Awaitable[dict | None]] | None = None) -> None:
+        """``fetch`` (``async () -> report | None``, raising on failure) replaces the HTTP
+        sources for this worker (a gRPC worker's ``GetLoads``)."""
+        self._watched[worker.id] = _Watched(worker, runtime, api_key, fetch)
 
     def remove(self, worker: Worker) -> None:
         self._watched.pop(worker.id, None)
@@ -436,7 +456,14 @@ class LoadMonitor(Background):
         if self.on_poll is not None:
             self.on_poll(w.worker)
         async with self._sem:
-            report, source = await self.fetch(w.worker, w.runtime, w.api_key, w.source)
+            if w.fetch is not None:
+                try:
+                    report, source = await w.fetch(), SOURCE_GRPC
+                except (UpstreamError, OSError, asyncio.TimeoutError, ValueError) as e:
+                    log.debug("load poll %s failed: %s", w.worker.base_url, e)
+                    report, source = None, None
+            else:
+                report, source = await self.fetch(w.worker, w.runtime, w.api_key, w.source)
         if self._watched.get(w.worker.id) is not w:
             return  # removed while polling
         if report is None:

@@ -15,6 +15,16 @@ probe), and to the load monitor when its engine reports load (never with
 DRAINING at once (no new traffic), removal when its in-flight requests are done or
 the settle time has passed.
 
+A gRPC worker (``connection_mode`` "grpc") registers through
+smg/workers/grpc_registration.py instead: its channel (one per base address), its
+runtime from the engine's services, its model and card from ``GetModelInfo``/
+``GetServerInfo``, then its model's tokenizer (from the gateway's ``tokenizers``, else
+fetched with ``GetTokenizer``); only then is it handed to the health checker (probed
+with ``HealthCheck``) and the load monitor (``GetLoads``), so it never becomes READY
+without a tokenizer. A tokenizer that cannot be had leaves it PENDING, the reason in
+its job status and a warning in the log, and is asked for again with backoff. Removal
+releases its channel (closed with the base address's last worker); ``stop`` closes all.
+
 Rules:
 - Dependencies are narrow: the settings (``config``), the ``WorkerRegistry``, an
   event sink (``events.emit(record)``, an ``EventBus``) and a monotonic ``clock``.
@@ -54,10 +64,11 @@ from smg.workers.addresses import AddressGuard
 from smg.workers.breaker import OPEN, CircuitBreaker
 from smg.workers.discovery import FileDiscovery, KubeConfig, KubeDiscovery
 from smg.workers.events import BreakerTransition, DiscoveryChanged, DiscoverySynced, HealthChecked, LoadPolled
+from smg.workers.grpc_registration import GrpcWorkers, Waiting
 from smg.workers.health import HealthChecker
 from smg.workers.loads import INT_FIELDS, LoadMonitor
 from smg.workers.registry import WorkerRegistry
-from smg.workers import server_info
+from smg.workers import grpc_registration, server_info
 from smg.workers.retry import RetryPolicy
 from smg.workers.spec import DEFAULT_COST, DEFAULT_PRIORITY, SPEC_FIELDS, SpecError, validate
 from smg.workers.worker import DRAINING, FAILED, PENDING, READY, Worker
@@ -87,8 +98,12 @@ def new_worker_id() -> str:
 
 class WorkerManager:
     def __init__(self, config, registry: WorkerRegistry, events, clock: Callable[[], float] = time.monotonic,
-                 tls: WorkerTLS | None = None) -> None:
+                 tls: WorkerTLS | None = None, tokenizers=None) -> None:
         self.config = config
+        # gRPC workers' channels and registration; ``tokenizers``: the gateway's
+        # TokenizerRegistry, which their models' tokenizers are registered in
+        self.tokenizers = tokenizers
+        self.grpc = GrpcWorkers(config, tokenizers)
         self.tls = tls if tls is not None else WorkerTLS.from_config(config)
         self.registry = registry
         self.events = events
@@ -159,6 +174,7 @@ class WorkerManager:
             await asyncio.gather(*tasks, return_exceptions=True)
         for pool, _ in self._pools.values():
             pool.close()
+        await self.grpc.close_all()
 
     def _spawn(self, coro) -> None:
         t = self._loop().create_task(coro)
@@ -185,7 +201,7 @@ class WorkerManager:
     def _new(self, spec: dict, worker_id: str | None, job_type: str = ADD_JOB) -> Worker:
         models = tuple(c["id"] for c in spec.get("models") or ())
         w = Worker(spec["url"], models, worker_id or new_worker_id(), spec.get("worker_type", "regular"),
-                   dp_rank=spec.get("dp_rank"))
+                   dp_rank=spec.get("dp_rank"), connection_mode=spec.get("connection_mode"))
         w.model_cards = [dict(c, object="model") for c in spec.get("models") or ()]
         w.spec = {k: v for k, v in spec.items() if k != "api_key"}
         key = spec.get("api_key")
@@ -231,6 +247,9 @@ class WorkerManager:
         if refused is not None:
             log.error("worker %s not registered: %s", w.url, refused)
             self._finalize(w)
+            return
+        if w.connection_mode == "grpc":
+            await self._register_grpc(w)
             return
         cfg = self.config
         timeout = cfg.worker_probe_timeout_secs
@@ -290,6 +309,63 @@ class WorkerManager:
         log.info("worker %s registered (%s), %s, models %s, probed at %s", w.url, w.id, name,
                  list(w.models) or "any", self._probe_paths[w.id])
 
+    def _job_message(self, w: Worker, message: str, status: str = "processing") -> None:
+        job = self.jobs.get(w.id)
+        self._job(w, job["job_type"] if job else ADD_JOB, status, message)
+
+    async def _register_grpc(self, w: Worker) -> None:
+        """The gRPC branch of ``_register`` (the module's theory of operation)."""
+        cfg = self.config
+        cap = cfg.worker_registration_max_backoff_secs
+        delay = min(REGISTRATION_FIRST_BACKOFF, cap)
+        hint = None if w.runtime == "unspecified" else w.runtime
+        while True:
+            found = await self.grpc.identify(w, hint)
+            if self.registry.get(w.id) is not w:
+                if not isinstance(found, Waiting):
+                    await self.grpc.discard(found)
+                return
+            if not isinstance(found, Waiting):
+                break
+            if found.permanent:
+                log.error("worker %s not registered: %s", w.url, found.reason)
+                self._finalize(w)
+                return
+            log.warning("worker %s not answering yet: %s", w.url, found.reason)
+            self._job_message(w, found.reason)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, cap)
+        model_id, card, desc = grpc_registration.describe(found.runtime, found.model_info, found.server_info)
+        if not w.models and model_id is None:
+            await self.grpc.discard(found)
+            log.error("worker %s not registered: its engine names no model (GetModelInfo has neither "
+                      "served_model_name nor model_path)", w.url)
+            self._finalize(w)
+            return
+        self.grpc.attach(w, found)
+        if not w.models:
+            self.registry.set_models(w, (model_id,), [card])
+        self._described[w.id] = desc
+        w.spec["labels"] = {**desc.labels, **(w.spec.get("labels") or {})}  # the spec's win
+        delay, last = min(REGISTRATION_FIRST_BACKOFF, cap), None
+        while True:
+            reason = await self.grpc.ensure_tokenizers(w)
+            if self.registry.get(w.id) is not w:
+                return
+            if reason is None:
+                break
+            if reason != last:  # once per distinct reason: the retries would repeat it every few seconds
+                log.warning("worker %s not ready: %s (asked again with backoff)", w.url, reason)
+                last = reason
+            self._job_message(w, reason, "failed")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, cap)
+        self.jobs.pop(w.id, None)
+        self._watch(w)
+        if self.health is not None and not (w.spec.get("health") or {}).get("disable_health_check"):
+            self.health.apply(w, True)  # the engine answered HealthCheck: the first good probe
+        log.info("worker %s registered (%s), gRPC %s engine, models %s", w.url, w.id, w.runtime, list(w.models))
+
     def _watch(self, w: Worker) -> None:
         """Puts ``w`` under the health checker (or READY without one) and, when its engine
         reports load, under the load monitor; with its current key and health settings."""
@@ -300,10 +376,13 @@ class WorkerManager:
         else:
             self.health.add(w, api_key=key, success_threshold=hc.get("success_threshold"),
                             failure_threshold=hc.get("failure_threshold"), interval=hc.get("check_interval_secs"),
-                            timeout=hc.get("timeout_secs"), path=self._probe_paths.get(w.id))
+                            timeout=hc.get("timeout_secs"), path=self._probe_paths.get(w.id),
+                            check=self.grpc.health_check(w) if w.channel is not None else None)
         engine = self._engines.get(w.id)
         named = w.spec.get("runtime_type", "unspecified") != "unspecified"
-        if self.loads is not None and (engine is None or engine.loads or named):
+        if self.loads is not None and w.channel is not None:
+            self.loads.add(w, w.runtime, key, fetch=self.grpc.loads_fetch(w))
+        elif self.loads is not None and (engine is None or engine.loads or named):
             self.loads.add(w, None if w.runtime == "unspecified" else w.runtime, key)
 
     async def _expand_dp(self, w: Worker) -> bool:
@@ -398,6 +477,7 @@ class WorkerManager:
             self._described.pop(w.id, None)
         if self.registry.remove(w.id) is not None:
             self._release_pool(w.base_url)
+            self.grpc.release(w)  # a gRPC worker's channel: closed with the address's last worker
             self.jobs.pop(w.id, None)
 
     # -- callbacks from the cores ------------------------------------------------------

@@ -3,9 +3,13 @@
 Every error names the offending field (``health.timeout_secs``), so the API can
 answer 400 with it. ``api_key`` is write-only: ``public()`` never includes it.
 A worker URL is a server's base URL: a trailing ``/v1`` is dropped (logged), any other
-path is refused. A spec that validates builds its worker: every bound the circuit breaker and the retry
-policy enforce is checked here first (``_BOUNDS``). ``WORKER_TYPES`` is declared here
-only (discovery and the registry import it).
+path is refused. A ``grpc://``/``grpcs://`` URL (or ``connection_mode: "grpc"``) is a
+gRPC worker (smg/workers/grpc_registration.py); its runtime is ``unspecified``
+(detected), ``sglang`` or ``vllm``, and a ``grpc(s)://`` URL with ``connection_mode:
+"http"`` is refused as contradictory. A spec that validates builds its worker: every
+bound the circuit breaker and the retry policy enforce is checked here first
+(``_BOUNDS``). ``WORKER_TYPES`` is declared here only (discovery and the registry
+import it).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ log = logging.getLogger("smg.workers")
 
 WORKER_TYPES = ("regular", "prefill", "decode", "encode")
 CONNECTION_MODES = ("http", "grpc")
+GRPC_RUNTIMES = ("unspecified", "sglang", "vllm")  # the engines smg speaks gRPC to
 RUNTIMES = ("unspecified", "sglang", "vllm", "trtllm", "mlx", "tokenspeed", "external",
             # engines recognised over HTTP (smg/workers/engines.py)
             "llama_cpp", "llama_cpp_python", "ollama", "tgi", "openai")
@@ -161,12 +166,14 @@ def validate(body, partial: bool = False) -> dict:
         mode = body.get("connection_mode") or ("grpc" if parts.scheme.startswith("grpc") else "http")
         if mode not in CONNECTION_MODES:
             raise SpecError("connection_mode", f"must be one of {', '.join(CONNECTION_MODES)}")
-        if mode == "grpc":
-            raise SpecError("connection_mode", "grpc workers are not supported by this version of smg")
+        if mode == "http" and parts.scheme.startswith("grpc"):
+            raise SpecError("connection_mode", f"'http' contradicts the {parts.scheme}:// URL")
         spec["connection_mode"] = mode
         runtime = body.get("runtime_type", body.get("runtime", "unspecified"))
         if runtime not in RUNTIMES:
             raise SpecError("runtime_type", f"must be one of {', '.join(RUNTIMES)}")
+        if mode == "grpc" and runtime not in GRPC_RUNTIMES:
+            raise SpecError("runtime_type", f"a grpc worker's runtime must be one of {', '.join(GRPC_RUNTIMES)}")
         spec["runtime_type"] = runtime
         for f in ("bootstrap_port", "dp_rank", "dp_size"):
             if body.get(f) is not None:

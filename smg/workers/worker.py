@@ -5,6 +5,13 @@ Workers API, policies and hash rings see; for one rank of a data-parallel server
 SMG's ``"{base_url}@{rank}"``. ``base_url`` is its network address: every probe,
 poll and connection (health checks, load polls, registration, the pool) uses it, and
 nothing else is ever parsed as an address.
+
+A worker speaks HTTP or gRPC (``connection_mode``). A gRPC worker (``grpc://``) has
+``channel``, its ``smg.engine_grpc.client.EngineChannel`` (one per base address,
+shared by its DP ranks; set at registration, closed at removal), and ``runtime`` (alias
+``runtime_type``) "sglang" or "vllm"; an HTTP worker's ``channel`` is None. Every
+worker has a ``pool`` (an HTTP worker's keep-alive connections; a gRPC worker's is
+never dialled), so code that walks every worker's pool needs no case.
 """
 from __future__ import annotations
 
@@ -33,15 +40,17 @@ class Worker:
 
     __slots__ = ("id", "url", "host", "port", "host_header", "models", "model_cards", "status",
                  "inflight", "processed", "pool", "worker_type", "engine", "breaker", "breaker_open",
-                 "api_key", "spec", "runtime", "dp_rank", "dp_size", "base_url", "retry", "__weakref__")
+                 "api_key", "spec", "runtime", "dp_rank", "dp_size", "base_url", "retry", "connection_mode",
+                 "channel", "__weakref__")
 
     def __init__(self, url: str, models: tuple = (), worker_id: str | None = None,
-                 worker_type: str = "regular", dp_rank: int | None = None) -> None:
+                 worker_type: str = "regular", dp_rank: int | None = None,
+                 connection_mode: str | None = None) -> None:
         parts = urlsplit(url)
         self.base_url = url.rstrip("/")
         self.url = self.base_url if dp_rank is None else f"{self.base_url}@{dp_rank}"
         self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.port = parts.port or (443 if parts.scheme in ("https", "grpcs") else 80)
         self.host_header = parts.netloc.encode("idna")
         self.id = worker_id or f"w{next(_ids)}"
         self.models = tuple(models)
@@ -63,6 +72,17 @@ class Worker:
         self.dp_rank = dp_rank     # DP-aware: this logical worker's rank on base_url
         self.dp_size = None
         self.retry = None          # smg.workers.retry.RetryPolicy from its spec, or None (the gateway's)
+        self.connection_mode = connection_mode or ("grpc" if parts.scheme.startswith("grpc") else "http")
+        self.channel = None        # gRPC workers: their EngineChannel, once registered
+
+    @property
+    def runtime_type(self) -> str:
+        """The engine's runtime ("sglang", "vllm", ...; "unspecified" until known)."""
+        return self.runtime
+
+    @runtime_type.setter
+    def runtime_type(self, value: str) -> None:
+        self.runtime = value
 
     def serves(self, model: str | None) -> bool:
         return model is None or not self.models or model in self.models

