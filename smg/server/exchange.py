@@ -175,8 +175,7 @@ def settle_attempt(worker, policy, ok: bool | None, record_outcome) -> None:
     here, once each."""
     worker.inflight -= 1
     worker.processed += 1
-    if policy is not None:
-        policy.on_complete(worker, bool(ok))
+    policy.on_complete(worker, bool(ok))
     if ok is not None and record_outcome is not None:
         record_outcome(worker, ok)
 

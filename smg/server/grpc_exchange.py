@@ -52,6 +52,7 @@ import time
 from smg.engine_grpc.errors import EngineRejected
 from smg.engine_grpc.sampling import InvalidSampling, build_generate_request, read_sampling
 from smg.errors import UpstreamError
+from smg.generation import ResponseBuilder
 from smg.http1.events import Data
 from smg.server import transforms
 from smg.server.exchange import settle_attempt
@@ -80,18 +81,15 @@ class GrpcDeps:
     tokenizer registry, selection (retries), the retry policy, the breaker verdict
     sink and whether usage/timing is observed."""
 
-    __slots__ = ("config", "tokenizers", "selector", "retry", "record_outcome", "observe", "builder")
+    __slots__ = ("config", "tokenizers", "selector", "retry", "record_outcome", "observe")
 
-    def __init__(self, config, tokenizers, selector, retry, record_outcome, observe: bool, builder=None) -> None:
+    def __init__(self, config, tokenizers, selector, retry, record_outcome, observe: bool) -> None:
         self.config = config
         self.tokenizers = tokenizers
         self.selector = selector
         self.retry = retry
         self.record_outcome = record_outcome
         self.observe = observe
-        if builder is None:
-            from smg.generation import ResponseBuilder as builder
-        self.builder = builder
 
 
 class GrpcExchange:
@@ -219,7 +217,7 @@ class GrpcExchange:
             except (InvalidSampling, ValueError) as e:
                 self._error(400, str(e), "invalid_request")
                 return
-            builder = deps.builder(api=api, stream=sampling.stream, model=model, response_id=rid,
+            builder = ResponseBuilder(api=api, stream=sampling.stream, model=model, response_id=rid,
                                    created=int(time.time()), tokenizer=entry.tokenizer, prompt_ids=prompt.ids,
                                    sampling=sampling, include_usage=bool(
                                        (body.get("stream_options") or {}).get("include_usage")))

@@ -102,7 +102,6 @@ class WorkerManager:
         self.config = config
         # gRPC workers' channels and registration; ``tokenizers``: the gateway's
         # TokenizerRegistry, which their models' tokenizers are registered in
-        self.tokenizers = tokenizers
         self.grpc = GrpcWorkers(config, tokenizers)
         self.tls = tls if tls is not None else WorkerTLS.from_config(config)
         self.registry = registry

@@ -247,3 +247,55 @@ def test_bad_prompts_are_refused_before_the_engine(gw, engine):
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "batch_prompt_unsupported"
     assert engine.stats.requests == before
+
+
+# -- two engines: retries and the request deadline ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pair(script):
+    with engine_in_thread("sglang", tokenizer_files=FILES, tokens=script) as a, \
+            engine_in_thread("sglang", tokenizer_files=FILES, tokens=script) as b:
+        with GatewayHarness(workers=[], wait_ready=False, request_timeout_secs=1,
+                            extra_worker_urls=(f"grpc://{a.target}", f"grpc://{b.target}")) as gw:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and httpx.get(gw.url + "/readiness", timeout=2).json().get(
+                    "healthy_workers") != 2:
+                time.sleep(0.05)
+            yield a, b, gw
+
+
+def test_an_unavailable_engine_is_retried_on_the_other(pair, script):
+    a, b, gw = pair
+    a.configure(error=(grpc.StatusCode.UNAVAILABLE, "restarting"), error_after=0, stall_after=None)
+    b.configure(error=None, stall_after=None)
+    try:
+        for _ in range(4):  # round robin: some of them go to the failing engine first
+            r = httpx.post(gw.url + "/v1/chat/completions", timeout=20,
+                           json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]})
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["message"]["content"] == ANSWER
+            assert r.headers["x-smg-routed-worker-id"] == f"grpc://{b.target}"
+        assert a.stats.requests >= 1
+    finally:
+        a.configure(error=None)
+
+
+def test_the_request_deadline_ends_a_stalled_generation(pair):
+    a, b, gw = pair
+    for e in (a, b):
+        e.configure(error=None, stall_after=0)
+    before = a.stats.aborts + a.stats.cancelled + b.stats.aborts + b.stats.cancelled
+    try:
+        r = httpx.post(gw.url + "/v1/chat/completions", timeout=20,
+                       json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]})
+        assert r.status_code == 504
+        assert r.json()["error"]["code"] == "call_upstream_timeout"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and \
+                a.stats.aborts + a.stats.cancelled + b.stats.aborts + b.stats.cancelled == before:
+            time.sleep(0.02)
+        assert a.stats.aborts + a.stats.cancelled + b.stats.aborts + b.stats.cancelled > before
+    finally:
+        for e in (a, b):
+            e.configure(stall_after=None)
