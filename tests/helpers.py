@@ -66,3 +66,25 @@ def package_file(package: str, name: str) -> str | None:
         if name in files:
             return os.path.join(root, name)
     return None
+
+
+def chat_stream_parts(stream) -> dict:
+    """An ``openai`` SDK chat stream read to its end: the ``reasoning`` and ``content``
+    pieces (lists), the ``calls`` by index (``{"id", "name", "args"}``; a call whose
+    id comes twice fails) and the last ``finish`` reason."""
+    out: dict = {"reasoning": [], "content": [], "calls": {}, "finish": None}
+    for chunk in stream:
+        for c in chunk.choices:
+            d = c.delta
+            if getattr(d, "reasoning_content", None):
+                out["reasoning"].append(d.reasoning_content)
+            if d.content:
+                out["content"].append(d.content)
+            for tc in d.tool_calls or ():
+                entry = out["calls"].setdefault(tc.index, {"id": None, "name": None, "args": ""})
+                if tc.id:
+                    assert entry["id"] is None, "a call's id is sent once"
+                    entry["id"], entry["name"] = tc.id, tc.function.name
+                entry["args"] += tc.function.arguments or ""
+            out["finish"] = c.finish_reason or out["finish"]
+    return out

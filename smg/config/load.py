@@ -9,7 +9,8 @@ Settings resolved from others when left unset: ``remove_unhealthy_workers`` (on 
 discovery source), ``prometheus_host`` (``host`` itself when it is a loopback address, else ``::`` when
 ``host`` is an IPv6 address and ``0.0.0.0`` otherwise), and
 ``discovery_provider`` (``kubernetes`` sets ``service_discovery``; ``file`` needs
-``discovery_file``).
+``discovery_file``). ``--reasoning-parser``/``--tool-call-parser`` values SMG's command
+line takes but whose format smg does not parse are refused here, naming the flag.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import yaml
 from smg.config.groups import grouped
 from smg.config.schema import NOT_YET, SETTINGS, GatewayConfig, Setting, setting
 from smg.errors import ConfigError
+from smg.parsers.select import check_configured
 
 
 class NotSupportedYet(ConfigError):
@@ -147,6 +149,10 @@ def build_config(cli: dict, config_file: str | None = None) -> GatewayConfig:
         if not h or any(c in h for c in " :\t"):
             raise ConfigError("--request-id-headers", f"{h!r} is not a header name")
     values["request_id_headers"] = [h.lower() for h in values["request_id_headers"]]
+    for name, kind in (("reasoning_parser", "reasoning"), ("tool_call_parser", "tool")):
+        problem = check_configured(values[name], kind)
+        if problem is not None:
+            raise ConfigError(origin.get(name, setting(name).flag), problem)
     return GatewayConfig(values)
 
 

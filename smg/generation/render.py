@@ -19,8 +19,13 @@ Per choice (``index`` 0..n-1), each with its own state:
   is released, and its finish reason is ``"abort"`` (SGLang's name, in its OpenAI
   ``finish_reason`` literals, for a generation that did not end by itself; /generate:
   ``{"type": "abort"}``) unless a stop string completes in the flushed text.
-- ``text_hook(index, text) -> text``: where the reasoning and tool-call parsers will
-  run on the detokenized text (None: the text as it is).
+- ``parsing`` (chat only; smg/generation/parsing.py ``Parsers``): each choice's text
+  passes the reasoning then the tool-call parser after the stops; streamed deltas then
+  carry ``reasoning_content``, ``content`` and ``tool_calls`` (OpenAI's delta fields),
+  a whole message ``content`` (null when empty and calls were made),
+  ``reasoning_content`` and ``tool_calls``; a choice that made a call and ended on a
+  stop finishes with ``"tool_calls"`` (``matched_stop`` null), as SGLang's server does.
+  None: the text is content as it is.
 
 Shapes (field order as SGLang's OpenAI server writes them):
 - chat: ``chat.completion`` with ``choices[{index, message{role, content,
@@ -58,10 +63,11 @@ Shapes (field order as SGLang's OpenAI server writes them):
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
+from smg.generation.parsing import Parsers
 from smg.text.detokenize import DecodeStream
 from smg.text.stops import StopMatcher
 
@@ -74,11 +80,22 @@ def _sse(obj: Any) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
+def _collect(calls: list, deltas: list) -> None:
+    """Folds streamed tool-call deltas into whole calls (``calls[index]``)."""
+    for d in deltas:
+        if "id" in d:
+            fn = d["function"]
+            calls.append({"id": d["id"], "type": "function",
+                          "function": {"name": fn["name"], "arguments": fn["arguments"]}})
+        elif 0 <= d["index"] < len(calls):
+            calls[d["index"]]["function"]["arguments"] += d["function"]["arguments"]
+
+
 class _Choice:
     __slots__ = ("index", "decoder", "stops", "parts", "ids", "finished", "reason", "matched", "tokens",
-                 "reasoning", "logprobs", "started", "reported", "offset")
+                 "reasoning", "logprobs", "started", "reported", "offset", "parser", "thought", "calls")
 
-    def __init__(self, index: int, tokenizer, prompt_ids, stop_ids, s) -> None:
+    def __init__(self, index: int, tokenizer, prompt_ids, stop_ids, s, parser) -> None:
         self.index = index
         self.decoder = DecodeStream(tokenizer, s.skip_special_tokens, prompt_ids)
         visible = s.no_stop_trim if s.include_stop_str_in_output is None else bool(s.include_stop_str_in_output)
@@ -94,6 +111,9 @@ class _Choice:
         self.started = False   # the streamed role delta went out
         self.reported = False  # the streamed finish chunk went out
         self.offset = 0        # characters of text so far (completions text_offset)
+        self.parser = parser   # OutputParsing (chat with parsers) until the choice ends, else None
+        self.thought: list[str] = []   # reasoning text of a whole answer
+        self.calls: list[dict] = []    # tool calls of a whole answer
 
 
 class ResponseBuilder:
@@ -101,7 +121,7 @@ class ResponseBuilder:
 
     def __init__(self, *, api: str, stream: bool, model: str, response_id: str, created: int, tokenizer,
                  prompt_ids, sampling, include_usage: bool = False,
-                 text_hook: Callable[[int, str], str] | None = None) -> None:
+                 parsing: Parsers | None = None) -> None:
         if api not in ("chat", "completions", "generate"):
             raise ValueError(f"unknown api {api!r}")
         self.api = api
@@ -112,7 +132,6 @@ class ResponseBuilder:
         self.tok = tokenizer
         self.sampling = sampling
         self.include_usage = include_usage
-        self.text_hook = text_hook
         self.prompt_len = len(prompt_ids)
         self.prompt_tokens = 0
         self.cached_tokens = 0
@@ -120,7 +139,9 @@ class ResponseBuilder:
         if not sampling.ignore_eos:
             stop_ids.extend(tokenizer.eos_ids)
         n = max(1, sampling.n)
-        self.choices = [_Choice(i, tokenizer, prompt_ids, stop_ids, sampling) for i in range(n)]
+        parsing = parsing if api == "chat" else None
+        self.choices = [_Choice(i, tokenizer, prompt_ids, stop_ids, sampling,
+                                parsing.choice(not stream) if parsing is not None else None) for i in range(n)]
         # What a choice keeps: the text for a whole body or SGLang's cumulative stream;
         # the ids only for /generate's output_ids (a streamed chat answer keeps neither).
         self._keep_text = not stream or api == "generate"
@@ -184,8 +205,25 @@ class ResponseBuilder:
         self._open -= 1
 
     def _emit(self, c: _Choice, text: str) -> list[bytes]:
-        if text and self.text_hook is not None:
-            text = self.text_hook(c.index, text)
+        p = c.parser
+        thought = ""
+        calls = None
+        if p is not None:
+            if text:
+                text, thought, calls = p.feed(text)
+            if c.finished:   # the choice's last text: the parsers' tail, once
+                c.parser = None
+                more, more_thought, more_calls = p.finish()
+                text += more
+                thought += more_thought
+                calls = (calls or []) + more_calls
+                if p.called and c.reason == "stop":
+                    c.reason, c.matched = "tool_calls", None
+            if not self.stream:
+                if thought:
+                    c.thought.append(thought)
+                if calls:
+                    _collect(c.calls, calls)
         if text and self._keep_text:
             c.parts.append(text)
         if not self.stream:
@@ -196,7 +234,17 @@ class ResponseBuilder:
             if not c.started:
                 c.started = True
                 out.append(self._chat_chunk(c, {"role": "assistant", "content": ""}, None))
-            if text or (self.sampling.logprobs and c.logprobs):
+            if thought or calls:
+                delta: dict = {}
+                if thought:
+                    delta["reasoning_content"] = thought
+                if text:
+                    delta["content"] = text
+                if calls:
+                    delta["tool_calls"] = calls
+                out.append(self._chat_chunk(c, delta, self._chat_logprobs(c, True)
+                                            if self.sampling.logprobs else None))
+            elif text or (self.sampling.logprobs and c.logprobs):
                 out.append(self._chat_chunk(c, {"content": text}, self._chat_logprobs(c, True)
                                             if self.sampling.logprobs else None))
             if c.finished and not c.reported:
@@ -262,8 +310,10 @@ class ResponseBuilder:
             return objs[0] if len(objs) == 1 else objs
         if self.api == "chat":
             choices = [{"index": c.index,
-                        "message": {"role": "assistant", "content": "".join(c.parts), "reasoning_content": None,
-                                    "tool_calls": None},
+                        "message": {"role": "assistant",
+                                    "content": "".join(c.parts) if c.parts or not c.calls else None,
+                                    "reasoning_content": "".join(c.thought) if c.thought else None,
+                                    "tool_calls": c.calls or None},
                         "logprobs": self._chat_logprobs(c, False) if self.sampling.logprobs else None,
                         "finish_reason": c.reason, "matched_stop": c.matched} for c in self.choices]
             obj = "chat.completion"

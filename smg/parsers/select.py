@@ -65,5 +65,6 @@ def check_configured(name: str | None, kind: str) -> str | None:
         return None
     reg = registry(kind)
     if not _known(reg, name):
-        return f"unknown {kind} parser {name!r} (known: {', '.join(reg.names())})"
+        return (f"{kind} parser {name!r} is not one smg parses "
+                f"(supported: {', '.join(reg.names())})")
     return None

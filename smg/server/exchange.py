@@ -219,17 +219,20 @@ class ExchangeDeps:
 class Exchange:
     __slots__ = ("deps", "conn", "ctx", "state", "leg", "worker", "retry", "attempt", "in_attempt",
                  "retries_left", "timer_key", "retry_handle", "paused", "upstream_keep", "transforms",
-                 "stream_end", "excluded", "held", "held_size", "pending", "final", "final_ok", "routed", "reshape")
+                 "stream_end", "excluded", "held", "held_size", "pending", "final", "final_ok", "routed", "reshape",
+                 "rewrite_stream")
 
     def __init__(self, deps: ExchangeDeps, conn, ctx, retries: bool = True, routed: bool = True,
-                 reshape=None) -> None:
+                 reshape=None, rewrite_stream=None) -> None:
         """``routed`` False: the relayed head goes without ``x-smg-routed-worker-id``
         (the routes that name no worker). ``reshape(raw) -> bytes | None``: a 2xx
         non-streamed answer is read whole and relayed as what it returns (None: as it
-        came); its head waits for the new length."""
+        came); its head waits for the new length. ``rewrite_stream()``: makes the
+        transform that runs first on a 2xx SSE answer (a rewriter; None: none)."""
         self.deps = deps
         self.routed = routed
         self.reshape = reshape
+        self.rewrite_stream = rewrite_stream
         self.conn = conn
         self.ctx = ctx
         self.state = IDLE
@@ -434,6 +437,8 @@ class Exchange:
         self.conn.send_head(st, ev.headers, length, _SKIP_RESPONSE, extra)
         self.transforms, self.stream_end = transforms.for_response(
             ctx, st, length, self.deps.observe and ctx.endpoint.generative, cfg.usage_body_limit)
+        if self.rewrite_stream is not None and ctx.is_sse and 200 <= st < 300:
+            self.transforms = (self.rewrite_stream(), *self.transforms)
 
     def on_leg_error(self, err) -> None:
         if self.state is DONE:

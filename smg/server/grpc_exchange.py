@@ -14,8 +14,9 @@ the loop, in stages:
    one engine message (the engines apply the stop strings themselves; the gateway
    applies them again to the whole output, which leaves a correct answer unchanged);
 3. **generate**: the engine's chunks pass the response builder (smg/generation:
-   incremental detokenization, stops, OpenAI/SGLang shapes) and its bytes go to the
-   response sink;
+   incremental detokenization, stops, for chat the reasoning and tool-call parsers
+   (``pick``: model card, worker labels, ``--reasoning-parser``/``--tool-call-parser``,
+   the model-name map), OpenAI/SGLang shapes) and its bytes go to the response sink;
 4. **end**: the engine stream is given up when the builder says every choice finished
    (``all_finished``) or the engine ended it; the builder's tail (the last events and
    ``[DONE]``, or the whole non-streamed body) is sent.
@@ -53,6 +54,7 @@ from smg.engine_grpc.errors import EngineRejected
 from smg.engine_grpc.sampling import InvalidSampling, build_generate_request, read_sampling
 from smg.errors import UpstreamError
 from smg.generation import ResponseBuilder
+from smg.generation.parsing import pick
 from smg.http1.events import Data
 from smg.server import transforms
 from smg.server.exchange import settle_attempt
@@ -187,6 +189,13 @@ class GrpcExchange:
         cards = self.worker.model_cards
         return cards[0]["id"] if cards else model
 
+    def _parsers(self, body: dict, model):
+        """The reasoning and tool-call parsers of a chat answer (smg/generation/parsing.py):
+        the worker's model card and labels, then the gateway's settings, then the model map."""
+        w, config = self.worker, self.deps.config
+        card = next((c for c in w.model_cards if c.get("id") == model), None)
+        return pick(body, model, card, w.spec.get("labels"), config.reasoning_parser, config.tool_call_parser)
+
     async def _serve(self) -> None:
         deps, ctx = self.deps, self.ctx
         prepare, endpoint, api = _APIS[ctx.endpoint.label]
@@ -206,6 +215,7 @@ class GrpcExchange:
         except InvalidSampling as e:
             self._error(400, str(e), "invalid_request")
             return
+        parsing = self._parsers(body, model) if api == "chat" else None
         rid = ctx.rid.decode()
         attempt = 0
         while True:
@@ -219,7 +229,7 @@ class GrpcExchange:
                 return
             builder = ResponseBuilder(api=api, stream=sampling.stream, model=model, response_id=rid,
                                    created=int(time.time()), tokenizer=entry.tokenizer, prompt_ids=prompt.ids,
-                                   sampling=sampling, include_usage=bool(
+                                   sampling=sampling, parsing=parsing, include_usage=bool(
                                        (body.get("stream_options") or {}).get("include_usage")))
             w.inflight += 1
             self.in_attempt = True

@@ -12,7 +12,7 @@ import orjson
 
 from smg.api.validate import RERANK, RERANK_V1, VALID, json_content_type
 from smg.server import rerank
-from smg.server import grpc_exchange
+from smg.server import grpc_exchange, output_parsing
 from smg.server.exchange import Exchange
 from smg.server.filters import STOP, Reply
 from smg.workers.worker import PENDING
@@ -86,7 +86,16 @@ class Handlers:
     def proxy(self, conn, ctx) -> None:
         """After the selection filter: forward to ``ctx.worker`` (retries allowed); a
         gRPC worker's request is answered by the gateway as the full server."""
-        if ctx.worker.channel is None:
+        w = ctx.worker
+        if w.channel is None:
+            # an HTTP worker's chat answer may be parsed by the gateway (an opt-in:
+            # smg/server/output_parsing.py)
+            if w.parse_output and ctx.endpoint.label == "chat":
+                parsers = output_parsing.for_request(ctx, self.deps.config)
+                if parsers is not None:
+                    Exchange(self.deps, conn, ctx, reshape=output_parsing.reshaper(parsers),
+                             rewrite_stream=lambda: output_parsing.StreamParsing(parsers)).start()
+                    return
             Exchange(self.deps, conn, ctx).start()
         elif grpc_exchange.supports(ctx.endpoint):
             grpc_exchange.GrpcExchange(self.grpc, conn, ctx).start()

@@ -203,6 +203,7 @@ class WorkerManager:
                    dp_rank=spec.get("dp_rank"), connection_mode=spec.get("connection_mode"))
         w.model_cards = [dict(c, object="model") for c in spec.get("models") or ()]
         w.spec = {k: v for k, v in spec.items() if k != "api_key"}
+        w.set_parse_output(self.config.http_parse_output)
         key = spec.get("api_key")
         w.api_key = key.encode() if key else None
         w.runtime = spec.get("runtime_type", "unspecified")
@@ -572,6 +573,7 @@ class WorkerManager:
                 spec[k] = patch[k]
         if "labels" in patch:
             spec["labels"] = {**(spec.get("labels") or {}), **patch["labels"]}
+            w.set_parse_output(self.config.http_parse_output)
         if "api_key" in patch:
             w.api_key = patch["api_key"].encode()
         if "health" in patch:

@@ -41,7 +41,7 @@ class Worker:
     __slots__ = ("id", "url", "host", "port", "host_header", "models", "model_cards", "status",
                  "inflight", "processed", "pool", "worker_type", "engine", "breaker", "breaker_open",
                  "api_key", "spec", "runtime", "dp_rank", "dp_size", "base_url", "retry", "connection_mode",
-                 "channel", "__weakref__")
+                 "channel", "parse_output", "__weakref__")
 
     def __init__(self, url: str, models: tuple = (), worker_id: str | None = None,
                  worker_type: str = "regular", dp_rank: int | None = None,
@@ -74,6 +74,7 @@ class Worker:
         self.retry = None          # smg.workers.retry.RetryPolicy from its spec, or None (the gateway's)
         self.connection_mode = connection_mode or ("grpc" if parts.scheme.startswith("grpc") else "http")
         self.channel = None        # gRPC workers: their EngineChannel, once registered
+        self.parse_output = False  # HTTP workers: the gateway parses their chat answers (opt-in)
 
     @property
     def runtime_type(self) -> str:
@@ -83,6 +84,13 @@ class Worker:
     @runtime_type.setter
     def runtime_type(self, value: str) -> None:
         self.runtime = value
+
+    def set_parse_output(self, default: bool) -> None:
+        """Whether the gateway runs the output parsers on this HTTP worker's chat
+        answers: its ``parse_output`` label ("true"/"false") when it has one, else
+        ``default`` (``--http-parse-output``)."""
+        v = (self.spec.get("labels") or {}).get("parse_output")
+        self.parse_output = default if v is None else str(v).lower() in ("true", "1", "yes", "on")
 
     def serves(self, model: str | None) -> bool:
         return model is None or not self.models or model in self.models

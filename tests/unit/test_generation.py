@@ -370,19 +370,97 @@ def test_generate_n2_is_a_list(tok):
 # -- hooks and properties ----------------------------------------------------------------
 
 
-def test_text_hook_sees_detokenized_text(tok):
-    ids = enc(tok, "abc def")
-    seen = []
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}]
+THINK_CALL = ("The user wants weather.</think>Let me check."
+              '<tool_call>\n{"name": "get_weather", "arguments": {"city": "東京"}}\n</tool_call>')
 
-    def hook(index, text):
-        seen.append((index, text))
-        return text.upper()
 
-    b = ResponseBuilder(api="chat", stream=False, model="m", response_id="r", created=1, tokenizer=tok,
-                        prompt_ids=PROMPT, sampling=Sampling(), text_hook=hook)
-    obj = orjson.loads(run(b, chunks(ids, cuts=(1,)))[0])
-    assert obj["choices"][0]["message"]["content"] == "ABC DEF"
-    assert "".join(t for _, t in seen) == "abc def" and {i for i, _ in seen} == {0}
+def parsers(**kw):
+    from smg.generation.parsing import Parsers
+    kw.setdefault("tools", TOOLS)
+    return Parsers("deepseek_r1", "qwen", chat_template_kwargs={}, **kw)
+
+
+def parsing_builder(tok, stream, parsing, api="chat", **sampling):
+    return ResponseBuilder(api=api, stream=stream, model="m", response_id="r", created=1, tokenizer=tok,
+                           prompt_ids=PROMPT, sampling=Sampling(**sampling), parsing=parsing)
+
+
+def test_parsers_split_reasoning_content_and_calls_in_a_whole_answer(tok):
+    b = parsing_builder(tok, False, parsers())
+    obj = orjson.loads(run(b, chunks(enc(tok, THINK_CALL), cuts=(3, 9, 17), reason="stop"))[0])
+    choice = obj["choices"][0]
+    msg = choice["message"]
+    assert msg["reasoning_content"] == "The user wants weather."
+    assert msg["content"] == "Let me check."
+    [call] = msg["tool_calls"]
+    assert call["type"] == "function" and call["id"].startswith("call_")
+    assert call["function"]["name"] == "get_weather"
+    assert orjson.loads(call["function"]["arguments"]) == {"city": "東京"}
+    assert choice["finish_reason"] == "tool_calls" and choice["matched_stop"] is None
+
+
+def test_parsers_streamed_deltas_join_to_the_whole_answer(tok):
+    ids = enc(tok, THINK_CALL)
+    whole = orjson.loads(run(parsing_builder(tok, False, parsers()), chunks(ids, reason="stop"))[0])
+    msg = whole["choices"][0]["message"]
+    for cuts in [(), tuple(range(1, len(ids))), (2, 5, 11, 20)]:
+        objs = parse(run(parsing_builder(tok, True, parsers()), chunks(ids, cuts=cuts, reason="stop")))
+        deltas = [o["choices"][0]["delta"] for o in objs]
+        assert "".join(d.get("reasoning_content", "") for d in deltas) == msg["reasoning_content"]
+        assert "".join(d.get("content", "") for d in deltas) == msg["content"]
+        calls = [c for d in deltas for c in d.get("tool_calls", ())]
+        assert [c["function"]["name"] for c in calls if "id" in c] == ["get_weather"]
+        assert calls[0]["type"] == "function" and calls[0]["index"] == 0
+        assert "".join(c["function"]["arguments"] for c in calls) == msg["tool_calls"][0]["function"]["arguments"]
+        assert objs[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_parsers_leave_a_length_finish_and_plain_text_alone(tok):
+    b = parsing_builder(tok, False, parsers())
+    obj = orjson.loads(run(b, chunks(enc(tok, "thinking</think>just text"), reason="length"))[0])
+    choice = obj["choices"][0]
+    assert choice["message"] == {"role": "assistant", "content": "just text",
+                                 "reasoning_content": "thinking", "tool_calls": None}
+    assert choice["finish_reason"] == "length"
+
+
+def test_stream_reasoning_false_sends_the_reasoning_in_one_piece(tok):
+    ids = enc(tok, "a b c d</think>answer")
+    objs = parse(run(parsing_builder(tok, True, parsers(stream_reasoning=False)),
+                     chunks(ids, cuts=tuple(range(1, len(ids))), reason="stop")))
+    pieces = [o["choices"][0]["delta"]["reasoning_content"] for o in objs
+              if "reasoning_content" in o["choices"][0]["delta"]]
+    assert pieces == ["a b c d"]
+
+
+def test_parsers_apply_to_chat_only(tok):
+    ids = enc(tok, "x</think>y")
+    obj = orjson.loads(run(parsing_builder(tok, False, parsers(), api="completions"), chunks(ids))[0])
+    assert obj["choices"][0]["text"] == "x</think>y"
+
+
+def test_unparsable_call_text_stays_content(tok):
+    text = '</think><tool_call>\n{"name": "get_weather", "argu'
+    b = parsing_builder(tok, False, parsers())
+    obj = orjson.loads(run(b, chunks(enc(tok, text), cuts=(4, 8), reason="length"))[0])
+    msg = obj["choices"][0]["message"]
+    assert msg["tool_calls"] is None and msg["content"] == text[len("</think>"):]
+
+
+def test_pick_chooses_by_setting_and_model_and_honours_the_request():
+    from smg.generation.parsing import pick
+    body = {"tools": TOOLS}
+    p = pick(body, "deepseek-r1-distill", None, None, None, None)
+    assert p.reasoning_name == "deepseek_r1"
+    p = pick(body, "some-model", None, None, "qwen3", "qwen")
+    assert (p.reasoning_name, p.tool_name) == ("qwen3", "qwen")
+    assert pick({"tools": TOOLS, "tool_choice": "none"}, "m", None, None, None, "qwen") is None
+    assert pick({}, "m", None, None, None, "qwen") is None   # no tools: no tool parser
+    assert pick({"separate_reasoning": False}, "m", None, None, "deepseek_r1", None) is None
+    p = pick(body, "m", {"reasoning_parser": "kimi"}, None, "qwen3", "qwen")
+    assert p.reasoning_name == "kimi"   # the model card wins over the setting
 
 
 def test_unknown_api_refused(tok):

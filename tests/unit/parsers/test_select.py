@@ -45,7 +45,7 @@ def test_check_configured():
     assert select.check_configured(None, "reasoning") is None
     assert select.check_configured("deepseek_r1", "reasoning") is None
     err = select.check_configured("deepseek-r1", "reasoning")
-    assert "unknown reasoning parser 'deepseek-r1'" in err and "deepseek_r1" in err
+    assert "reasoning parser 'deepseek-r1' is not one smg parses" in err and "deepseek_r1" in err
 
 
 def _tool_registry():
