@@ -42,6 +42,13 @@ Deliberately better than SMG 1.9 (issue corpus, smg.md §16):
   prompt and 64 workers (bench/micro/test_policy_bench.py), O(candidates) with a small
   constant at 1,000 workers (smg#1692/#1758 were hot-path CPU at scale).
 
+Token ids: a request the gateway tokenized before selection (gRPC workers:
+``request.routing_tokens()``) is matched and inserted as its token ids in a second tree,
+a ``TokenTree`` made on first use, with the same rules (``match_rate`` = matched tokens /
+prompt tokens) and its own ``max_tree_size`` budget: the engines' KV caches are keyed by
+token ids, and a chat template's rendering is what they see. The two key kinds never
+share a tree.
+
 Tree state changes only through ``record``, ``forget_worker`` and ``evict`` (to be
 replicated to sibling gateway processes as events).
 """
@@ -49,7 +56,7 @@ from __future__ import annotations
 
 from smg.routing.least_load import CandidateIndex, config_value
 from smg.routing.policy import Policy
-from smg.routing.radix import MAX_KEY_UNITS, StringTree
+from smg.routing.radix import MAX_KEY_UNITS, StringTree, TokenTree
 
 #: ``record`` evicts early once a tree's ``mem_size()`` passes this many times
 #: ``max_tree_size``. Eviction walks the whole tree (O(nodes)), so running it on every
@@ -64,8 +71,11 @@ class CacheAwarePolicy(Policy):
     takes_config = True
     needs_text = True
 
-    def __init__(self, config=None, tree_cls=None, affinity_under_imbalance: bool = True) -> None:
+    def __init__(self, config=None, tree_cls=None, affinity_under_imbalance: bool = True,
+                 token_tree_cls=None) -> None:
         self.tree = (tree_cls or StringTree)()
+        self._token_tree_cls = token_tree_cls or TokenTree
+        self.token_tree = None   # made on the first request routed on token ids
         self.cache_threshold = float(config_value(config, "cache_threshold"))
         self.abs_threshold = config_value(config, "balance_abs_threshold")
         self.rel_threshold = float(config_value(config, "balance_rel_threshold"))
@@ -101,39 +111,53 @@ class CacheAwarePolicy(Policy):
                 hi = load
         abs_t = self.abs_threshold
         rel_t = self.rel_threshold
-        text = request.routing_text()
+        text = request.routing_tokens()
+        if text is None:
+            text = request.routing_text()
+            tree = self.tree
+        else:
+            tree = self.token_tree
+            if tree is None:
+                tree = self.token_tree = self._token_tree_cls()
         if len(text) > self._max_text:  # the budget's share (and the tree's key limit)
             text = text[:self._max_text]
         chosen = best
         if text and (self.affinity_under_imbalance or not (hi - lo > abs_t and hi > lo * rel_t)):
-            matched, tenant = self.tree.match(text)
+            matched, tenant = tree.match(text)
             if tenant is not None and matched / len(text) > self.cache_threshold:
                 owner = self._index.get(workers, tenant)
                 if owner is not None:
                     load = owner.inflight
                     if not (load - lo > abs_t and load > lo * rel_t):
                         chosen = owner
-        self.record(text, chosen.id)
+        self.record(text, chosen.id, tree)
         return chosen
 
     # -- state changes ---------------------------------------------------------------------
 
-    def record(self, text: str, worker_id: str) -> None:
-        """``worker_id`` was sent ``text``: it now holds every prefix of it. Trims the
-        tree at once if this took it past ``EVICT_OVERSHOOT`` times the budget."""
+    def record(self, text, worker_id: str, tree=None) -> None:
+        """``worker_id`` was sent ``text`` (a string, or token ids with ``tree`` the
+        token tree): it now holds every prefix of it. Trims that tree at once if this
+        took it past ``EVICT_OVERSHOOT`` times the budget."""
         if text:
-            tree = self.tree
+            if tree is None:
+                tree = self.tree
             tree.insert(text, worker_id)
             if tree.mem_size() > self._evict_at:
-                self.evict()
+                tree.evict_mem(self.max_tree_size)
 
     def forget_worker(self, worker_id: str) -> None:
         self.tree.remove_tenant(worker_id)
+        if self.token_tree is not None:
+            self.token_tree.remove_tenant(worker_id)
 
     def evict(self) -> int:
-        """Trims the tree's estimated memory to ``max_tree_size`` bytes (all workers
+        """Trims each tree's estimated memory to ``max_tree_size`` bytes (all workers
         together); returns the bytes freed."""
-        return self.tree.evict_mem(self.max_tree_size)
+        freed = self.tree.evict_mem(self.max_tree_size)
+        if self.token_tree is not None:
+            freed += self.token_tree.evict_mem(self.max_tree_size)
+        return freed
 
     # -- events ------------------------------------------------------------------------------
 

@@ -6,7 +6,10 @@ per model (see smg/routing/policies.py). Stateless policies keep the no-op defau
 ``select(workers, request)``: ``workers`` is a non-empty list of READY workers for
 the request's model; ``request`` offers ``headers`` (list of (lower-name, value)
 bytes pairs), ``header(name)``, ``body`` (the parsed JSON object), ``path`` and
-``routing_text()`` (the text prefix-matching policies use, built once and cached). Returns a
+``routing_text()`` (the text prefix-matching policies use, built once and cached) and
+``routing_tokens()`` (the prompt's token ids when the gateway tokenized it before
+selection — gRPC workers, whose engines' caches are keyed by tokens — else None; a
+policy that can route on tokens prefers them). Returns a
 worker from the list, or None when the policy refuses to choose (the gateway then
 answers 503).
 """

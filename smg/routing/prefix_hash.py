@@ -2,9 +2,11 @@
 prompt's first characters on the consistent-hash ring (smg/routing/hash_ring.py), with a
 load bound.
 
-Key: the first ``4 * prefix_token_count`` characters of the routing text (SMG 1.13 hashes
-that many characters for requests it has not tokenized; token ids are not available on the
-HTTP path). Bound: the ring's worker is taken if its in-flight count is at most
+Key: the first ``prefix_token_count`` token ids when the gateway tokenized the request
+before selection (gRPC workers: ``request.routing_tokens()``, hashed as 32-bit ids in
+the machine's byte order), else the first ``4 * prefix_token_count`` characters of the routing text
+(SMG 1.13 hashes that many characters for requests it has not tokenized; token ids are
+not available on the HTTP path). Bound: the ring's worker is taken if its in-flight count is at most
 ``(total_in_flight + 1) / N * prefix_hash_load_factor``; otherwise the least-loaded
 candidate (ties → fewer processed, then the earlier one), which always meets the bound
 since the minimum is at most the mean and the factor is at least 1. SMG's "all overloaded
@@ -22,6 +24,8 @@ differs, the distribution does not.
 """
 from __future__ import annotations
 
+from array import array
+
 from smg.routing.hash_ring import VNODES, HashRing, hash64
 from smg.routing.least_load import config_value, least_loaded
 from smg.routing.policy import Policy
@@ -37,7 +41,8 @@ class PrefixHashPolicy(Policy):
     needs_text = True
 
     def __init__(self, config=None, vnodes: int = VNODES, balance_abs_threshold: float = 0) -> None:
-        self.prefix_chars = CHARS_PER_TOKEN * int(config_value(config, "prefix_token_count"))
+        self.prefix_tokens = int(config_value(config, "prefix_token_count"))
+        self.prefix_chars = CHARS_PER_TOKEN * self.prefix_tokens
         self.load_factor = float(config_value(config, "prefix_hash_load_factor"))
         self.balance_abs_threshold = balance_abs_threshold
         self.ring = HashRing(vnodes)
@@ -51,11 +56,20 @@ class PrefixHashPolicy(Policy):
     def prefix_key(self, text: str) -> int:
         return hash64(text[:self.prefix_chars].encode("utf-8", "surrogatepass"))
 
+    def token_key(self, ids) -> int:
+        return hash64(array("I", ids[:self.prefix_tokens]).tobytes())
+
     def select(self, workers: list, request):
-        text = request.routing_text()
-        if not text:
-            return least_loaded(workers)
-        w = self.ring.lookup(self.prefix_key(text), workers)
+        ids = request.routing_tokens()
+        if ids is not None:
+            if not ids:
+                return least_loaded(workers)
+            w = self.ring.lookup(self.token_key(ids), workers)
+        else:
+            text = request.routing_text()
+            if not text:
+                return least_loaded(workers)
+            w = self.ring.lookup(self.prefix_key(text), workers)
         if w is None:
             return least_loaded(workers)
         total = 0

@@ -46,7 +46,7 @@ from smg.server.cors import CorsPolicy
 from smg.server.endpoints import ENDPOINTS, METRICS_ENDPOINTS, RouteTable
 from smg.server.exchange import ExchangeDeps
 from smg.server.fanout import FanoutRoutes
-from smg.server.grpc_exchange import GrpcDeps
+from smg.server.grpc_exchange import GrpcDeps, routing_prompt
 from smg.server.filters import Reply
 from smg.server.handlers import Handlers, parse_body
 from smg.server.parse_handlers import ParseAPI
@@ -136,7 +136,8 @@ class Gateway:
         self.observer = site.observer = Observer(self.metrics, access_log, tracing, self.clock,
                                                  self.retry.retryable_status) \
             if (self.metrics or access_log or tracing) else None
-        self.selector = Selector(self.registry, self.policies, panic=self.config.panic_routing)
+        self.selector = Selector(self.registry, self.policies, panic=self.config.panic_routing,
+                                 prepare=routing_prompt(self.tokenizers))
         # tenant resolution (only when something reads ctx.tenant) and tenant rate limits
         self.tenant_resolver = TenantResolver.from_config(config, Reply)
         self.tenant_limits = build_tenant_limits(config, lambda: site.now, parse_body, Reply)

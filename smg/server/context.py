@@ -37,6 +37,8 @@ class RequestContext:
         # the answer
         "status", "error_code", "upstream_status", "error_type", "is_sse", "scanner", "body_parts",
         "bytes_out", "dispatch_t", "_text",
+        # the prepared prompt (smg/text/prompt.py) when it was made before selection
+        "prompt",
     )
 
     def __init__(self, method: bytes, target: bytes, path: bytes, headers: list, endpoint, t0: float) -> None:
@@ -71,6 +73,7 @@ class RequestContext:
         self.bytes_out = 0
         self.dispatch_t = 0.0
         self._text = None
+        self.prompt = None
 
     def add_end_hook(self, fn) -> None:
         """``fn(ctx)`` runs once when the request ends, whatever way it ends. Hooks run in
@@ -99,6 +102,10 @@ class RequestContext:
             fn = self.endpoint.text
             t = self._text = fn(self.body) if fn is not None and self.body is not None else ""
         return t
+
+    def routing_tokens(self):
+        p = self.prompt
+        return p.ids if p is not None else None
 
     def header(self, name: bytes) -> bytes | None:
         for n, v in self.headers:

@@ -78,6 +78,36 @@ def supports(endpoint) -> bool:
     return endpoint.label in _APIS
 
 
+def _model_for(model, worker, tokenizers):
+    """The tokenizer registry's name for the request's model on ``worker``."""
+    if type(model) is str and model in tokenizers:
+        return model
+    cards = worker.model_cards
+    return cards[0]["id"] if cards else model
+
+
+def routing_prompt(tokenizers):
+    """The selection stage's ``prepare(ctx, worker)`` (smg/server/selection.py): the
+    prompt rendered and tokenized before selection into ``ctx.prompt``, so policies
+    route on token ids; nothing when it cannot be made (the exchange then refuses the
+    request with the reason)."""
+
+    def prepare(ctx, worker) -> None:
+        stage = _APIS.get(ctx.endpoint.label)
+        if stage is None or ctx.body is None:
+            return
+        model = _model_for(ctx.model, worker, tokenizers)
+        entry = tokenizers.entry(model) if model is not None else None
+        if entry is None or entry.tokenizer is None:
+            return
+        try:
+            ctx.prompt = stage[0](ctx.body, entry)
+        except PromptError:
+            return
+
+    return prepare
+
+
 class GrpcDeps:
     """What a gRPC exchange uses, handed over once per gateway: the settings, the
     tokenizer registry, selection (retries), the retry policy, the breaker verdict
@@ -183,11 +213,7 @@ class GrpcExchange:
         settle_attempt(self.worker, self.ctx.policy, ok, self.deps.record_outcome)
 
     def _model_id(self) -> str | None:
-        model = self.ctx.model
-        if type(model) is str and model in self.deps.tokenizers:
-            return model
-        cards = self.worker.model_cards
-        return cards[0]["id"] if cards else model
+        return _model_for(self.ctx.model, self.worker, self.deps.tokenizers)
 
     def _parsers(self, body: dict, model):
         """The reasoning and tool-call parsers of a chat answer (smg/generation/parsing.py):
@@ -207,7 +233,9 @@ class GrpcExchange:
             return
         body = ctx.body if api != "generate" else generate_body(ctx.body)
         try:
-            prompt = prepare(ctx.body, entry)
+            prompt = ctx.prompt   # made before selection when the policy routes on tokens
+            if prompt is None:
+                prompt = ctx.prompt = prepare(ctx.body, entry)
             sampling = read_sampling(body, endpoint)
         except PromptError as e:
             self._error(400, str(e), e.code, e.param)

@@ -11,6 +11,12 @@ Rules:
 - A retry never goes to a worker in the exchange's ``excluded`` list (the workers
   that answered 500 to this request), and not back to the worker that just failed
   while another candidate exists.
+- Token ids before selection: when the model's candidates are gRPC workers (the first
+  candidate has a channel) and the policy reads the prompt (``needs_text``),
+  ``prepare(ctx, worker)`` (smg/server/grpc_exchange.py ``routing_prompt``) renders and
+  tokenizes the prompt into ``ctx.prompt`` first, so the policy routes on the token ids
+  the engine's cache is keyed by; the exchange then reuses it. A prompt that cannot be
+  made is left to the exchange to refuse.
 - The model's metric label comes from a bounded set: a model some worker names
   explicitly, ``unknown`` when the request names none, ``other`` for anything else —
   a client inventing model strings cannot grow label sets or caches.
@@ -27,12 +33,13 @@ RETRY_AFTER_1 = [(b"retry-after", b"1")]
 
 
 class Selector:
-    __slots__ = ("registry", "policies", "panic")
+    __slots__ = ("registry", "policies", "panic", "prepare")
 
-    def __init__(self, registry, policies, panic: bool = False) -> None:
+    def __init__(self, registry, policies, panic: bool = False, prepare=None) -> None:
         self.registry = registry
         self.policies = policies
         self.panic = panic
+        self.prepare = prepare
 
     def _workers(self, model) -> list:
         registry = self.registry
@@ -66,6 +73,8 @@ class Selector:
         # model_label(), inlined
         ctx.model_label = model if type(model) is str and registry.names(model) else \
             ("unknown" if model is None else "other")
+        if workers[0].channel is not None and policy.needs_text and self.prepare is not None:
+            self.prepare(ctx, workers[0])
         worker = policy.select(workers, ctx)
         if worker is None:
             return Reply(503, f"policy {policy.name} selected no worker", "no_worker_selected")

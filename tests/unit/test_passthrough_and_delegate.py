@@ -29,6 +29,9 @@ class Req:
     def routing_text(self) -> str:
         return "hello"
 
+    def routing_tokens(self):
+        return None
+
 
 def workers(n: int) -> list:
     return [Worker(f"http://10.1.0.{i + 1}:8000", worker_id=f"w{i}") for i in range(n)]

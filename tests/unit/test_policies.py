@@ -31,7 +31,7 @@ from smg.routing.least_load import CandidateIndex, LeastLoadPolicy, config_value
 from smg.routing.manual import MAX_WORKERS_PER_KEY, ManualPolicy
 from smg.routing.power_of_two import PowerOfTwoPolicy
 from smg.routing.prefix_hash import PrefixHashPolicy
-from smg.routing.radix import StringTreeC, StringTreePy
+from smg.routing.radix import StringTreeC, StringTreePy, TokenTreeC, TokenTreePy
 from smg.routing.text import routing_text
 from smg.testing.twins import twin_params
 from smg.workers.registry import WorkerRegistry
@@ -46,13 +46,17 @@ class Req:
     request context, smg/server/context.py, implements)."""
 
     def __init__(self, text: str = "", headers: dict | None = None, body: dict | None = None,
-                 path: bytes = b"/v1/completions") -> None:
+                 path: bytes = b"/v1/completions", tokens: list | None = None) -> None:
+        self.tokens = tokens
         self.body = body if body is not None else {"model": "m", "prompt": text}
         self.path = path
         self.headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
 
     def routing_text(self) -> str:
         return routing_text(self.path, self.body)
+
+    def routing_tokens(self):
+        return self.tokens
 
     def header(self, name: bytes):
         for n, v in self.headers:
@@ -561,6 +565,52 @@ def test_prefix_hash_empty_text_least_loaded():
     pol, ws = prefix()
     ws[0].inflight = 2
     assert pol.select(ws, Req("")) is ws[1]
+
+
+# -- routing on token ids (gRPC workers) ----------------------------------------------------
+
+
+SYS_IDS = list(range(1000, 1300))   # a long shared prefix of token ids
+
+
+@pytest.mark.parametrize("token_tree_cls", twin_params(TokenTreePy, TokenTreeC))
+def test_cache_aware_routes_on_token_ids_in_their_own_tree(tree_cls, token_tree_cls):
+    pol = CacheAwarePolicy(cfg(), tree_cls=tree_cls, token_tree_cls=token_tree_cls)
+    ws = make_workers(4)
+    add_all(pol, ws)
+    first = pol.select(ws, Req("text A", tokens=SYS_IDS + [1, 2]))
+    first.processed += 1
+    for i in range(5):
+        assert pol.select(ws, Req(f"unrelated text {i}", tokens=SYS_IDS + [7, i])) is first
+    assert pol.token_tree.match_tenant(SYS_IDS + [7, 4], first.id) == len(SYS_IDS) + 2
+    assert pol.tree.size() == 0   # token-routed requests leave the text tree alone
+    # the same text without tokens is a text-tree miss: the least-loaded worker
+    assert pol.select(ws, Req("text A")) is not first
+    pol.on_worker_removed(first)
+    assert pol.token_tree.tenant_size(first.id) == 0
+
+
+def test_cache_aware_token_tree_is_bounded_by_the_budget():
+    pol = CacheAwarePolicy(cfg(max_tree_size=20000), tree_cls=StringTreePy, token_tree_cls=TokenTreePy)
+    ws = make_workers(2)
+    add_all(pol, ws)
+    for i in range(400):
+        pol.select(ws, Req("", tokens=[i * 1000 + j for j in range(50)]))
+    assert pol.token_tree.mem_size() <= 20000 * 1.5 + 50 * 4 * 8
+    pol.evict()
+    assert pol.token_tree.mem_size() <= 20000
+
+
+def test_prefix_hash_on_token_ids():
+    pol, ws = prefix(prefix_token_count=8)
+    head = list(range(50, 58))
+    first = pol.select(ws, Req("x", tokens=head + [1]))
+    assert all(pol.select(ws, Req(f"other text {i}", tokens=head + list(range(i))) ) is first
+               for i in range(10))
+    seen = {pol.select(ws, Req("same text", tokens=[i] + head)) for i in range(60)}
+    assert len(seen) >= 3   # the key is the ids, not the text
+    ws[0].inflight = 2
+    assert pol.select(ws, Req("x", tokens=[])) is ws[1]   # no ids: the least-loaded worker
 
 
 # -- manual --------------------------------------------------------------------------------
