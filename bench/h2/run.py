@@ -1,25 +1,34 @@
 #!/usr/bin/env python3
-"""HTTP/2 (h2c, prior knowledge) against HTTP/1.1 through one smg-proxy, with h2load.
+"""HTTP/2 against HTTP/1.1 through one smg-proxy, with h2load; TLS on and off; nginx
+as an HTTP/2 → HTTP/1.1 proxy of the same workers for reference.
 
 Layout on a 2-core machine (as bench/rig):
-    CPU 0  smg-proxy (``taskset -c 0``)
+    CPU 0  smg-proxy (``taskset -c 0``; a second one serving TLS, idle while the first
+           is measured) and nginx (one worker process)
     CPU 1  h2load (one thread) and the mock workers
 
-Per mode (non-streaming chat, streaming chat) and pass, the two protocols take turns:
-``h2load -m 10`` (ten streams per connection, h2c) and ``h2load --h1`` (one request at
-a time per connection), both with ``--clients`` connections for ``--duration`` seconds.
-Reported per run: requests/s, h2load's mean request time, the gateway's CPU share
+Targets, taking turns within each pass (per mode: non-streaming chat, streaming chat):
+    smg/h2c      ``h2load -m 10`` (ten streams per connection, prior knowledge)
+    smg/h1       ``h2load --h1`` (one request at a time per connection)
+    smg-tls/h2   ``h2load -m 10`` over TLS (ALPN h2), a certificate made at run time
+    smg-tls/h1   ``h2load --h1`` over TLS (ALPN http/1.1)
+    nginx/h2c    nginx (``listen ... http2``, keep-alive upstream) in front of the same
+                 workers, ``h2load -m 10`` (skipped when nginx is not installed)
+all with ``--clients`` connections for ``--duration`` seconds.
+
+Reported per run: requests/s, h2load's mean request time, the target's CPU share
 (process tree, from /proc) and requests/s per core (requests/s over that share, the
 figure that still compares when other processes take part of CPU 0); per mode the
-medians and the median of the paired h2c/h1 ratios. JSON goes to
+medians and the medians of the paired ratios: smg h2c/h1 (per core), smg h2c/nginx
+h2c (requests/s and per core), TLS/plain for h2 and h1 (per core). JSON goes to
 ``bench/results/h2-<time>.json``.
 
 The machine should be idle: the script prints the load average and refuses to run
 above ``--max-load`` unless ``--force`` is given (numbers on a busy machine are noise).
 
 Usage:
-    python bench/h2/run.py                    # 8 s x 3 passes, both modes
-    python bench/h2/run.py --duration 3 --passes 1 --modes nonstream --force
+    python bench/h2/run.py                    # 8 s x 3 passes, both modes, every target
+    python bench/h2/run.py --duration 3 --passes 1 --modes nonstream --targets smg/h2c,smg/h1 --force
 """
 from __future__ import annotations
 
@@ -124,7 +133,7 @@ def _ms(v: str) -> float:
 
 
 def h2load(url: str, body_file: str, proto: str, clients: int, duration: int, gw_pid: int, cpu: str) -> dict:
-    args = ["-m", "10"] if proto == "h2c" else ["--h1"]
+    args = ["--h1"] if proto == "h1" else ["-m", "10"]
     cmd = ["taskset", "-c", cpu, "h2load", "-t", "1", "-c", str(clients), "-D", str(duration), *args,
            "-d", body_file, "-H", "content-type: application/json", url]
     c0 = tree_cpu_secs(gw_pid)
@@ -152,6 +161,63 @@ def h2load(url: str, body_file: str, proto: str, clients: int, duration: int, gw
     return res
 
 
+TARGETS = ("smg/h2c", "smg/h1", "smg-tls/h2", "smg-tls/h1", "nginx/h2c")
+
+
+def make_cert(tmp: Path) -> tuple:
+    """A self-signed server certificate for 127.0.0.1 (h2load does not verify)."""
+    sys.path.insert(0, str(REPO))
+    from tests.tlscerts import make_pki
+
+    pki = make_pki(str(tmp))
+    return pki.server_cert, pki.server_key
+
+
+def start_nginx(tmp: Path, port: int, workers: list, cpu: str) -> subprocess.Popen:
+    """nginx as an HTTP/2 (h2c, prior knowledge) → HTTP/1.1 proxy of ``workers``, with
+    keep-alive upstream connections and no response buffering (answers stream, as
+    through the gateway)."""
+    exe = shutil.which("nginx") or "/usr/sbin/nginx"
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    t = tmp / "nginx-tmp"
+    t.mkdir(exist_ok=True)
+    servers = "".join(f"        server 127.0.0.1:{p};\n" for p in workers)
+    conf = tmp / "nginx.conf"
+    conf.write_text(f"""{user}worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 8192; multi_accept on; }}
+http {{
+    access_log off;
+    client_body_temp_path {t}/body; proxy_temp_path {t}/proxy; fastcgi_temp_path {t}/fcgi;
+    uwsgi_temp_path {t}/uwsgi; scgi_temp_path {t}/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    http2_max_requests 100000000;
+    upstream workers {{
+{servers}        keepalive 256;
+    }}
+    server {{
+        listen 127.0.0.1:{port} http2;
+        location / {{
+            proxy_pass http://workers;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+""")
+    return spawn([exe, "-p", str(tmp), "-c", str(conf)], cpu, tmp / "nginx.log")
+
+
+def ratio(num: list, den: list, key: str) -> float | None:
+    """Median of the paired ratios num[i][key] / den[i][key]."""
+    r = [x[key] / y[key] for x, y in zip(num, den) if x.get(key) and y.get(key)]
+    return round(statistics.median(r), 3) if r else None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=8)
@@ -159,6 +225,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--modes", default="nonstream,stream")
+    ap.add_argument("--targets", default=",".join(TARGETS), help=f"some of {', '.join(TARGETS)}")
     ap.add_argument("--gateway-cpu", default="0")
     ap.add_argument("--load-cpu", default="1")
     ap.add_argument("--max-load", type=float, default=0.7, help="refuse above this 1-minute load average")
@@ -167,6 +234,14 @@ def main() -> int:
     if shutil.which("h2load") is None:
         log("h2load not found: apt-get install nghttp2-client")
         return 2
+    targets = [t for t in a.targets.split(",") if t]
+    unknown = set(targets) - set(TARGETS)
+    if unknown:
+        log(f"unknown targets {sorted(unknown)}")
+        return 2
+    if "nginx/h2c" in targets and not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")):
+        log("nginx not installed (bash bench/rig/setup_refs.sh nginx): skipping nginx/h2c")
+        targets.remove("nginx/h2c")
     load = os.getloadavg()[0]
     log(f"load average {load:.2f}")
     if load > a.max_load and not a.force:
@@ -174,40 +249,70 @@ def main() -> int:
         return 3
     tmp = Path(tempfile.mkdtemp(prefix="smg-h2-bench-"))
     procs = []
-    report = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_avg_start": load, "args": vars(a), "modes": {}}
+    report = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_avg_start": load, "args": vars(a),
+              "targets": targets, "modes": {}}
     try:
         ports = [free_port() for _ in range(a.workers)]
         for i, p in enumerate(ports):
             procs.append(spawn([sys.executable, "-m", "smg.testing.mock_worker", "--port", str(p),
                                 "--worker-id", f"w{i + 1}"], a.load_cpu, tmp / f"worker{i}.log"))
-        gw_port, prom = free_port(), free_port()
-        gw = spawn([sys.executable, "-m", "smg", "--host", "127.0.0.1", "--port", str(gw_port), "--worker-urls",
-                    *[f"http://127.0.0.1:{p}" for p in ports], "--policy", "round_robin", "--log-level", "warning",
-                    "--prometheus-host", "127.0.0.1", "--prometheus-port", str(prom)],
-                   a.gateway_cpu, tmp / "gateway.log")
-        procs.append(gw)
-        url = f"http://127.0.0.1:{gw_port}{PATH}"
+        common = ["--worker-urls", *[f"http://127.0.0.1:{p}" for p in ports], "--policy", "round_robin",
+                  "--log-level", "warning"]
+        pids, urls = {}, {}
+        if any(t.startswith("smg/") for t in targets):
+            port, prom = free_port(), free_port()
+            gw = spawn([sys.executable, "-m", "smg", "--host", "127.0.0.1", "--port", str(port), *common,
+                        "--prometheus-host", "127.0.0.1", "--prometheus-port", str(prom)],
+                       a.gateway_cpu, tmp / "gateway.log")
+            procs.append(gw)
+            pids["smg"], urls["smg"] = gw.pid, f"http://127.0.0.1:{port}{PATH}"
+        if any(t.startswith("smg-tls/") for t in targets):
+            cert, key = make_cert(tmp)
+            port, prom = free_port(), free_port()
+            gw = spawn([sys.executable, "-m", "smg", "--host", "127.0.0.1", "--port", str(port), *common,
+                        "--prometheus-host", "127.0.0.1", "--prometheus-port", str(prom),
+                        "--tls-cert-path", cert, "--tls-key-path", key], a.gateway_cpu, tmp / "gateway-tls.log")
+            procs.append(gw)
+            pids["smg-tls"], urls["smg-tls"] = gw.pid, f"https://127.0.0.1:{port}{PATH}"
+        if "nginx/h2c" in targets:
+            port = free_port()
+            ng = start_nginx(tmp, port, ports, a.gateway_cpu)
+            procs.append(ng)
+            pids["nginx"], urls["nginx"] = ng.pid, f"http://127.0.0.1:{port}{PATH}"
         for mode in a.modes.split(","):
             body = json.dumps(BODIES[mode]).encode()
             body_file = tmp / f"{mode}.json"
             body_file.write_bytes(body)
-            wait_ready(gw_port, body)
-            for proto in ("h2c", "h1"):  # warm-up
-                h2load(url, str(body_file), proto, a.clients, 2, gw.pid, a.load_cpu)
-            runs = {"h2c": [], "h1": []}
+            for name, url in urls.items():
+                if name != "smg":  # TLS, or nginx's h2c-only port
+                    wait_ready_h2load(url, str(body_file))
+                else:
+                    wait_ready(int(url.split(":")[2].split("/")[0]), body)
+            for t in targets:  # warm-up
+                name, proto = t.split("/")
+                h2load(urls[name], str(body_file), proto, a.clients, 2, pids[name], a.load_cpu)
+            runs = {t: [] for t in targets}
             for n in range(a.passes):
-                for proto in ("h2c", "h1"):
-                    res = h2load(url, str(body_file), proto, a.clients, a.duration, gw.pid, a.load_cpu)
-                    runs[proto].append(res)
-                    log(f"{mode} pass {n + 1} {proto}: {res['rps']:.0f} req/s, gateway cpu "
+                for t in targets:
+                    name, proto = t.split("/")
+                    res = h2load(urls[name], str(body_file), proto, a.clients, a.duration, pids[name], a.load_cpu)
+                    runs[t].append(res)
+                    log(f"{mode} pass {n + 1} {t}: {res['rps']:.0f} req/s, cpu "
                         f"{res['gw_cpu_share'] * 100:.0f}%, {res['rps_per_core']} req/s per core, "
                         f"mean {res['mean_ms']} ms{'' if res['valid'] else ' INVALID'}")
-            med = {p: {"rps": statistics.median(r["rps"] for r in rs),
-                       "rps_per_core": statistics.median(r["rps_per_core"] or 0 for r in rs)} for p, rs in runs.items()}
-            paired = [x["rps_per_core"] / y["rps_per_core"] for x, y in zip(runs["h2c"], runs["h1"])
-                      if x["rps_per_core"] and y["rps_per_core"]]
-            report["modes"][mode] = {"runs": runs, "median": med,
-                                     "h2c_over_h1_per_core_paired": statistics.median(paired) if paired else None,
+            med = {t: {"rps": statistics.median(r["rps"] for r in rs),
+                       "rps_per_core": statistics.median(r["rps_per_core"] or 0 for r in rs)} for t, rs in runs.items()}
+            ratios = {}
+            pairs = {"smg h2c / smg h1 (per core)": ("smg/h2c", "smg/h1", "rps_per_core"),
+                     "smg h2c / nginx h2c (req/s)": ("smg/h2c", "nginx/h2c", "rps"),
+                     "smg h2c / nginx h2c (per core)": ("smg/h2c", "nginx/h2c", "rps_per_core"),
+                     "smg h2 TLS / h2c (per core)": ("smg-tls/h2", "smg/h2c", "rps_per_core"),
+                     "smg h1 TLS / h1 (per core)": ("smg-tls/h1", "smg/h1", "rps_per_core"),
+                     "smg h2 TLS / h1 TLS (per core)": ("smg-tls/h2", "smg-tls/h1", "rps_per_core")}
+            for label, (x, y, key) in pairs.items():
+                if x in runs and y in runs:
+                    ratios[label] = ratio(runs[x], runs[y], key)
+            report["modes"][mode] = {"runs": runs, "median": med, "paired_ratios": ratios,
                                      "valid": all(r["valid"] for rs in runs.values() for r in rs)}
     finally:
         for p in reversed(procs):
@@ -216,14 +321,29 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"h2-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(report, indent=2))
-    print(f"{'mode':10} {'proto':5} {'median req/s':>13} {'req/s per core':>15}")
+    print(f"{'mode':10} {'target':11} {'median req/s':>13} {'req/s per core':>15}")
     for mode, r in report["modes"].items():
-        for proto, m in r["median"].items():
-            print(f"{mode:10} {proto:5} {m['rps']:13.0f} {m['rps_per_core']:15.0f}")
-        print(f"{mode:10} h2c/h1 per core (median of paired): {r['h2c_over_h1_per_core_paired']}"
-              f"{'' if r['valid'] else '  (INVALID runs: see the JSON)'}")
+        for t, m in r["median"].items():
+            print(f"{mode:10} {t:11} {m['rps']:13.0f} {m['rps_per_core']:15.0f}")
+        for label, v in r["paired_ratios"].items():
+            print(f"{mode:10} {label}: {v}")
+        if not r["valid"]:
+            print(f"{mode:10} INVALID runs: see the JSON")
     print(f"JSON: {path}")
     return 0 if all(r["valid"] for r in report["modes"].values()) else 1
+
+
+def wait_ready_h2load(url: str, body_file: str, timeout: float = 30.0) -> None:
+    """The target answers a chat request through h2load (which speaks h2c and does not
+    verify certificates)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["h2load", "-n", "1", "-c", "1", "-d", body_file, "-H", "content-type: application/json",
+                              url], capture_output=True, text=True, timeout=30).stdout
+        if "1 succeeded" in out and "1 2xx" in out:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer a chat request in {timeout} s")
 
 
 if __name__ == "__main__":

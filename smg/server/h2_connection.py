@@ -7,10 +7,12 @@ transport over (``set_protocol``), sends the server's SETTINGS (from the setting
 ``--http2-max-frame-size``, ``--http2-max-header-list-size``) and serves ``initial``,
 the bytes already read (the connection preface, when the HTTP/1.1 connection spotted
 it). Each read passes the flood guard (smg/server/h2_guard.py), then one
-``H2Connection.receive_data``; its events drive the streams (smg/server/h2_stream.py),
-each a response sink of its own; all the frames a read produced leave in one
-transport write. Frames produced outside a read (an exchange relaying a worker's
-answer) are coalesced into one write per loop iteration.
+``H2Connection.receive_data`` (HPACK through smg/server/h2_hpack.py, which also checks
+the request fields that h2's inbound validation, switched off, would have); its events
+drive the streams (smg/server/h2_stream.py), each a response sink of its own; all the
+frames a read produced leave in one transport write. Frames produced outside a read
+(an exchange relaying a worker's answer) are coalesced into one write per loop
+iteration.
 
 Rules:
 - One stream's slowness never blocks another: response DATA waits per stream for its
@@ -51,46 +53,69 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (ConnectionTerminated, DataReceived, RemoteSettingsChanged, RequestReceived,
-                       StreamEnded, StreamReset, WindowUpdated)
-from h2.exceptions import DenialOfServiceError, FlowControlError, FrameTooLargeError, TooManyStreamsError
+                       StreamEnded, StreamReset, TrailersReceived, WindowUpdated)
+from h2.exceptions import (DenialOfServiceError, FlowControlError, FrameTooLargeError, StreamClosedError,
+                           StreamIDTooLowError, TooManyStreamsError)
 from h2.exceptions import ProtocolError as H2ProtocolError
 from h2.settings import SettingCodes, Settings
-from hpack import Encoder
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
 from smg.errors import ConfigError
 from smg.server import h2_guard
+from smg.server.h2_hpack import CheckedDecoder, MemoEncoder
 from smg.server.h2_stream import H2Stream
 
 log = logging.getLogger("smg.server.h2")
 
 ROUND_BYTES = 65536   # the pump writes out after this many bytes of one round
 
-# immutable: one configuration for every connection (bytes headers, no outbound
+# immutable: one configuration for every connection (bytes headers; no outbound
 # validation: the gateway's own headers are lower-case and the worker's come from the
-# HTTP/1.1 parser, which lower-cases names and refuses bad bytes)
+# HTTP/1.1 parser, which lower-cases names and refuses bad bytes; no inbound validation
+# or normalization by h2: smg.server.h2_hpack.check_fields and
+# smg.server.h2_stream.request_head apply the same rules at a fraction of the cost)
 _CONFIG = H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
-                          normalize_outbound_headers=False, validate_inbound_headers=True,
-                          normalize_inbound_headers=True)
+                          normalize_outbound_headers=False, validate_inbound_headers=False,
+                          normalize_inbound_headers=False)
 
 
 class _Connection(H2Connection):
     """h2's connection, remembering fewer closed streams: h2 keeps how each closed
     stream ended (to tell late frames from protocol errors) for the last 65536 of them
     by default, megabytes per long-lived connection; frames legitimately crossing a
-    close concern the last few hundred streams at most."""
+    close concern the last few hundred streams at most.
+
+    ``_receive_frame`` is h2's (4.x) less its trace line, which formats every frame
+    received (``repr`` of a frame serializes its body again) whether or not anything
+    logs it: a twentieth of a small request's cost."""
 
     MAX_CLOSED_STREAMS = 4096
 
-
-class _PlainEncoder(Encoder):
-    """HPACK without Huffman coding of the literals the gateway sends: pure-Python
-    Huffman coding is about a third of h2's cost of sending a small response, more
-    than the few header bytes it saves are worth; fields already in the dynamic table
-    (most of a warm connection's) are sent as indexes either way."""
-
-    def encode(self, headers, huffman: bool = True) -> bytes:
-        return super().encode(headers, huffman=False)
+    def _receive_frame(self, frame) -> list:
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except StreamClosedError as e:
+            # closed by RST_STREAM: a stream error (RST_STREAM back); otherwise a
+            # connection error
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = e.error_code
+                self._prepare_for_sending([f])
+                return e._events
+            raise
+        except StreamIDTooLowError as e:
+            # a stream already forgotten: closed by RST_STREAM is a stream error, by
+            # END_STREAM a connection error (STREAM_CLOSED), implicitly a PROTOCOL_ERROR
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = ErrorCodes.STREAM_CLOSED
+                self._prepare_for_sending([f])
+                return []
+            if self._stream_is_closed_by_end(e.stream_id):
+                raise StreamClosedError(e.stream_id) from e
+            raise
+        self._prepare_for_sending(frames)
+        return events
 
 
 # GOAWAY reasons besides the guard's (smg_http2_goaway_total{reason})
@@ -137,6 +162,7 @@ class H2ServerConnection(asyncio.Protocol):
 
     __slots__ = ("site", "transport", "h2", "guard", "streams", "blocked", "closing", "goaway_id",
                  "write_paused", "in_read", "flush_handle", "loop", "idle_since", "stats", "_opened", "body_held",
+                 "unacked", "ack_at",
                  "__weakref__")
 
     def __init__(self, site, transport, initial: bytes = b"") -> None:
@@ -145,7 +171,8 @@ class H2ServerConnection(asyncio.Protocol):
         self.transport = transport
         self.loop = None            # the running loop, looked up at the first deferred flush
         conn = self.h2 = _Connection(_CONFIG)
-        conn.encoder = _PlainEncoder()
+        conn.encoder = MemoEncoder()
+        conn.decoder = CheckedDecoder(cfg.http2_max_header_list_size)
         # the server's SETTINGS hold from the first frame on (the client may not exceed
         # them; the window is never below the RFC default, so a client that sends its
         # first request before reading them is never out of bounds)
@@ -155,7 +182,6 @@ class H2ServerConnection(asyncio.Protocol):
             SettingCodes.MAX_FRAME_SIZE: cfg.http2_max_frame_size,
             SettingCodes.MAX_HEADER_LIST_SIZE: cfg.http2_max_header_list_size,
         })
-        conn.decoder.max_header_list_size = cfg.http2_max_header_list_size
         conn.max_inbound_frame_size = cfg.http2_max_frame_size
         conn.initiate_connection()
         if cfg.http2_initial_window_size > 65535:
@@ -173,6 +199,8 @@ class H2ServerConnection(asyncio.Protocol):
         self.flush_handle = None
         self.idle_since = now
         self.body_held = 0          # request-body bytes its streams hold in the site's body budget
+        self.unacked = 0            # request bytes taken in whose connection window is not given back yet
+        self.ack_at = max(65535, cfg.http2_initial_window_size) // 4
         obs = site.observer
         self.stats = obs.metrics if obs is not None else None  # smg.observability.metrics.Metrics
         self._opened = self.stats.http2_streams.cell(()) if self.stats is not None else None
@@ -226,7 +254,18 @@ class H2ServerConnection(asyncio.Protocol):
         finally:
             self.in_read = False
         if not self.closing:
+            if self.unacked >= self.ack_at:
+                self._give_back()
             self._write_out()
+
+    def _give_back(self) -> None:
+        """One connection WINDOW_UPDATE for the request bytes taken in and not yet
+        acknowledged. Batched up to a quarter of the connection's window: with h2's own
+        manager (which acknowledges the other DATA frames, and waits for half a window)
+        the client is never left without window."""
+        n = self.unacked
+        self.unacked = 0
+        self.h2.increment_flow_control_window(n)
 
     def _events(self, events: list) -> None:
         streams = self.streams
@@ -237,8 +276,13 @@ class H2ServerConnection(asyncio.Protocol):
                 st = streams.get(sid)
                 if st is not None:
                     st.on_data(ev.data)
-                # the bytes are in the request buffer (or dropped): give the window back
-                self.h2.acknowledge_received_data(ev.flow_controlled_length, sid)
+                # the bytes are in the request buffer (or dropped): give the window back;
+                # the last frame of a body reopens only the connection's window (the
+                # stream's is no longer used), in one WINDOW_UPDATE for many (_give_back)
+                if ev.stream_ended is None:
+                    self.h2.acknowledge_received_data(ev.flow_controlled_length, sid)
+                else:
+                    self.unacked += ev.flow_controlled_length
             elif t is RequestReceived:
                 self._on_request(ev)
             elif t is StreamEnded:
@@ -257,6 +301,13 @@ class H2ServerConnection(asyncio.Protocol):
                 self._abort_streams()
                 self.close()
                 return
+            elif t is TrailersReceived:
+                # h2 validates no inbound headers (smg.server.h2_hpack): trailers carry
+                # no pseudo-header fields (RFC 9113 §8.1); they are otherwise dropped
+                for n, _ in ev.headers:
+                    if n[:1] == b":":
+                        self.malformed(f"pseudo-header field {n!r} in trailers")
+                        return
             if self.closing:
                 return
 
@@ -318,6 +369,12 @@ class H2ServerConnection(asyncio.Protocol):
         data = self.h2.data_to_send()
         if data:
             self.transport.write(data)
+
+    def malformed(self, why: str) -> None:
+        """A request h2 framed but RFC 9113 calls malformed: the connection ends with
+        GOAWAY PROTOCOL_ERROR, as when h2's own validation refused it."""
+        log.info("HTTP/2 connection from %s ended: malformed request: %s", self.peer, why)
+        self._shut(PROTOCOL_ERROR, ErrorCodes.PROTOCOL_ERROR)
 
     def block(self, st) -> None:
         """``st`` has response bytes waiting for window."""

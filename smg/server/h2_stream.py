@@ -1,7 +1,8 @@
 """H2Stream: one HTTP/2 request stream — its request assembly and its response sink.
 
 Theory of operation: the connection (smg/server/h2_connection.py) turns h2 events into
-calls here. A request's header block becomes a ``RequestContext`` (``request_head``:
+calls here. A request's header block (its fields checked by smg/server/h2_hpack.py)
+becomes a ``RequestContext`` (``request_head``: the request-level RFC 9113 checks,
 pseudo-headers to method/target, ``:authority`` to ``host``), its route is looked up
 and the head stage runs (``Site.on_head``); DATA is collected up to
 ``--max-payload-size``; at END_STREAM the route's filter chain and handler run
@@ -12,8 +13,10 @@ sink methods the HTTP/1.1 connection has (``reply``/``reply_error``, ``send_head
 know which protocol they serve.
 
 Rules:
-- Body DATA is acknowledged (WINDOW_UPDATE, through h2's window manager) as the
-  gateway takes it into the request buffer, never ahead of it; a body over
+- Body DATA is acknowledged (WINDOW_UPDATE) as the gateway takes it into the request
+  buffer, never ahead of it — through h2's window manager, except a body's last frame,
+  which reopens only the connection's window, batched per read (the connection's
+  ``_give_back``); a body over
   ``--max-payload-size`` is answered 413 and the stream's request side is reset.
   Body bytes are reserved in the site's body budget as on HTTP/1.1, the streams of
   one connection sharing its per-connection share, and released once when the
@@ -51,6 +54,7 @@ import logging
 from collections import deque
 
 from h2.errors import ErrorCodes
+from h2.exceptions import FlowControlError
 from h2.exceptions import ProtocolError as H2ProtocolError
 from hpack import NeverIndexedHeaderTuple
 
@@ -82,20 +86,30 @@ class BadRequest(Exception):
     """A request head HTTP/2 framing allowed but the gateway cannot serve (400)."""
 
 
+class Malformed(BadRequest):
+    """A request head RFC 9113 §8.1.1 calls malformed (h2's inbound validation is off,
+    smg/server/h2_hpack.py): the connection ends with GOAWAY PROTOCOL_ERROR."""
+
+
 def request_head(headers: list) -> tuple:
-    """Splits an h2 request header list (bytes pairs, pseudo-headers first, validated by
-    h2) into ``(method, target, headers, content_length, expect_continue)``.
+    """Splits an h2 request header list (bytes pairs, pseudo-headers first; fields
+    checked by ``smg.server.h2_hpack.check_fields``) into ``(method, target, headers,
+    content_length, expect_continue)``.
 
     ``headers`` are the regular fields in order, with ``host`` from ``:authority``
     when the client sent no Host (RFC 9113 §8.3.1), so the pipeline sees what an
-    HTTP/1.1 request would carry. ``content_length`` is -1 when absent.
+    HTTP/1.1 request would carry, and Cookie fields joined into one, last (§8.2.3).
+    ``content_length`` is -1 when absent.
 
     Raises:
+        Malformed: no ``:method``; no ``:scheme`` or ``:path`` (outside CONNECT);
+            ``:protocol`` outside CONNECT; neither ``:authority`` nor Host, or the
+            two differing; more than one Host.
         BadRequest: a Content-Length that is not a decimal integer, or differing copies.
     """
-    method = target = authority = None
+    method = target = authority = scheme = host = cookies = None
+    protocol = False
     out = []
-    host = False
     length = -1
     expect = False
     for n, v in headers:
@@ -106,6 +120,10 @@ def request_head(headers: list) -> tuple:
                 target = v
             elif n == b":authority":
                 authority = v
+            elif n == b":scheme":
+                scheme = v
+            else:
+                protocol = True  # :protocol (check_fields lets no other through)
             continue
         if n == b"content-length":
             if not v.isdigit():
@@ -115,13 +133,37 @@ def request_head(headers: list) -> tuple:
                 raise BadRequest("conflicting content-length values")
             length = cl
         elif n == b"host":
-            host = True
+            if host is not None:
+                raise Malformed("more than one host header")
+            host = v
         elif n == b"expect":
             expect = v.lower() == b"100-continue"
+        elif n == b"cookie":
+            if cookies is None:
+                cookies = [v]
+            else:
+                cookies.append(v)
+            continue
         out.append((n, v))
-    if authority is not None and not host:
+    if method is None:
+        raise Malformed("no :method")
+    if method == b"CONNECT" and not protocol:
+        if scheme is not None or target is not None:
+            raise Malformed("CONNECT with :scheme or :path")
+    elif scheme is None or target is None:
+        raise Malformed("no :scheme or no :path")
+    elif protocol and method != b"CONNECT":
+        raise Malformed(":protocol outside CONNECT")
+    if authority is None:
+        if host is None:
+            raise Malformed("neither :authority nor host")
+    elif host is None:
         out.append((b"host", authority))
-    return method or b"", target or b"", out, length, expect
+    elif host != authority:
+        raise Malformed(":authority and host differ")
+    if cookies is not None:
+        out.append((b"cookie", b"; ".join(cookies)))
+    return method, target or b"", out, length, expect
 
 
 class H2Stream:
@@ -161,6 +203,9 @@ class H2Stream:
         self.recv_done = ended
         try:
             method, target, hdrs, length, expect = request_head(headers)
+        except Malformed as e:
+            self.conn.malformed(str(e))
+            return
         except BadRequest as e:
             self._fresh()
             self.reply_error(400, f"malformed request: {e}", close=True)
@@ -459,6 +504,14 @@ class H2Stream:
         n = len(data)
         off = 0
         try:
+            if 0 < n <= h2.max_outbound_frame_size:
+                # one frame, most answers and events: h2 checks the windows itself, and
+                # refuses before changing any state when they are too small
+                try:
+                    h2.send_data(sid, data, end_stream=end)
+                    off = n
+                except FlowControlError:
+                    pass
             while off < n:
                 size = min(h2.local_flow_control_window(sid), h2.max_outbound_frame_size, n - off)
                 if size <= 0:

@@ -17,7 +17,8 @@ import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
-from h2.events import (ConnectionTerminated, DataReceived, ResponseReceived, StreamEnded, StreamReset)
+from h2.events import (ConnectionTerminated, DataReceived, RemoteSettingsChanged, ResponseReceived,
+                       SettingsAcknowledged, StreamEnded, StreamReset)
 from h2.exceptions import ProtocolError
 from hpack import Decoder, Encoder
 from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
@@ -386,6 +387,7 @@ def test_over_long_frame_ends_the_connection(strict):
     c.sock.sendall((100000).to_bytes(3, "big") + b"\x00\x00" + (1).to_bytes(4, "big"))
     expect_goaway(c, ErrorCodes.FRAME_SIZE_ERROR)
     still_serving(strict)
+    assert metric(strict, 'smg_http2_goaway_total{reason="frame_size"}') == 1
 
 
 def test_header_injection_is_a_protocol_error_and_never_reaches_a_worker(strict):
@@ -400,6 +402,100 @@ def test_header_injection_is_a_protocol_error_and_never_reaches_a_worker(strict)
     expect_goaway(c, ErrorCodes.PROTOCOL_ERROR)
     still_serving(strict)
     assert w.stats.requests + strict.workers[1].stats.requests == before
+
+
+_GET_INFO = [(b":method", b"GET"), (b":path", b"/get_model_info"), (b":scheme", b"http"), (b":authority", b"gw")]
+
+
+@pytest.mark.parametrize("fields", [
+    _GET_INFO[:3],                                        # neither :authority nor host
+    [_GET_INFO[0], _GET_INFO[2], _GET_INFO[3]],           # no :path
+    _GET_INFO + [(b"X-Upper", b"1")],                     # an upper-case name
+    _GET_INFO + [(b"transfer-encoding", b"chunked")],     # connection-specific
+    _GET_INFO + [(b"te", b"gzip")],
+    _GET_INFO + [(b"host", b"elsewhere")],                # host differs from :authority
+    _GET_INFO + [(b"x-a", b" padded")],                   # a value with surrounding whitespace
+    [_GET_INFO[0], (b"x-a", b"1")] + _GET_INFO[1:],       # a pseudo-header after a regular field
+    _GET_INFO + [(b":status", b"200")],                   # a response pseudo-header
+], ids=["no-authority", "no-path", "uppercase", "transfer-encoding", "te", "host-mismatch", "whitespace",
+        "pseudo-late", "status"])
+def test_malformed_requests_are_protocol_errors_and_never_reach_a_worker(strict, fields):
+    """h2's inbound validation is off (smg/server/h2_hpack.py): the gateway's own checks
+    refuse what it refused, with the same GOAWAY PROTOCOL_ERROR."""
+    before = sum(w.stats.requests for w in strict.workers)
+    c = RawH2(strict.port)
+    block = c.h2.encoder.encode(fields)  # the h2 client would refuse to send these itself
+    c.sock.sendall(HeadersFrame(1, data=block, flags=["END_HEADERS", "END_STREAM"]).serialize())
+    expect_goaway(c, ErrorCodes.PROTOCOL_ERROR)
+    still_serving(strict)
+    assert metric(strict, 'smg_http2_goaway_total{reason="protocol_error"}') == 1
+    assert sum(w.stats.requests for w in strict.workers) == before
+
+
+def test_pseudo_headers_in_trailers_end_the_connection(strict):
+    c = RawH2(strict.port)
+    sid = c.h2.get_next_available_stream_id()
+    c.h2.send_headers(sid, [(b":method", b"POST"), (b":path", b"/v1/chat/completions"), (b":scheme", b"http"),
+                            (b":authority", b"gw"), (b"content-type", b"application/json")])
+    c.h2.send_data(sid, CHAT_B)
+    c.flush()
+    trailers = c.h2.encoder.encode([(b":path", b"/other")])
+    c.sock.sendall(HeadersFrame(sid, data=trailers, flags=["END_HEADERS", "END_STREAM"]).serialize())
+    expect_goaway(c, ErrorCodes.PROTOCOL_ERROR)
+    still_serving(strict)
+
+
+def test_repeated_identical_requests_on_one_connection_are_all_answered(gateway):
+    """The second and later copies of a request head are all HPACK indexes, decoded from
+    the decoder's memo: each still gets its own answer and request id."""
+    c = RawH2(gateway.port)
+    sids = [c.request() for _ in range(5)]
+    assert c.read_until(lambda: all(c.ended(s) for s in sids))
+    rids = set()
+    for sid in sids:
+        assert c.status(sid) == 200 and json.loads(c.body(sid))["choices"]
+        (r,) = c.of(sid, ResponseReceived)
+        rids.add(dict(r.headers)[b"x-request-id"])
+    assert len(rids) == 5
+    c.close()
+
+
+def test_server_settings_carry_the_window_and_frame_size_flags(make_gateway):
+    h = make_gateway(http2_initial_window_size=1_000_000, http2_max_frame_size=65536,
+                     http2_max_concurrent_streams=7, http2_max_header_list_size=12345)
+    c = RawH2(h.port)
+    assert c.read_until(lambda: c.h2.remote_settings.initial_window_size == 1_000_000
+                        and c.h2.outbound_flow_control_window == 1_000_000)
+    rs = c.h2.remote_settings
+    assert (rs.max_frame_size, rs.max_concurrent_streams, rs.max_header_list_size) == (65536, 7, 12345)
+    # and the gateway holds to them: a 300 KB body in 64 KB frames — past the RFC's
+    # default window and frame size — goes in one write, with no WINDOW_UPDATE waited for
+    body = json.dumps({"model": "mock-model", "messages": [{"role": "user", "content": "x" * 300_000}]}).encode()
+    sid = c.h2.get_next_available_stream_id()
+    c.h2.send_headers(sid, [(b":method", b"POST"), (b":path", b"/v1/chat/completions"), (b":scheme", b"http"),
+                            (b":authority", b"gw"), (b"content-type", b"application/json")])
+    for i in range(0, len(body), 65536):
+        c.h2.send_data(sid, body[i:i + 65536], end_stream=i + 65536 >= len(body))
+    c.flush()
+    assert c.read_until(lambda: c.ended(sid)) and c.status(sid) == 200
+    assert c.goaway() is None
+    c.close()
+
+
+def test_a_header_block_left_open_ends_the_connection_after_the_header_timeout(make_gateway):
+    h = make_gateway(header_read_timeout_secs=0.3)
+    c = RawH2(h.port)
+    # the SETTINGS exchange done first: any frame but CONTINUATION inside a header block
+    # would be a protocol error of its own
+    assert c.read_until(lambda: any(isinstance(e, SettingsAcknowledged) for e in c.events)
+                        and any(isinstance(e, RemoteSettingsChanged) for e in c.events))
+    block = c.h2.encoder.encode(_GET_INFO)
+    c.sock.sendall(HeadersFrame(1, data=block[:3]).serialize())  # no END_HEADERS, no CONTINUATION
+    t0 = time.monotonic()
+    expect_goaway(c, ErrorCodes.ENHANCE_YOUR_CALM)
+    assert time.monotonic() - t0 < 5
+    assert metric(h, 'smg_http2_goaway_total{reason="header_timeout"}') == 1
+    still_serving(h)
 
 
 def test_a_body_over_the_limit_is_answered_413_and_stopped(make_gateway):
@@ -537,4 +633,25 @@ def test_an_http1_request_with_method_pri_is_still_http1(gateway):
     s.sendall(b"PRI /health HTTP/1.1\r\nhost: x\r\n\r\n")
     data = s.recv(4096)
     assert data.startswith(b"HTTP/1.1 405 ")
+    s.close()
+
+
+def test_upgrade_h2c_is_not_offered_the_request_is_answered_as_http1(gateway):
+    """RFC 9113 deprecates the h2c upgrade: the request is answered over HTTP/1.1 (no 101)
+    and the connection stays HTTP/1.1."""
+    s = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+    s.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\n"
+              b"http2-settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        assert chunk
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ")
+    s.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")  # still HTTP/1.1 on the same connection
+    more = b""
+    while b"HTTP/1.1 200 " not in more:
+        chunk = s.recv(4096)
+        assert chunk
+        more += chunk
     s.close()

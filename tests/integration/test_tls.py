@@ -350,3 +350,8 @@ def test_mtls_worker_refuses_the_gateway_without_a_client_certificate(pki):
             assert status == 200 and body["choices"]
             assert w.stats.paths.get("/v1/chat/completions") == 1
             assert wait_for(lambda: w.stats.paths.get("/health", 0) >= 2)
+            # the load monitor's polls go over the same mutual TLS, and their reports land
+            assert wait_for(lambda: w.stats.paths.get("/v1/loads", 0) >= 2)
+            gw_worker = h.on_loop(lambda: h.gw.registry.all()[0])
+            assert wait_for(lambda: h.on_loop(lambda: gw_worker.engine) is not None)
+            assert h.on_loop(lambda: gw_worker.engine)["source"] == "v1/loads"

@@ -5,6 +5,7 @@ worker connection). No sockets; the loop runs only for the deferred flushes."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from h2.config import H2Configuration
@@ -18,7 +19,7 @@ from smg.errors import UpstreamClosed
 from smg.http1 import writer
 from smg.server import h2_stream
 from smg.server.h2_connection import H2ServerConnection
-from smg.server.h2_stream import BadRequest, request_head
+from smg.server.h2_stream import BadRequest, Malformed, request_head
 from smg.testing.pathbench import RESPONSE, MemoryTransport, PathBench
 
 CHAT = b'{"model":"mock-model","messages":[{"role":"user","content":"hello"}]}'
@@ -153,16 +154,36 @@ def test_request_head_maps_pseudo_headers_and_authority():
                     (b"host", b"api.example")]
 
 
-def test_request_head_keeps_a_host_header_over_authority():
-    _, _, hdrs, length, _ = request_head([(b":method", b"GET"), (b":authority", b"a"), (b":path", b"/"),
-                                          (b"host", b"b")])
-    assert hdrs == [(b"host", b"b")] and length == -1
+def test_request_head_takes_a_host_header_equal_to_authority_and_joins_cookies():
+    _, _, hdrs, length, _ = request_head([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"),
+                                          (b":path", b"/"), (b"cookie", b"a=1"), (b"host", b"a"),
+                                          (b"cookie", b"b=2")])
+    assert hdrs == [(b"host", b"a"), (b"cookie", b"a=1; b=2")] and length == -1
+
+
+_BASE = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"gw"), (b":path", b"/")]
 
 
 @pytest.mark.parametrize("values", [[b"12a"], [b"-1"], [b"10", b"11"]])
 def test_request_head_refuses_bad_content_length(values):
-    with pytest.raises(BadRequest):
-        request_head([(b":method", b"POST"), (b":path", b"/")] + [(b"content-length", v) for v in values])
+    with pytest.raises(BadRequest) as e:
+        request_head(_BASE + [(b"content-length", v) for v in values])
+    assert not isinstance(e.value, Malformed)
+
+
+@pytest.mark.parametrize("headers", [
+    _BASE[1:],                                                    # no :method
+    [_BASE[0], _BASE[2], _BASE[3]],                               # no :scheme
+    _BASE[:3],                                                    # no :path
+    [_BASE[0], _BASE[1], _BASE[3]],                               # neither :authority nor host
+    _BASE + [(b"host", b"other")],                                # host differs from :authority
+    [_BASE[0], _BASE[1], _BASE[3], (b"host", b"a"), (b"host", b"a")],  # two hosts
+    _BASE + [(b":protocol", b"websocket")],                       # :protocol outside CONNECT
+    [(b":method", b"CONNECT"), (b":authority", b"gw"), (b":path", b"/")],  # CONNECT with :path
+])
+def test_request_head_refuses_malformed_requests(headers):
+    with pytest.raises(Malformed):
+        request_head(headers)
 
 
 # -- answers ------------------------------------------------------------------------------
@@ -280,6 +301,24 @@ def test_a_closed_window_holds_the_answer_and_pauses_the_worker(pb):
             assert len(c.body(sid)) > got
             got = len(c.body(sid))
         assert not ex.paused and not st.paused      # resumed under the low-water mark
+    run(pb, go())
+
+
+def test_a_one_frame_answer_larger_than_the_window_goes_in_parts(pb):
+    """The one-frame fast path of _write falls back to window-sized frames."""
+    async def go():
+        c = Client(pb, window=100)
+        sid = c.request()
+        worker_request(pb)
+        pb.conn.data_received(RESPONSE)
+        await turn()
+        c.pump()
+        assert len(c.body(sid)) == 100 and not c.of(sid, StreamEnded)
+        c.h2.increment_flow_control_window(10000, stream_id=sid)
+        c.send()
+        await turn()
+        c.pump()
+        assert c.of(sid, StreamEnded) and c.body(sid).endswith(b"}") and json.loads(c.body(sid))["choices"]
     run(pb, go())
 
 
