@@ -347,6 +347,11 @@ class PriorityAdmission:
             cls = self._classify(ctx, requested, unknown)
         rps = self.rps
         if rps is not None and not rps.try_acquire(0, now):
+            # SMG 1.13's scheduler middleware answers this refusal as its queue-full
+            # error (SchedulerError::QueueFull: 429 scheduler_queue_full), counting it in
+            # smg_http_rate_limit_total{result="rejected"} only (no allowed count, no
+            # smg_scheduler_admit_total outcome): kept as SMG has it, clients and alerts
+            # keyed on that code see the same thing from both gateways
             self._rl_rejected[0] += 1
             return self.reply(429, "request rate limit exceeded", "scheduler_queue_full", _RETRY_1)
         e = _Held(cls, self, conn)

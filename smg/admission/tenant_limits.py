@@ -29,19 +29,38 @@ Rules:
   matcher beats a prefix, the longest prefix wins, rules never stack) with its own
   buckets. Every tenant has its own buckets, the default policy's included.
 - Reserve, once per request before it is dispatched (retries reuse it): one request
-  and the request's estimated input tokens on every scope that applies — all of them
-  admit, or nothing is taken. The estimate is SMG's input-only reservation: the
-  prompt's characters / 4, rounded up (``/generate`` ``input_ids``: one token each);
-  ``max_tokens`` is not reserved, since a ceiling most answers never reach would make
-  a request asking for more than a scope's minute unservable forever.
-- Settle, once when the request ends (an end hook): with the answer's usage (input +
-  output tokens) the difference with the reservation is refunded or charged. A charge
-  beyond what the bucket holds is debt: the scope admits nothing until refill has paid
-  it (the bucket's capacity is raised by the debt meanwhile, so the arithmetic is that
-  of SMG's signed level, which can go below zero but never above capacity). Without
-  usage (an error, a client gone, a stream without a usage event) the reservation
-  stands, as SMG's ``close_reserved_only``/``abandon`` keep it. Requests are never
-  given back.
+  and the request's tokens on every scope that applies — all of them admit, or nothing
+  is taken. The tokens are the prompt estimate (SMG's: the prompt's characters / 4,
+  rounded up; ``/generate`` ``input_ids``: one token each) plus, on a generative
+  endpoint, the most output the request allows (``output_ceiling``): chat
+  ``max_completion_tokens``, else ``max_tokens``; completions ``max_tokens``; messages
+  ``max_tokens``; ``/generate`` ``sampling_params.max_new_tokens``; times the number of
+  choices (``n``, completions' ``best_of``, a ``/generate`` batch). A request that names
+  none is reserved its API's own default: 16 for completions (OpenAI's), 128 for
+  ``/generate`` (SGLang's), and ``DEFAULT_OUTPUT_TOKENS`` (1024) for chat and
+  messages, whose engines default to "up to the context length" — a ceiling no
+  reservation can hold. The reservation is capped at the smallest tokens-per-minute of
+  its scopes (when the prompt alone fits): a request asking for more output than a
+  minute holds waits for a full bucket instead of never being served, and what it
+  really used is charged when it ends.
+- Settle, once when the request ends (an end hook), in this order:
+  1. never served — no worker was selected for it (the gateway's admission refused it:
+     429 ``admission_queue_full``/``scheduler_queue_full``, 408 ``queue_timeout``, the
+     client left while it queued, no worker for its model) or the scheduler preempted
+     it before its first byte (503 ``scheduler_preempted``): the request and its tokens
+     are given back in full;
+  2. the answer's usage (input + output tokens, a JSON body or the stream's last
+     event): the difference with the reservation is refunded or charged;
+  3. a streamed answer without usage (``stream_options.include_usage`` unset, an
+     Anthropic stream, a client gone mid-stream): the prompt estimate plus one output
+     token per data event the gateway relayed (``[DONE]`` excluded; engines send one
+     decode step per event), at most the request's own explicit ceiling;
+  4. nothing known (a worker error, a client gone before the answer, an answer too
+     large to keep, a stream no longer observed): the reservation stands, as SMG's
+     ``close_reserved_only``/``abandon`` keep it.
+  A charge beyond what the bucket holds is debt: the scope admits nothing until refill
+  has paid it (the bucket's capacity is raised by the debt meanwhile, so the arithmetic
+  is that of SMG's signed level, which can go below zero but never above capacity).
 - Denied: 429 ``tenant_rate_limit_exceeded`` with ``Retry-After``, the whole seconds
   (at least 1) until every denying scope has room; omitted when the request can never
   fit (its tokens exceed a scope's tokens per minute).
@@ -68,6 +87,7 @@ import yaml
 from smg.admission.tenants import ANONYMOUS, AUTH, HEADER, IP, KEY_FORMS, MAX_TENANT_ID_BYTES
 from smg.admission.token_bucket import MAX_CAPACITY, MAX_REFILL_PER_SEC, TokenBuckets
 from smg.errors import ConfigError
+from smg.routing.text import chat_text
 from smg.streaming.sse import usage_counts
 
 log = logging.getLogger("smg.tenant_limits")
@@ -304,12 +324,13 @@ def load_policies(path: str, trust_header: bool) -> PolicySet:
 
 
 class _Tenant:
-    __slots__ = ("key", "policy", "slot", "rules", "alive")
+    __slots__ = ("key", "policy", "slot", "only", "rules", "alive")
 
     def __init__(self, key: str, policy: Policy, slot: int) -> None:
         self.key = key
         self.policy = policy
         self.slot = slot            # the tenant-global scope's slot
+        self.only = (slot,)         # the scopes of a request no rule matches (made once)
         self.rules: dict | None = None  # rule index -> slot, made when a rule first applies
         self.alive = True           # False once evicted: its slots belong to others
 
@@ -317,12 +338,15 @@ class _Tenant:
 class Reservation:
     """What one admitted request holds; called as its end hook (``ctx.add_end_hook``)."""
 
-    __slots__ = ("tenant", "slots", "tokens", "owner")
+    __slots__ = ("tenant", "slots", "tokens", "prompt", "ceiling", "owner")
 
-    def __init__(self, tenant: _Tenant, slots: tuple, tokens: int) -> None:
+    def __init__(self, tenant: _Tenant, slots: tuple, tokens: int, prompt: int = -1,
+                 ceiling: int | None = None) -> None:
         self.tenant = tenant
         self.slots = slots          # scopes charged: (global,) or (global, rule)
-        self.tokens = tokens        # tokens reserved on each
+        self.tokens = tokens        # tokens reserved on each (prompt estimate + output, capped)
+        self.prompt = tokens if prompt < 0 else prompt  # of which the prompt estimate
+        self.ceiling = ceiling      # the request's own output limit (None: it named none)
         self.owner = None           # the filter that settles it
 
     def __call__(self, ctx) -> None:
@@ -478,9 +502,13 @@ class TenantLimits:
         tw = self.tokens.wait_time(s, now, n + self.debt[s])
         return w if w > tw else tw
 
-    def reserve(self, tenant: str, model: str | None, tokens: int, now: float):
-        """Takes one request and ``tokens`` on every scope of ``tenant`` (and of the
-        rule ``model`` matches), or nothing.
+    def reserve(self, tenant: str, model: str | None, tokens: int, now: float, out: int = 0,
+                ceiling: int | None = None):
+        """Takes one request and ``tokens`` + ``out`` (the prompt estimate and the output
+        allowed) on every scope of ``tenant`` (and of the rule ``model`` matches), or
+        nothing. When the prompt fits a scope's minute but the sum does not, the sum is
+        capped at the smallest minute of the scopes. ``ceiling``: the request's own
+        output limit, kept for settlement (None: it named none).
 
         Returns:
             a ``Reservation``, or a ``Denied`` with the Retry-After seconds.
@@ -491,19 +519,44 @@ class TenantLimits:
         else:
             self.tenants.move_to_end(tenant)
         g = t.slot
-        rule = t.policy.match(model)
+        policy = t.policy
+        rule = policy.match(model) if policy.rules else None
+        n = tokens + out
         if rule is None:
-            if self._acquire(g, tokens, now):
-                return Reservation(t, (g,), tokens)
-            return Denied(_seconds(self._wait(g, tokens, now)))
+            if out:
+                cap = self.tcap[g]
+                if n > cap >= tokens:
+                    n = int(cap)
+            if not self.debt[g]:   # _acquire inline (the hot path)
+                requests = self.requests
+                if requests.try_acquire(g, now, 1.0):
+                    if self.tokens.try_acquire(g, now, n):
+                        return Reservation(t, t.only, n, tokens, ceiling)
+                    requests.release(g, 1.0)
+            elif self._acquire(g, n, now):
+                return Reservation(t, t.only, n, tokens, ceiling)
+            return Denied(_seconds(self._wait(g, n, now)))
         r = self._rule_slot(t, rule)
-        if self._acquire(g, tokens, now):
-            if self._acquire(r, tokens, now):
-                return Reservation(t, (g, r), tokens)
-            self._undo(g, tokens)
-        wg = self._wait(g, tokens, now)
-        wr = self._wait(r, tokens, now)
+        if out:
+            cap = self.tcap[g] if self.tcap[g] < self.tcap[r] else self.tcap[r]
+            if n > cap >= tokens:
+                n = int(cap)
+        if self._acquire(g, n, now):
+            if self._acquire(r, n, now):
+                return Reservation(t, (g, r), n, tokens, ceiling)
+            self._undo(g, n)
+        wg = self._wait(g, n, now)
+        wr = self._wait(r, n, now)
         return Denied(_seconds(wg if wg > wr else wr))
+
+    def refund(self, res: Reservation, now: float) -> None:
+        """Gives back all a reservation took (its request and its tokens): the request
+        was never served. A tenant evicted meanwhile is not touched."""
+        if not res.tenant.alive:
+            return
+        for s in res.slots:
+            self.requests.release(s, 1.0)
+        self.settle(res, 0, now)
 
     # -- settle ------------------------------------------------------------------------
 
@@ -518,7 +571,11 @@ class TenantLimits:
         if not delta:
             return
         tokens = self.tokens
-        for s in res.slots:
+        slots = res.slots
+        if delta < 0 and len(slots) == 1 and not self.debt[slots[0]]:
+            tokens.release(slots[0], -delta)   # the common case: a refund, no debt
+            return
+        for s in slots:
             if self.debt[s]:
                 self._pay(s, now)
             if delta > 0:
@@ -571,8 +628,11 @@ def _seconds(wait: float) -> int:
 
 def estimate_tokens(ctx) -> int:
     """Input tokens reserved for a request: ``/generate`` ``input_ids`` count one each,
-    otherwise the routing text's characters / 4, rounded up."""
+    otherwise the routing text's characters / 4, rounded up (a chat's is counted
+    without being built: the texts' lengths and the spaces that would join them)."""
     body = ctx.body
+    if ctx.endpoint.text is chat_text and ctx._text is None:
+        return (_chat_chars(body) + 3) // 4
     if "text" not in body:
         ids = body.get("input_ids")
         if type(ids) is list:
@@ -580,6 +640,138 @@ def estimate_tokens(ctx) -> int:
                 return sum(len(x) for x in ids if type(x) is list)
             return len(ids)
     return (len(ctx.routing_text()) + 3) // 4
+
+
+def _content_chars(content) -> int:
+    if type(content) is str:
+        return len(content)
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        n = k = 0
+        for p in content:
+            if isinstance(p, str):
+                n += len(p)
+                k += 1
+            elif isinstance(p, dict):
+                t = p.get("text")
+                if isinstance(t, str):
+                    n += len(t)
+                    k += 1
+        return n + k - 1 if k else 0
+    return 0
+
+
+def _chat_chars(body: dict) -> int:
+    """``len(smg.routing.text.chat_text(body))`` without making the string."""
+    msgs = body.get("messages")
+    if type(msgs) is not list:
+        return 0
+    n = k = 0
+    system = body.get("system")
+    if system is not None:
+        n = _content_chars(system)
+        k = 1
+    for m in msgs:
+        if type(m) is dict:
+            c = m.get("content")
+            t = len(c) if type(c) is str else _content_chars(c)
+            if t:
+                n += t
+                k += 1
+    return n + k - 1 if k else 0
+
+
+# Output tokens reserved for a chat or messages request that names no limit: its engine
+# would generate up to the context length, which no reservation can hold. 1024 covers
+# most chat answers; a longer one is charged in full when it ends (usage, or the
+# stream's events), as debt when the bucket is short.
+DEFAULT_OUTPUT_TOKENS = 1024
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16      # OpenAI's (and vLLM's, SGLang's) for /v1/completions
+GENERATE_DEFAULT_MAX_NEW_TOKENS = 128    # SGLang's sampling_params default
+
+
+def _count(v) -> int | None:
+    """A whole number >= 0 given for a limit, else None (absent or not a count)."""
+    return v if type(v) is int and v >= 0 else None
+
+
+def _choices(v) -> int:
+    return v if type(v) is int and v > 1 else 1
+
+
+def output_ceiling(ctx) -> tuple:
+    """``(tokens, explicit)``: the most output tokens the request allows, all choices
+    included, and whether the request named its limit (False: its API's default)."""
+    body = ctx.body
+    label = ctx.endpoint.label
+    if label == "chat":
+        m = _count(body.get("max_completion_tokens"))
+        if m is None:
+            m = _count(body.get("max_tokens"))
+        n = _choices(body.get("n"))
+        if m is None:
+            return DEFAULT_OUTPUT_TOKENS * n, False
+        return m * n, True
+    if label == "messages":
+        m = _count(body.get("max_tokens"))
+        return (DEFAULT_OUTPUT_TOKENS, False) if m is None else (m, True)
+    if label == "completions":
+        m = _count(body.get("max_tokens"))
+        n = _choices(body.get("n"))
+        b = _choices(body.get("best_of"))
+        n = b if b > n else n
+        prompt = body.get("prompt")
+        if type(prompt) is list and prompt and type(prompt[0]) is not int:
+            n *= len(prompt)         # a batch of prompts (a list of token ids is one prompt)
+        return (COMPLETIONS_DEFAULT_MAX_TOKENS * n, False) if m is None else (m * n, True)
+    if label == "generate":
+        sp = body.get("sampling_params")
+        m = n = None
+        if type(sp) is dict:
+            m = _count(sp.get("max_new_tokens"))
+            n = sp.get("n")
+        batch = _choices(n)
+        text = body.get("text")
+        if type(text) is list:
+            batch *= max(len(text), 1)
+        elif text is None:
+            ids = body.get("input_ids")
+            if type(ids) is list and ids and type(ids[0]) is list:
+                batch *= len(ids)
+        return (GENERATE_DEFAULT_MAX_NEW_TOKENS * batch, False) if m is None else (m * batch, True)
+    return 0, False
+
+
+def _chat_size(body: dict) -> tuple:
+    """``(prompt estimate, output tokens, explicit ceiling or None)`` of a chat
+    completion: ``estimate_tokens`` and ``output_ceiling`` for the chat endpoint, in one
+    call (the hot path)."""
+    msgs = body.get("messages")
+    chars = 0
+    if type(msgs) is list:
+        k = 0
+        system = body.get("system")
+        if system is not None:
+            chars = _content_chars(system)
+            k = 1
+        for m in msgs:
+            if type(m) is dict:
+                c = m.get("content")
+                t = len(c) if type(c) is str else _content_chars(c)
+                if t:
+                    chars += t
+                    k += 1
+        if k:
+            chars += k - 1
+    m = body.get("max_completion_tokens")
+    if type(m) is not int or m < 0:
+        m = body.get("max_tokens")
+    n = body.get("n")
+    n = n if type(n) is int and n > 1 else 1
+    if type(m) is int and m >= 0:
+        return (chars + 3) // 4, m * n, m * n
+    return (chars + 3) // 4, DEFAULT_OUTPUT_TOKENS * n, None
 
 
 def _usage(ctx) -> tuple | None:
@@ -592,6 +784,11 @@ def _usage(ctx) -> tuple | None:
     return None
 
 
+# Answers the gateway gave a request no worker served (settlement rule 1): admission's
+# refusals reach the end hook with no worker selected; a preempted request had one.
+PREEMPTED = "scheduler_preempted"
+
+
 class TenantRateLimit:
     """The rate-limit filter (after tenant resolution, before admission and validation).
 
@@ -600,9 +797,11 @@ class TenantRateLimit:
     reuses it. ``clock()``: seconds, monotonic (the gateway's coarse loop clock).
     ``reply(status, message, code, headers)``: the pipeline's error verdict
     (smg.server.filters.Reply; this layer does not import the server's).
+    Counters, by settlement rule: ``refunded`` (1), ``settled`` (2), ``counted`` (3),
+    ``unsettled`` (4).
     """
 
-    __slots__ = ("limits", "clock", "parse", "reply", "never", "settled", "unsettled")
+    __slots__ = ("limits", "clock", "parse", "reply", "never", "settled", "counted", "unsettled", "refunded")
 
     def __init__(self, limits: TenantLimits, clock, parse, reply) -> None:
         self.limits = limits
@@ -611,7 +810,9 @@ class TenantRateLimit:
         self.reply = reply
         self.never = reply(429, ERROR_MESSAGE, ERROR_CODE, None)   # no Retry-After: it never fits
         self.settled = 0            # reservations trued up from usage
-        self.unsettled = 0          # reservations kept as reserved (no usage)
+        self.counted = 0            # ... from the data events of a stream without usage
+        self.unsettled = 0          # reservations kept as reserved (nothing known)
+        self.refunded = 0           # reservations given back (never served)
 
     def __call__(self, conn, ctx):
         body = ctx.body
@@ -621,26 +822,58 @@ class TenantRateLimit:
                 return v
             body = ctx.body
         model = body.get("model")
-        r = self.limits.reserve(ctx.tenant or ANONYMOUS, model if type(model) is str else None,
-                                estimate_tokens(ctx), self.clock())
+        if type(model) is not str:
+            model = None
+        ep = ctx.endpoint
+        if ep.text is chat_text and ep.label == "chat" and ctx._text is None:
+            # a chat completion (nearly every request), sized in one call
+            prompt, out, ceiling = _chat_size(body)
+            r = self.limits.reserve(ctx.tenant or ANONYMOUS, model, prompt, self.clock(), out, ceiling)
+        elif ep.generative:
+            out, explicit = output_ceiling(ctx)
+            r = self.limits.reserve(ctx.tenant or ANONYMOUS, model, estimate_tokens(ctx), self.clock(), out,
+                                    out if explicit else None)
+        else:
+            r = self.limits.reserve(ctx.tenant or ANONYMOUS, model, estimate_tokens(ctx), self.clock())
         if type(r) is Denied:
             secs = r.retry_after
             return self.reply(429, ERROR_MESSAGE, ERROR_CODE, [(b"retry-after", b"%d" % secs)]) if secs else self.never
         r.owner = self
-        ctx.add_end_hook(r)
+        if ctx.on_end is None:   # ctx.add_end_hook inline: this is the first stage to hold one
+            ctx.on_end = r
+        else:
+            ctx.add_end_hook(r)
         return None
 
     def ended(self, res: Reservation, ctx) -> None:
-        """The request ended: settle from its usage, if the answer told it."""
+        """The request ended: refund, settle from its usage or its stream, or keep the
+        reservation (the module's settlement rules, in order)."""
+        if ctx.worker is None or ctx.error_code == PREEMPTED:
+            self.refunded += 1
+            self.limits.refund(res, self.clock())
+            return
+        sc = ctx.scanner
         try:
-            u = _usage(ctx)
+            if sc is not None:
+                u = sc.usage()
+            else:
+                parts = ctx.body_parts
+                u = usage_counts(parts[0] if len(parts) == 1 else b"".join(parts)) if parts else None
         except (TypeError, ValueError):
             u = None
-        if u is None:
-            self.unsettled += 1
+        if u is not None:
+            self.settled += 1
+            self.limits.settle(res, u[0] + u[1], self.clock())
             return
-        self.settled += 1
-        self.limits.settle(res, u[0] + u[1], self.clock())
+        if sc is not None:
+            out = sc.data_events - (1 if sc.done else 0)
+            cap = res.ceiling
+            if cap is not None and out > cap:
+                out = cap
+            self.counted += 1
+            self.limits.settle(res, res.prompt + out, self.clock())
+            return
+        self.unsettled += 1
 
 
 def build(config, clock, parse, reply) -> TenantRateLimit | None:

@@ -123,6 +123,12 @@ class TenantResolver:
         return ANONYMOUS
 
     def __call__(self, conn, ctx):
+        p = ctx.principal
+        if p is not None:  # resolve()'s first rule inline: an authenticated tenant (the hot path)
+            key = getattr(p, "tenant_key", None)
+            if key:
+                ctx.tenant = key
+                return None
         key = self.resolve(ctx, conn)
         if key is self.bad_header:
             return key

@@ -15,7 +15,11 @@ Rules (SMG's, crates/auth):
 - The role comes from the ``--jwt-role-claim`` claim (a string or a list of strings);
   only when that claim is absent are ``role``, ``roles``, ``groups``, ``group`` read.
   Without ``--jwt-role-mapping`` a value ``admin``/``user`` (any case) is the role;
-  with a mapping only mapped values count. No role found: ``user``.
+  with a mapping only mapped values count. No role found: ``user``. Values naming both
+  roles give the most privileged, ``admin`` (RBAC's union of a subject's roles, and
+  independent of the order an IdP lists them in). Divergence from SMG, deliberately:
+  its ``extract_role`` takes the first recognised value, so there the same subject is
+  admin or user depending on that order.
 - The JWKS (from ``--jwt-jwks-uri``, else discovered from
   ``<issuer>/.well-known/openid-configuration``) is fetched with the control-plane
   client (smg/upstream/client.py; bounded by ``FETCH_TIMEOUT_SECS`` and
@@ -338,9 +342,8 @@ class JwtValidator:
             values = [v for c in ALTERNATE_ROLE_CLAIMS for v in _strings(claims.get(c))]
         mapping = s.role_mapping
         for v in values:
-            role = mapping.get(v) if mapping else v.lower()
-            if role == ADMIN or role == USER:
-                return role
+            if (mapping.get(v) if mapping else v.lower()) == ADMIN:
+                return ADMIN  # the most privileged role named wins
         return USER
 
 

@@ -9,6 +9,17 @@ Rules:
   match with ``hmac.compare_digest``. A digest-keyed lookup leaks nothing a timing
   attacker can use: a guess "close" to a key has an unrelated digest (SMG keys its
   table the same way). One hash and one dict probe per request, however many keys.
+- Verified credentials are remembered: once a presented token has matched a key that
+  way, it goes into a dict (per header) from the token's bytes to its principal, and
+  so does the whole header value it came in (``Bearer <key>`` as the client spelled
+  it): the next request presenting it costs one dict probe instead of a SHA-256 and
+  the Bearer parsing. That probe is keyed by Python's SipHash of the bytes, whose key
+  is secret per process, so its timing says nothing about how "close" a wrong guess
+  is; a credential not in it (every wrong one) still goes the digest way. Only
+  credentials holding a configured key get in (a SHA-256 match), at most
+  ``SPELLINGS_PER_KEY`` header spellings per key, so the dicts are bounded by the
+  table's size; these are bytes the gateway reads in every request's headers anyway,
+  and like the digests they are never logged, echoed or shown by ``repr``.
 - Credentials are read from ``Authorization: Bearer <token>`` (the scheme matched
   case-insensitively, RFC 9110 §11.1) and, where the caller allows it (the data plane,
   for the Anthropic SDK), from ``x-api-key``.
@@ -45,13 +56,22 @@ def bearer_token(value: bytes | None) -> bytes | None:
     return token or None
 
 
-class KeyTable:
-    """SHA-256 digest of a key -> the principals it authenticates (one per header)."""
+# Header spellings of one key remembered (``Bearer k``, ``bearer k``, ``Bearer k `` ...):
+# a client uses one; a key holder sending endless variants only gets the digest path.
+SPELLINGS_PER_KEY = 4
 
-    __slots__ = ("_by_digest",)
+
+class KeyTable:
+    """SHA-256 digest of a key -> the principals it authenticates (one per header),
+    and the credentials already verified (per header: token bytes -> principal, and
+    ``seen``: whole header value -> principal)."""
+
+    __slots__ = ("_by_digest", "_verified", "seen")
 
     def __init__(self) -> None:
         self._by_digest: dict = {}
+        self._verified: dict = {h: {} for h in HEADERS}
+        self.seen: dict = {h: {} for h in HEADERS}   # read by DataPlaneAuth's fast path
 
     def add(self, key: str, principal: Principal) -> None:
         d = digest(key.encode())
@@ -62,12 +82,23 @@ class KeyTable:
     def __len__(self) -> int:
         return len(self._by_digest)
 
+    def __repr__(self) -> str:
+        return f"KeyTable({len(self._by_digest)} keys)"
+
     def lookup(self, token: bytes, header: bytes = AUTHORIZATION) -> Principal | None:
+        verified = self._verified[header]
+        if type(token) is bytes:
+            p = verified.get(token)
+            if p is not None:
+                return p
         d = digest(token)
         hit = self._by_digest.get(d)
         if hit is None or not hmac.compare_digest(hit[0], d):
             return None
-        return hit[1][header]
+        p = hit[1][header]
+        if type(token) is bytes and len(verified) < len(self._by_digest):
+            verified[token] = p  # equal to a configured key: at most one entry per key
+        return p
 
     def from_headers(self, headers: list, x_api_key: bool) -> Principal | None:
         """The principal of the request's credential: ``Authorization: Bearer`` first,
@@ -78,14 +109,36 @@ class KeyTable:
                 auth = v
             elif n == X_API_KEY:
                 xkey = v
+        if auth is not None and type(auth) is bytes:
+            p = self.seen[AUTHORIZATION].get(auth)
+            if p is not None:
+                return p
+        return self.from_values(auth, xkey if x_api_key else None)
+
+    def from_values(self, auth: bytes | None, xkey: bytes | None) -> Principal | None:
+        """``from_headers`` once the two header values are found: ``auth`` the
+        ``Authorization`` value, ``xkey`` the ``x-api-key`` one (None: absent, or not to
+        be read). A value that holds a key is remembered (``seen``)."""
         token = bearer_token(auth)
         if token is not None:
             p = self.lookup(token, AUTHORIZATION)
             if p is not None:
+                self._remember(AUTHORIZATION, auth, p)
                 return p
-        if x_api_key and xkey:
-            return self.lookup(xkey.strip(b" \t"), X_API_KEY)
+        if xkey:
+            seen = self.seen[X_API_KEY].get(xkey) if type(xkey) is bytes else None
+            if seen is not None:
+                return seen
+            p = self.lookup(xkey.strip(b" \t"), X_API_KEY)
+            if p is not None:
+                self._remember(X_API_KEY, xkey, p)
+            return p
         return None
+
+    def _remember(self, header: bytes, value, p: Principal) -> None:
+        seen = self.seen[header]
+        if type(value) is bytes and value not in seen and len(seen) < SPELLINGS_PER_KEY * len(self._by_digest):
+            seen[value] = p
 
 
 def _check_key(key: str, where: str, what: str) -> str:

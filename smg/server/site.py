@@ -85,18 +85,35 @@ class Site:
 
     def request_ended(self, ctx) -> None:
         """Every sink calls this exactly once per request, whatever way it ended: the
-        filters' end hooks (permits, reservations), then the observer."""
+        filters' end hooks (permits, reservations), then the observer. A hook that
+        raises is logged and the others still run (a permit is never lost to another
+        stage's bug); the observer runs either way."""
         hooks = ctx.on_end
         if hooks is not None:
             ctx.on_end = None
             if type(hooks) is list:
-                for fn in hooks:
-                    fn(ctx)
+                i = 0
+                n = len(hooks)
+                while i < n:
+                    try:  # one try around the loop: entering it costs nothing
+                        while i < n:
+                            fn = hooks[i]
+                            i += 1
+                            fn(ctx)
+                    except Exception:
+                        _hook_failed(fn, ctx)
             else:
-                hooks(ctx)
+                try:
+                    hooks(ctx)
+                except Exception:
+                    _hook_failed(hooks, ctx)
         obs = self.observer
         if obs is not None:
             obs.request_done(ctx)
 
     def inflight(self) -> int:
         return sum(1 for c in self.connections if c.answering)
+
+
+def _hook_failed(fn, ctx) -> None:
+    log.exception("an end hook (%r) failed for %s (request id %s)", fn, ctx.path, ctx.rid.decode("latin-1"))

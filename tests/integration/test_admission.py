@@ -17,6 +17,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from smg.admission import scheduler as S
+from smg.workers.worker import READY
 from smg.testing.mock_worker import MockConfig
 from tests.helpers import wait_for
 
@@ -297,3 +298,75 @@ def test_capacity_comes_from_the_workers_reported_max_running_requests(make_gate
     assert val(m, "smg_scheduler_queue_size_limit", **{"class": "system"}) == 64     # SMG's defaults
     assert val(m, "smg_scheduler_queue_size_limit", **{"class": "bulk"}) == 1024
     assert wait_for(lambda: idle(h))
+
+
+# -- permits after retries and failing workers ------------------------------------------
+
+
+def _dead_url() -> str:
+    """A 127.0.0.1 address nobody listens on (connection refused)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}"
+
+
+def _failing_fleet(make_gateway, retries: int, **settings):
+    # round robin over a worker answering 500, one refusing connections and a good one:
+    # with 3 attempts every request reaches the good one; with 2, those starting on the
+    # 500 worker try the refusing one next and fail
+    workers = [MockConfig(worker_id="bad", fail_status=500), MockConfig(worker_id="good")]
+    h = make_gateway(workers=workers, disable_health_check=True, disable_circuit_breaker=True,
+                     retry_max_retries=retries, retry_initial_backoff_ms=1.0, retry_max_backoff_ms=5.0, **settings)
+    dead = _dead_url()
+    h.on_loop(lambda: h.gw.add_worker(dead, models=["mock-model"]))   # no probe: routable at once
+    assert wait_for(lambda: h.on_loop(lambda: sum(w.status == READY for w in h.gw.registry.all())) == 3)
+    return h
+
+
+def _permits_back(h, stage) -> None:
+    """The legacy limiter is idle and reports every token back."""
+    assert wait_for(lambda: idle(h))
+    assert h.on_loop(lambda: stage.core.available(h.gw.now)) == stage.core.capacity
+
+
+def test_permits_come_back_after_retries_past_failing_and_refusing_workers(make_gateway):
+    h = _failing_fleet(make_gateway, 5, max_concurrent_requests=3, queue_size=64)
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda i: call(h.port, chat(stream=i % 2 == 0)), range(60)))
+    statuses = Counter(st for st, _, _ in answers)
+    assert statuses[200] >= 50 and set(statuses) <= {200, 502}, statuses      # retried on to "good"
+    assert h.workers[0].stats.paths.get("/v1/chat/completions", 0) > 0         # the 500 worker was tried
+    assert h.workers[1].stats.paths.get("/v1/chat/completions", 0) == statuses[200]
+    _permits_back(h, stage_of(h))
+    assert stage_of(h).core.capacity == 3
+    m = scrape(h)
+    assert val(m, "smg_http_rate_limit_total", result="allowed") == 60
+    assert val(m, "smg_http_rate_limit_total", result="rejected") == 0
+
+
+def test_permits_come_back_when_retries_run_out(make_gateway):
+    h = _failing_fleet(make_gateway, 2, max_concurrent_requests=2, queue_size=64)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda i: call(h.port, chat(stream=i % 2 == 0)), range(60)))
+    statuses = Counter(st for st, _, _ in answers)
+    assert statuses[200] > 0 and sum(n for st, n in statuses.items() if st >= 500) > 0, statuses
+    assert sum(statuses.values()) == 60
+    _permits_back(h, stage_of(h))
+    assert stage_of(h).core.capacity == 2
+    for _ in range(6):    # every slot is usable again: more sequential requests than slots all admitted
+        assert call(h.port, chat())[0] in (200, 500, 502, 503)
+    assert val(scrape(h), "smg_http_rate_limit_total", result="rejected") == 0
+
+
+def test_scheduler_slots_come_back_after_retries_and_failures(make_gateway, tmp_path):
+    h = _failing_fleet(make_gateway, 2, priority_scheduler_enabled=True, worker_capacity_override=2,
+                       priority_scheduler_config=scheduler_yaml(tmp_path, default={"queue_size": 64}))
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda i: call(h.port, chat(stream=i % 2 == 0)), range(40)))
+    statuses = Counter(st for st, _, _ in answers)
+    assert statuses[200] > 0 and sum(n for st, n in statuses.items() if st >= 500) > 0, statuses
+    stage = stage_of(h)
+    assert wait_for(lambda: idle(h))
+    assert h.on_loop(lambda: (stage.core.inflight, stage.core.queued, stage.core.capacity)) == (0, 0, 2)

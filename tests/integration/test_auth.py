@@ -262,6 +262,33 @@ def test_idp_down_refuses_jwts_but_keys_still_work(make_gateway):
     assert workers_with(h, "svc-secret")[0] == 200
 
 
+def test_a_jwt_does_not_open_the_data_plane(make_gateway, idp):
+    # SMG: JWTs are control-plane credentials; the data plane takes the gateway's API keys
+    h = make_gateway(workers=[MockConfig(worker_id="w1")], api_key="shared-secret", jwt_issuer=idp.url,
+                     jwt_audience=AUD, jwt_jwks_uri=idp.jwks_uri)
+    admin = token(idp, roles=["admin"])
+    assert workers_with(h, admin)[0] == 200                      # a valid admin token ...
+    assert_401(chat(h, bearer(admin)))                           # ... is no data-plane key
+    st, _, body = call(h.port, "POST", "/v1/messages", MSG, bearer(admin))
+    assert st == 401 and body["error"]["type"] == "authentication_error"
+    assert h.workers[0].stats.paths.get("/v1/chat/completions", 0) == 0   # nothing reached the worker
+    assert chat(h, bearer("shared-secret"))[0] == 200
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/",
+                                 "http://metadata.google.internal/"])
+def test_admin_credentials_do_not_register_a_metadata_address(keyed, jwt_gateway, idp, url):
+    # the address guard runs after auth: an admin is still refused a metadata service
+    spec = json.dumps({"url": url}).encode()
+    for h, cred in ((keyed, "admin-secret"), (jwt_gateway, token(idp, roles=["Gateway.Admin"]))):
+        before = h.on_loop(lambda: len(h.gw.registry))
+        st, _, body = call(h.port, "POST", "/workers", spec, bearer(cred))
+        assert st == 400 and body["error"]["code"] == "invalid_worker_spec", body
+        st, _, body = call(h.port, "POST", "/add_worker?url=" + url, b"", bearer(cred))
+        assert st == 400 and body["error"]["code"] == "invalid_worker_spec", body
+        assert h.on_loop(lambda: len(h.gw.registry)) == before   # nothing registered
+
+
 # -- audit -------------------------------------------------------------------------------
 
 class Lines(logging.Handler):

@@ -9,12 +9,14 @@ import http.client
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from smg.errors import ConfigError
 from smg.testing.harness import GatewayHarness
 from smg.testing.mock_worker import MockConfig
+from tests.helpers import wait_for
 from tests.integration import rawhttp
 
 LIMITS = """
@@ -32,8 +34,8 @@ def limits_file(tmp_path, tpm=100000, rpm=100, rules="[]", tenants="[]"):
     return str(f)
 
 
-def gateway(tmp_path, workers=None, trust=False, **limits):
-    settings = {}
+def gateway(tmp_path, workers=None, trust=False, settings=None, **limits):
+    settings = dict(settings or {})
     if trust:
         settings["trust_tenant_header"] = True
     for k in ("disable_metrics", "tenant_rate_limit_max_tenants"):
@@ -111,32 +113,55 @@ def test_a_trusted_header_that_is_no_tenant_id_is_refused(tmp_path):
         assert served(h.workers[0]) == 0
 
 
-# A short prompt reserves ~1 token; the mock answers with 500 tokens, so the tenant's
-# 600 tokens/minute are nearly spent once the answer's usage settles. The next request
-# (1200 characters: 300 tokens reserved) then fits only if the usage was not settled.
+# The mock answers with 500 tokens; a chat that names no max_tokens reserves its prompt
+# plus 1024 output tokens, capped at the tenant's 600 tokens/minute (the whole minute).
+# When the answer ends the charge is trued up to what it used (~500 + the prompt), so
+# ~100 tokens are left; the reservation kept would leave 0, the prompt alone ~599.
 BIG_PROMPT = "y" * 1200
 
 
-@pytest.mark.parametrize("stream, usage, second", [
-    (True, True, 429),     # settled from the stream's usage event
-    (False, None, 429),    # settled from the JSON body's usage
-    (True, False, 200),    # no usage in the answer: the 1-token reservation stands
+@pytest.mark.parametrize("path, body, how", [
+    ("/v1/chat/completions", chat("hi", stream=True, usage=True), "settled"),    # the stream's usage event
+    ("/v1/chat/completions", chat("hi"), "settled"),                            # the JSON body's usage
+    ("/v1/chat/completions", chat("hi", stream=True, usage=False), "counted"),  # no usage: its 502 events
+    ("/v1/chat/completions", chat("hi", stream=True), "counted"),               # include_usage absent
+    ("/v1/messages", dict(chat("hi", stream=True), max_tokens=4096), "counted"),  # last event carries none
 ])
-def test_tokens_per_minute_settled_from_usage_with_metrics_off(tmp_path, stream, usage, second):
+def test_tokens_per_minute_settled_from_the_answer_with_metrics_off(tmp_path, path, body, how):
     with gateway(tmp_path, workers=[MockConfig(worker_id="w1", num_chunks=500)], tpm=600, rpm=100,
                  disable_metrics=True) as h:
-        status, _, body = post(h, chat("hi", stream=stream, usage=usage))
+        status, _, answer = post(h, body, path=path)
         assert status == 200
-        if stream:
-            assert body.rstrip().endswith(b"data: [DONE]")       # the client's answer is untouched
-        s2 = post(h, chat(BIG_PROMPT))
-        assert s2[0] == second
+        if body.get("stream") and path == "/v1/chat/completions":
+            assert answer.rstrip().endswith(b"data: [DONE]")     # the client's answer is untouched
         _, tokens = tenant_state(h, "ip:127.0.0.1")
-        if second == 429:
-            assert_limited(*s2)
-            assert tokens < 300                                  # the answer's ~530 tokens were charged
-        else:
-            assert tokens < 300                                  # the second answer's usage was charged
+        assert 50 <= tokens <= 130, tokens                      # ~500 output tokens charged, no more
+        assert h.on_loop(lambda: getattr(h.gw.tenant_limits, how)) == 1
+        assert_limited(*post(h, chat(BIG_PROMPT)))               # 300 + 1024 (capped: 600) does not fit
+        assert h.workers[0].stats.paths.get(path) == 1 and served(h.workers[0]) == (path != "/v1/messages")
+
+
+@pytest.mark.parametrize("queue", [{"queue_size": 0}, {"queue_size": 1, "queue_timeout_secs": 0.3}])
+def test_a_request_refused_by_admission_is_not_charged_to_its_tenant(tmp_path, queue):
+    # one slot, taken by a slow request: the next is refused by admission (429 at once,
+    # or 408 after its queue timeout) and its tenant gets its request and tokens back
+    settings = {"max_concurrent_requests": 1, **queue}
+    body = dict(chat("hi"), max_tokens=10)
+    with gateway(tmp_path, workers=[MockConfig(worker_id="w1", ttft=1.0)], tpm=100000, rpm=2,
+                 settings=settings) as h:
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(post, h, body)
+            assert wait_for(lambda: served(h.workers[0]) == 1)
+            st, _, answer = post(h, body)
+            expect = (429, "admission_queue_full") if queue["queue_size"] == 0 else (408, "queue_timeout")
+            assert (st, json.loads(answer)["error"]["code"]) == expect
+            requests, _ = tenant_state(h, "ip:127.0.0.1")
+            assert 0.9 <= requests < 1.1                      # only the slow one holds its request
+            assert h.on_loop(lambda: h.gw.tenant_limits.refunded) == 1
+            assert slow.result(10)[0] == 200
+        assert post(h, body)[0] == 200                        # the refused one did not spend the minute
+        assert_limited(*post(h, body))                        # two served: the minute is spent
+        assert served(h.workers[0]) == 2
 
 
 def test_a_model_rule_is_layered_on_the_tenant_limits(tmp_path):
@@ -154,7 +179,8 @@ def test_a_model_rule_is_layered_on_the_tenant_limits(tmp_path):
         assert post(h, chat(BIG_PROMPT, model="big-1"), "blue")[0] == 200   # another tenant's own rule scope
         # requests per minute of the exact rule
         assert_limited(*post(h, chat("hi", model="small"), "red"))
-        assert post(h, chat("hi", model="big-1"), "red")[0] == 200          # the small rule's rpm is its own
+        small_answer = dict(chat("hi", model="big-1"), max_tokens=8)         # 9 tokens: fits the big rule's rest
+        assert post(h, small_answer, "red")[0] == 200                        # the small rule's rpm is its own
         assert served(h.workers[0]) == 3 and served(h.workers[1]) == 1
 
 

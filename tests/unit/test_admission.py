@@ -376,7 +376,9 @@ def test_the_requests_per_second_check_refuses_before_taking_a_slot(tmp_path):
     assert stage(Conn(), a) is None and stage(Conn(), b) is None   # the bucket starts full (2)
     v = stage(Conn(), request())
     assert (v.status, v.code) == (429, "scheduler_queue_full") and stage.core.inflight == 2
-    assert pb.gw.metrics.rate_limit.value(("rejected",)) == 1
+    # as SMG 1.13 (scheduler/admission.rs): only the rejection is counted, and not as an admit outcome
+    assert pb.gw.metrics.rate_limit.value(("rejected",)) == 1 and pb.gw.metrics.rate_limit.value(("allowed",)) == 0
+    assert stage._m["admit"].value(("default", "rejected_queue_full")) == 0
     ended(a)
     ended(b)
     pb.close()

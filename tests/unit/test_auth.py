@@ -332,3 +332,60 @@ def test_principal_with_header_is_a_new_record():
 
 def test_empty_key_table_refuses_everything():
     assert KeyTable().lookup(b"") is None and KeyTable().lookup(b"x") is None
+
+
+def test_a_verified_key_is_found_again_without_hashing(monkeypatch):
+    import smg.auth.keys as K
+
+    hashed = []
+    real = K.digest
+    monkeypatch.setattr(K, "digest", lambda tok: hashed.append(tok) or real(tok))
+    t = data_plane_table("shared-secret", [("team-red", "red-secret")])
+    hashed.clear()
+    first = t.lookup(b"red-secret")
+    assert hashed == [b"red-secret"]
+    token = bytes(bytearray(b"red-secret"))        # another object with the same bytes, as a new request has
+    assert t.lookup(token) is first and hashed == [b"red-secret"]   # one dict probe, no SHA-256
+    via_x = t.lookup(b"red-secret", b"x-api-key")    # per header: its own principal, verified on its own
+    assert via_x.consumed_header == b"x-api-key" and first.consumed_header == b"authorization"
+    assert len(hashed) == 2 and t.lookup(b"red-secret", b"x-api-key") is via_x and len(hashed) == 2
+    for wrong in (b"red-secre", b"red-secret ", b"RED-SECRET", b"shared-secre"):
+        for _ in range(3):
+            assert t.lookup(wrong) is None         # a miss always hashes and compares, never remembered
+    assert len(hashed) == 2 + 12
+    assert sum(len(v) for v in t._verified.values()) == 2   # only tokens equal to a configured key
+    assert t.lookup(bytearray(b"shared-secret")).tenant_id is not None   # bytes-like still looked up
+    assert "secret" not in repr(t)
+
+
+def test_the_data_plane_remembers_a_verified_header_value_and_bounds_its_spellings(monkeypatch):
+    import smg.auth.keys as K
+
+    hashed = []
+    real = K.digest
+    monkeypatch.setattr(K, "digest", lambda tok: hashed.append(tok) or real(tok))
+    f = auth(api_key="shared-secret").data
+    hashed.clear()                                   # (the tables hash their keys once, at start-up)
+    c = ctx(headers=[bearer(b"shared-secret")])
+    assert f(None, c) is None and c.principal.consumed_header == b"authorization"
+    assert hashed == [b"shared-secret"]
+    for _ in range(3):
+        c2 = ctx(headers=[(b"authorization", bytes(bytearray(b"Bearer shared-secret")))])
+        assert f(None, c2) is None and c2.principal is c.principal   # one probe: no parsing, no hash
+    assert hashed == [b"shared-secret"]
+    # other spellings of the same key: each verified once (the token itself is known by
+    # then), at most SPELLINGS_PER_KEY remembered; beyond that they still work
+    spellings = [b"bearer shared-secret", b"BEARER shared-secret", b"Bearer  shared-secret",
+                 b"Bearer shared-secret ", b"Bearer shared-secret\t"]
+    for v in spellings * 2:
+        c3 = ctx(headers=[(b"authorization", v)])
+        assert f(None, c3) is None and c3.principal is c.principal
+    assert len(f.keys.seen[b"authorization"]) == K.SPELLINGS_PER_KEY == 4
+    # a wrong credential is never remembered and always refused
+    for _ in range(3):
+        assert f(None, ctx(headers=[bearer(b"shared-secreT")])).status == 401
+    assert len(f.keys.seen[b"authorization"]) == 4 and hashed.count(b"shared-secreT") == 3
+    # x-api-key: its own principal (the header it consumed), remembered apart
+    c4 = ctx(headers=[(b"authorization", b"Bearer byok"), (b"x-api-key", b" shared-secret ")])
+    assert f(None, c4) is None and c4.principal.consumed_header == b"x-api-key"
+    assert f.keys.seen[b"x-api-key"] == {b" shared-secret ": c4.principal}

@@ -4,6 +4,7 @@ or abandoned by the client (the in-memory request path, no sockets)."""
 from __future__ import annotations
 
 from smg.errors import UpstreamClosed
+from smg.observability.metrics import exposition
 from smg.testing.pathbench import REQUEST, RESPONSE, PathBench
 
 
@@ -56,4 +57,43 @@ def test_worker_failing_mid_answer_runs_its_hook_once():
     pb.conn.owner.on_upstream_error(UpstreamClosed("reset"))
     pb.proto.connection_lost(None)
     assert ended == [200] and pb.worker.inflight == 0
+    pb.close()
+
+
+def _raising(conn, ctx):
+    def boom(c):
+        raise RuntimeError("a stage's bug")
+    ctx.add_end_hook(boom)
+    return None
+
+
+def test_a_failing_hook_does_not_keep_the_admission_permit(caplog):
+    # the default limiter holds a permit per request; a hook added before it, and one
+    # after it, both raise: the permit still comes back, every time
+    pb = PathBench(metrics=True, access_log=False, max_concurrent_requests=2, queue_size=0)
+    admission = pb.gw.admission
+    route = pb.gw.routes.exact[b"/v1/chat/completions"]
+    i = route.chain.index(admission)
+    route.chain = route.chain[:i] + (_raising, admission, _raising) + route.chain[i + 1:]
+    with caplog.at_level("ERROR", logger="smg.server"):
+        for _ in range(5):  # more requests than permits: none would be admitted if one leaked
+            pb.one()
+    core = admission.core
+    assert core.available(pb.gw.now) == core.capacity == 2 and admission.idle()
+    assert pb.worker.processed == 5
+    failed = [r for r in caplog.records if "end hook" in r.getMessage()]
+    assert len(failed) == 10 and all(r.exc_info and "a stage's bug" in str(r.exc_info[1]) for r in failed)
+    pb.close()
+
+
+def test_a_failing_single_hook_is_logged_and_the_request_still_recorded(caplog):
+    pb = PathBench(metrics=True, access_log=False, max_concurrent_requests=0)
+    route = pb.gw.routes.exact[b"/v1/chat/completions"]
+    route.chain = (_raising,) + route.chain
+    with caplog.at_level("ERROR", logger="smg.server"):
+        pb.one()
+        pb.one()
+    assert len([r for r in caplog.records if "end hook" in r.getMessage()]) == 2
+    text = exposition(pb.gw.metrics.registry()).decode()
+    assert 'smg_http_requests_total{method="POST",path="/v1/chat/completions"} 2' in text  # the observer ran
     pb.close()

@@ -169,7 +169,12 @@ def test_missing_kid_is_refused():
     ({"roles": ["reader"], "groups": ["admin"]}, None, "user"),  # ... and only then
     ({"roles": ["Gateway.Admin"]}, {"Gateway.Admin": "admin"}, "admin"),
     ({"roles": ["admin"]}, {"Gateway.Admin": "admin"}, "user"),  # with a mapping only mapped values count
-    ({"roles": ["Gateway.User", "Gateway.Admin"]}, {"Gateway.User": "user", "Gateway.Admin": "admin"}, "user"),
+    # both roles named: the most privileged wins, whatever the order (SMG takes the first)
+    ({"roles": ["Gateway.User", "Gateway.Admin"]}, {"Gateway.User": "user", "Gateway.Admin": "admin"}, "admin"),
+    ({"roles": ["Gateway.Admin", "Gateway.User"]}, {"Gateway.User": "user", "Gateway.Admin": "admin"}, "admin"),
+    ({"roles": ["user", "Admin"]}, None, "admin"),
+    ({"roles": ["user", "reader"]}, None, "user"),
+    ({"roles": ["Gateway.User", "admin"]}, {"Gateway.User": "user"}, "user"),  # unmapped admin does not count
 ])
 def test_role_extraction(claims, mapping, role):
     assert validator(Fetch(RSA), role_mapping=mapping).role_of(claims) == role

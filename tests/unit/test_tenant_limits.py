@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smg.admission.tenant_limits import (
-    ERROR_CODE, MAX_PER_MINUTE, Denied, Reservation, TenantLimits, TenantRateLimit, build, canonical_key,
-    estimate_tokens, load_policies, parse_policies,
+    DEFAULT_OUTPUT_TOKENS, ERROR_CODE, MAX_PER_MINUTE, Denied, Reservation, TenantLimits, TenantRateLimit, build,
+    canonical_key, estimate_tokens, load_policies, output_ceiling, parse_policies,
 )
 from smg.admission.tenants import MAX_TENANT_ID_BYTES, TenantResolver, needs_tenant
 from smg.admission.token_bucket import TokenBucketsC, TokenBucketsPy
@@ -435,31 +435,137 @@ def test_malformed_bodies_get_the_validation_error_first():
     assert f.limits.tenants == {}                               # nothing reserved
 
 
-def test_the_end_hook_settles_from_streamed_usage():
+class _Worker:
+    url = "http://127.0.0.1:9"
+
+
+def _served(ctx):
+    ctx.worker = _Worker()          # selection chose a worker (the request was served)
+    return ctx
+
+
+class _Stream:
+    """What a scanner tells of a stream that carried no usage."""
+
+    def __init__(self, data_events, done=True):
+        self.data_events = data_events
+        self.done = done
+
+    def usage(self):
+        return None
+
+
+def test_the_reservation_is_the_prompt_plus_the_output_ceiling():
+    f, clock, _ = _filter({"tokens_per_minute": 100000, "requests_per_minute": 60})
+    ctx = _ctx(body=dict(_chat("a" * 40), max_tokens=50, n=2))    # 10 + 2 x 50
+    f(_Conn(), ctx)
+    (res,) = ctx.end_hooks()
+    assert (res.tokens, res.prompt, res.ceiling) == (110, 10, 100)
+    assert f.limits.available("anonymous", 0.0)[1] == 100000 - 110
+    ctx = _ctx(body=dict(_chat("a" * 40), max_tokens=50, max_completion_tokens=7))  # the newer field wins
+    f(_Conn(), ctx)
+    assert ctx.end_hooks()[0].tokens == 17
+    ctx = _ctx(body=_chat("a" * 40))                                # no limit named: the bounded default
+    f(_Conn(), ctx)
+    (res,) = ctx.end_hooks()
+    assert (res.tokens, res.ceiling) == (10 + DEFAULT_OUTPUT_TOKENS, None)
+    ctx = _ctx("/v1/embeddings", {"model": "m", "input": "a" * 40})  # no output: the prompt alone
+    f(_Conn(), ctx)
+    assert ctx.end_hooks()[0].tokens == 10
+
+
+def test_a_reservation_above_the_minute_is_capped_and_waits_for_a_full_bucket():
     f, clock, _ = _filter({"tokens_per_minute": 600, "requests_per_minute": 60})
-    ctx = _ctx(body=_chat("a" * 40))                            # 10 tokens reserved
+    a = _ctx(body=dict(_chat("a" * 40), max_tokens=5000))
+    assert f(_Conn(), a) is None and a.end_hooks()[0].tokens == 600   # servable: the whole minute
+    b = _ctx(body=dict(_chat("b" * 40), max_tokens=5000))
+    v = f(_Conn(), b)
+    assert type(v) is Reply and v.headers == [(b"retry-after", b"60")]  # it waits for a full bucket
+    never = _ctx(body=_chat("c" * 2404))                               # the prompt alone exceeds the minute
+    assert f(_Conn(), never) is f.never
+
+
+def test_the_end_hook_settles_from_streamed_usage():
+    f, clock, _ = _filter({"tokens_per_minute": 6000, "requests_per_minute": 60})
+    ctx = _served(_ctx(body=dict(_chat("a" * 40), max_tokens=100)))   # 10 + 100 reserved
     ctx.tenant = "auth:a"
     f(_Conn(), ctx)
-    assert f.limits.available("auth:a", 0.0)[1] == 590.0
+    assert f.limits.available("auth:a", 0.0)[1] == 5890.0
     ctx.scanner = _Scanner((12, 300))
     _end(ctx)
-    assert f.limits.available("auth:a", 0.0)[1] == 288.0 and f.settled == 1
+    assert f.limits.available("auth:a", 0.0)[1] == 5688.0 and f.settled == 1
     _end(ctx)                                                   # runs once
-    assert f.limits.available("auth:a", 0.0)[1] == 288.0
+    assert f.limits.available("auth:a", 0.0)[1] == 5688.0
+
+
+def test_a_stream_without_usage_is_charged_its_relayed_events():
+    f, clock, _ = _filter({"tokens_per_minute": 6000, "requests_per_minute": 60})
+    ctx = _served(_ctx(body=_chat("a" * 40)))                   # 10 + 1024 reserved
+    f(_Conn(), ctx)
+    ctx.scanner = _Stream(501)                                  # 500 events, then [DONE]
+    _end(ctx)
+    assert f.limits.available("anonymous", 0.0)[1] == 6000 - 510 and f.counted == 1
+    ctx = _served(_ctx(body=dict(_chat("a" * 40), max_tokens=20)))
+    f(_Conn(), ctx)
+    ctx.scanner = _Stream(23, done=False)                       # role and finish chunks: at most max_tokens
+    _end(ctx)
+    assert f.limits.available("anonymous", 0.0)[1] == 6000 - 510 - 30
+    ctx = _served(_ctx(body=_chat("a" * 40)))
+    f(_Conn(), ctx)
+    ctx.scanner = _Stream(2000)                                 # longer than the default: charged in full
+    _end(ctx)
+    assert f.limits.available("anonymous", 0.0)[1] == 6000 - 510 - 30 - 2009
 
 
 def test_the_end_hook_settles_from_a_kept_body_or_keeps_the_reservation():
     f, clock, _ = _filter({"tokens_per_minute": 600, "requests_per_minute": 60})
-    ctx = _ctx(body=_chat("a" * 40))
+    ctx = _served(_ctx(body=dict(_chat("a" * 40), max_tokens=5)))
     f(_Conn(), ctx)
     ctx.body_parts = [b'{"choices":[],"usage":{"prompt_tokens":', b'3,"completion_tokens":2}}']
     _end(ctx)
     assert f.limits.available("anonymous", 0.0)[1] == 595.0
-    ctx = _ctx(body=_chat("b" * 40))
+    ctx = _served(_ctx(body=dict(_chat("b" * 40), max_tokens=5)))
     f(_Conn(), ctx)
     ctx.status = 499                                            # client gone, no usage: reservation stands
     _end(ctx)
-    assert f.limits.available("anonymous", 0.0)[1] == 585.0 and f.unsettled == 1
+    assert f.limits.available("anonymous", 0.0)[1] == 580.0 and f.unsettled == 1
+
+
+@pytest.mark.parametrize("code", ["admission_queue_full", "queue_timeout", "scheduler_queue_full",
+                                  "scheduler_queue_timeout", "scheduler_preempted", None])
+def test_a_request_no_worker_served_is_refunded_in_full(code):
+    f, clock, _ = _filter({"tokens_per_minute": 600, "requests_per_minute": 2})
+    ctx = _ctx(body=dict(_chat("a" * 40), max_tokens=90))
+    assert f(_Conn(), ctx) is None
+    assert f.limits.available("anonymous", 0.0) == (1.0, 500.0)
+    ctx.error_code = code                                       # None: the client left while queued
+    if code == "scheduler_preempted":
+        _served(ctx)                                            # preempted after selection, before a byte
+    ctx.scanner = _Stream(40)                                   # (a preempted stream relayed nothing)
+    _end(ctx)
+    assert f.limits.available("anonymous", 0.0) == (2.0, 600.0) and f.refunded == 1
+    small = dict(_chat("x"), max_tokens=299)
+    assert [f(_Conn(), _ctx(body=small)) for _ in range(2)] == [None, None]   # the minute is whole
+
+
+@pytest.mark.parametrize("path, body, expect", [
+    ("/v1/chat/completions", _chat("x"), (DEFAULT_OUTPUT_TOKENS, False)),
+    ("/v1/chat/completions", dict(_chat("x"), max_tokens=0), (0, True)),
+    ("/v1/chat/completions", dict(_chat("x"), max_tokens=True), (DEFAULT_OUTPUT_TOKENS, False)),  # not a count
+    ("/v1/chat/completions", dict(_chat("x"), max_completion_tokens=9, n=3), (27, True)),
+    ("/v1/completions", {"model": "m", "prompt": "p"}, (16, False)),
+    ("/v1/completions", {"model": "m", "prompt": ["p", "q"], "max_tokens": 5, "n": 2, "best_of": 3}, (30, True)),
+    ("/v1/completions", {"model": "m", "prompt": [1, 2, 3], "max_tokens": 5}, (5, True)),   # token ids: one prompt
+    ("/generate", {"text": "t"}, (128, False)),
+    ("/generate", {"text": ["a", "b"], "sampling_params": {"max_new_tokens": 7, "n": 2}}, (28, True)),
+    ("/generate", {"input_ids": [[1], [2], [3]], "sampling_params": {"max_new_tokens": 4}}, (12, True)),
+    ("/v1/messages", {"model": "m", "max_tokens": 64, "messages": []}, (64, True)),
+    ("/v1/embeddings", {"model": "m", "input": "x"}, (0, False)),
+])
+def test_output_ceiling_per_api(path, body, expect):
+    ctx = _ctx(path, body)
+    ctx.body = body
+    assert output_ceiling(ctx) == expect
 
 
 @pytest.mark.parametrize("path, body, expect", [
@@ -475,6 +581,39 @@ def test_estimate_tokens(path, body, expect):
     ctx = _ctx(path, body)
     ctx.body = body
     assert estimate_tokens(ctx) == expect
+
+
+_TEXTS = st.one_of(st.text(max_size=12), st.none(), st.integers(),
+                   st.lists(st.one_of(st.text(max_size=6), st.fixed_dictionaries({"text": st.text(max_size=6)}),
+                                      st.fixed_dictionaries({"type": st.just("image")}), st.integers()),
+                            max_size=4))
+
+
+_LIMITS = st.one_of(st.none(), st.integers(-2, 5000), st.booleans(), st.text(max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.fixed_dictionaries({"role": st.just("user"), "content": _TEXTS}), st.integers()),
+                max_size=5),
+       st.one_of(st.none(), _TEXTS), _LIMITS, _LIMITS, _LIMITS)
+def test_the_chat_estimate_counts_the_routing_text_without_building_it(messages, system, mt, mct, n):
+    from smg.admission.tenant_limits import _chat_size
+    from smg.routing.text import chat_text
+
+    body = {"model": "m", "messages": messages}
+    for k, v in (("system", system), ("max_tokens", mt), ("max_completion_tokens", mct), ("n", n)):
+        if v is not None:
+            body[k] = v
+    for path in ("/v1/chat/completions", "/v1/messages"):
+        ctx = _ctx(path, body, raw=b"{}")
+        ctx.body = body
+        assert estimate_tokens(ctx) == (len(chat_text(body)) + 3) // 4
+        assert ctx._text is None                                   # nothing built for routing to find stale
+    ctx = _ctx("/v1/chat/completions", body, raw=b"{}")
+    ctx.body = body
+    out, explicit = output_ceiling(ctx)
+    # the filter's one-call sizing of a chat agrees with the two public functions
+    assert _chat_size(body) == (estimate_tokens(ctx), out, out if explicit else None)
 
 
 def test_build_requires_a_file_and_warns_about_an_unused_one(tmp_path, caplog):
