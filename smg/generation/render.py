@@ -57,7 +57,9 @@ Shapes (field order as SGLang's OpenAI server writes them):
   ``reasoning_tokens`` and ``prompt_tokens_details`` only with --enable-cache-report).
 - Not here: SGLang's ``metadata: null`` on whole bodies and its null
   ``reasoning_content``/``tool_calls`` keys in stream deltas (deltas are vLLM's
-  compact form); completions ``echo`` (the exchange prepends the prompt if needed).
+  compact form).
+- Completions ``echo``: the prompt text (given by the exchange) opens each choice's
+  text, in its first streamed chunk or at the start of the whole body's text.
 - Memory: a streamed chat/completions choice keeps no text or ids (only the stop
   hold-back and the decoder window); whole bodies and /generate keep the answer.
 """
@@ -108,7 +110,7 @@ class _Choice:
         self.tokens = 0        # completion tokens (the engine's count, or ids received)
         self.reasoning = 0
         self.logprobs: list = []
-        self.started = False   # the streamed role delta went out
+        self.started = False   # chat: the streamed role delta went out; completions: the echo
         self.reported = False  # the streamed finish chunk went out
         self.offset = 0        # characters of text so far (completions text_offset)
         self.parser = parser   # OutputParsing (chat with parsers) until the choice ends, else None
@@ -121,7 +123,7 @@ class ResponseBuilder:
 
     def __init__(self, *, api: str, stream: bool, model: str, response_id: str, created: int, tokenizer,
                  prompt_ids, sampling, include_usage: bool = False,
-                 parsing: Parsers | None = None) -> None:
+                 parsing: Parsers | None = None, echo: str = "") -> None:
         if api not in ("chat", "completions", "generate"):
             raise ValueError(f"unknown api {api!r}")
         self.api = api
@@ -132,6 +134,7 @@ class ResponseBuilder:
         self.tok = tokenizer
         self.sampling = sampling
         self.include_usage = include_usage
+        self.echo = echo if api == "completions" else ""
         self.prompt_len = len(prompt_ids)
         self.prompt_tokens = 0
         self.cached_tokens = 0
@@ -205,6 +208,9 @@ class ResponseBuilder:
         self._open -= 1
 
     def _emit(self, c: _Choice, text: str) -> list[bytes]:
+        if self.echo and not c.started:   # completions echo: the prompt opens each choice's text
+            c.started = True
+            text = self.echo + text
         p = c.parser
         thought = ""
         calls = None

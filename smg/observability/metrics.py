@@ -310,7 +310,7 @@ class Metrics:
         self.upstream_attempts = CounterVec("", "", ())  # failed attempts before the last
         d("smg_router_upstream_responses_total", "Upstream backend HTTP responses by router_type, status_code, "
           "error_code", ("router_type", "status_code", "error_code"),
-          lambda sh: sh.labels.get("upstream") and ("http",) + sh.labels["upstream"], lambda sh: sh.count,
+          lambda sh: sh.labels.get("upstream"), lambda sh: sh.count,
           extra=self.upstream_attempts)
         # TTFT/TPOT/tokens of the streams the gateway observes (SMG fills these from its
         # gRPC path only; the names and labels are its)
@@ -424,11 +424,12 @@ class Metrics:
         self.retries.inc((wt, ctx.endpoint.label))
         self.retry_backoff.observe((str(attempt),), delay)
         self.worker_attempts.inc((worker.url, worker.models[0] if worker.models else "unknown"))
-        self.upstream_attempts.inc(("http", str(status), "") if status else
-                                   ("http", str(fail_status), default_code(fail_status)))
+        mode = worker.connection_mode
+        self.upstream_attempts.inc((mode, str(status), "") if status else
+                                   (mode, str(fail_status), default_code(fail_status)))
         err = worker_error(status or 0, kind)
         if err is not None:
-            self.worker_error_attempts.inc((wt, "http", err))
+            self.worker_error_attempts.inc((wt, worker.connection_mode, err))
 
     # -- admission (smg/admission/admit.py): registered only when a limiter or the
     # scheduler is configured, so an unconfigured gateway exports none of them
@@ -521,14 +522,14 @@ class Metrics:
         counts: dict = {}
         for w in self._workers.all():
             for m in w.models or ("*",):
-                k = (w.worker_type, "http", m)
+                k = (w.worker_type, w.connection_mode, m)
                 counts[k] = counts.get(k, 0) + 1
         return list(counts.items())
 
     def _worker_connections(self):
         counts: dict = {}
         for w in self._workers.all():
-            k = (w.worker_type, "http")
+            k = (w.worker_type, w.connection_mode)
             counts[k] = counts.get(k, 0) + (w.pool.open if w.pool is not None else 0)
         return list(counts.items())
 

@@ -102,23 +102,27 @@ class Observer:
             labels["streaming"] = "true" if stream else "false"
             if not routed:
                 labels["router_error"] = "no_workers"
-                labels["upstream"] = (str(status), error_code or "")
+                labels["upstream"] = ("http", str(status), error_code or "")
         if routed:
             _url, worker_type, policy_l, upstream_status, error_type = key[6:]
+            w = ctx.worker  # the shape's worker (its URL is in the key)
+            mode = w.connection_mode   # "http" | "grpc": SMG's router_type and connection_mode
+            if mode != "http" and "rk" in labels:
+                labels["rk"] = (mode, "regular", mode) + labels["rk"][3:]
             # the worker's answer decides, unless the exchange failed (then its error_type)
             answered = upstream_status if error_type is None else 0
             if endpoint.proxied:
                 if status < 400:
                     labels["rkd"] = labels["rk"]  # durations: only of requests answered with success
-                labels["tl"] = ("http", "regular", model_l, endpoint.label)
+                labels["tl"] = (mode, "regular", model_l, endpoint.label)
                 labels["router_error"] = router_error(answered, error_type, stream)
-                labels["upstream"] = (str(upstream_status), "") if upstream_status else (str(status), error_code or "")
-                labels["selection"] = (worker_type, "http", model_l, policy_l)
+                labels["upstream"] = (mode, str(upstream_status), "") if upstream_status else \
+                    (mode, str(status), error_code or "")
+                labels["selection"] = (worker_type, mode, model_l, policy_l)
                 kind = worker_error(answered, error_type)
-                labels["worker_error"] = (worker_type, "http", kind) if kind else None
+                labels["worker_error"] = (worker_type, mode, kind) if kind else None
                 labels["exhausted"] = (worker_type, endpoint.label) \
                     if exhausted(answered, error_type, self.retryable) else None
-                w = ctx.worker  # the shape's worker (its URL is in the key)
                 labels["worker"] = (w.url, w.models[0] if w.models else "unknown")
         access = self.access.labels(method_b, ctx.path if endpoint.path else b"unmatched", status, worker, policy,
                                     model_l if routed else "") if self.access else b""

@@ -47,6 +47,8 @@ class Endpoint:
     text: Callable | None = None   # routing text for prefix-matching policies: f(body) -> str
     proxied: bool = False          # answered by a worker (validation and selection run)
     access: str = "data"           # who may call it (smg/auth): "public" | "data" | "admin"
+    grpc: str = ""                 # how a gRPC worker's request is answered (smg/server/grpc_exchange.py):
+    #                                "chat", "completions", "generate", "embeddings"; "" = not served
 
     @property
     def key(self) -> bytes:
@@ -67,16 +69,17 @@ class Endpoint:
 
 ENDPOINTS: tuple = (
     Endpoint("/v1/chat/completions", {"POST": "proxy"}, generative=True, validator=validate.CHAT,
-             id_prefix=b"chatcmpl-", label="chat", text=text.chat_text, proxied=True, access="data"),
+             id_prefix=b"chatcmpl-", label="chat", text=text.chat_text, proxied=True, access="data", grpc="chat"),
     Endpoint("/v1/completions", {"POST": "proxy"}, generative=True, validator=validate.COMPLETIONS,
-             id_prefix=b"cmpl-", label="completions", text=text.prompt_text, proxied=True, access="data"),
+             id_prefix=b"cmpl-", label="completions", text=text.prompt_text, proxied=True, access="data",
+             grpc="completions"),
     Endpoint("/generate", {"POST": "proxy"}, generative=True, validator=validate.GENERATE, id_prefix=b"gnt-",
              label="generate",
-             text=text.generate_text, proxied=True, access="data"),
+             text=text.generate_text, proxied=True, access="data", grpc="generate"),
     Endpoint("/v1/messages", {"POST": "proxy"}, family=ANTHROPIC, generative=True, validator=validate.MESSAGES,
              id_prefix=b"msg_", label="messages", text=text.chat_text, proxied=True, access="data"),
     Endpoint("/v1/embeddings", {"POST": "proxy"}, validator=validate.EMBEDDINGS,
-             label="other", text=text.input_text, proxied=True, access="data"),
+             label="other", text=text.input_text, proxied=True, access="data", grpc="embeddings"),
     Endpoint("/v1/rerank", {"POST": "rerank"}, validator=validate.RERANK_V1, label="rerank", text=text.no_text,
              proxied=True, access="data"),
     Endpoint("/rerank", {"POST": "rerank"}, validator=validate.RERANK, label="rerank", text=text.no_text,

@@ -1,5 +1,5 @@
 """GrpcExchange: one request answered by a gRPC engine, the gateway being the full
-OpenAI server (chat completions, completions, SGLang ``/generate``).
+OpenAI server (chat completions, completions, SGLang ``/generate``, embeddings).
 
 Theory of operation: the selection filter chose a gRPC worker (``worker.channel`` is its
 ``smg.engine_grpc.client.EngineChannel``). ``start`` runs the request as one task on
@@ -42,7 +42,13 @@ Rules:
 - Backpressure: while the sink is paused the task reads no further chunk, so the
   engine's stream (HTTP/2 flow control on the channel) waits with it.
 - Request id: the engine's request id is the gateway's request id (``x-request-id``),
-  which is also the answer's ``id``.
+  which is also the answer's ``id`` (an embeddings request of several inputs makes one
+  ``Embed`` call per input, ids ``<rid>-<i>``).
+- A worker that is one DP rank of its engine (``worker.dp_rank``) pins every call it
+  makes to that rank (``data_parallel_rank``).
+- Embeddings: one ``Embed`` per input, concurrently on one worker; one failing call
+  cancels the others and fails the attempt (retried as above); the answer is sent
+  whole (smg/generation/embeddings.py).
 """
 from __future__ import annotations
 
@@ -58,14 +64,16 @@ from smg.generation.parsing import pick
 from smg.http1.events import Data
 from smg.server import transforms
 from smg.server.exchange import settle_attempt
-from smg.text.prompt import PromptError, chat_prompt, completion_prompt, generate_body, generate_prompt
+from smg.generation.embeddings import EmbeddingFormatError, check_dimensions, embeddings_body, encoding_format
+from smg.text.prompt import (PromptError, chat_prompt, completion_prompt, embedding_prompts, generate_body,
+                             generate_prompt)
 
 log = logging.getLogger("smg.grpc")
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _NO_SKIP: frozenset = frozenset()
-#: API label of the endpoint row -> (prompt stage, sampling endpoint, builder api)
+#: the endpoint row's ``grpc`` stage -> (prompt stage, sampling endpoint, builder api)
 _APIS = {
     "chat": (chat_prompt, "chat", "chat"),
     "completions": (completion_prompt, "completion", "completions"),
@@ -73,9 +81,11 @@ _APIS = {
 }
 
 
+
+
 def supports(endpoint) -> bool:
-    """Whether a gRPC worker can answer this endpoint (the full server's routes)."""
-    return endpoint.label in _APIS
+    """Whether a gRPC worker can answer this endpoint (its row's ``grpc`` stage)."""
+    return endpoint.grpc != ""
 
 
 def _model_for(model, worker, tokenizers):
@@ -93,7 +103,7 @@ def routing_prompt(tokenizers):
     request with the reason)."""
 
     def prepare(ctx, worker) -> None:
-        stage = _APIS.get(ctx.endpoint.label)
+        stage = _APIS.get(ctx.endpoint.grpc)
         if stage is None or ctx.body is None:
             return
         model = _model_for(ctx.model, worker, tokenizers)
@@ -224,13 +234,16 @@ class GrpcExchange:
 
     async def _serve(self) -> None:
         deps, ctx = self.deps, self.ctx
-        prepare, endpoint, api = _APIS[ctx.endpoint.label]
         model = self._model_id()
         entry = deps.tokenizers.entry(model) if model is not None else None
         if entry is None or entry.tokenizer is None:
             ctx.error_type = "tokenizer_not_ready"
             self._error(503, f"the tokenizer of model '{model}' is not loaded", "tokenizer_not_ready")
             return
+        if ctx.endpoint.grpc == "embeddings":
+            await self._serve_embeddings(entry, model)
+            return
+        prepare, endpoint, api = _APIS[ctx.endpoint.grpc]
         body = ctx.body if api != "generate" else generate_body(ctx.body)
         try:
             prompt = ctx.prompt   # made before selection when the policy routes on tokens
@@ -243,28 +256,85 @@ class GrpcExchange:
         except InvalidSampling as e:
             self._error(400, str(e), "invalid_request")
             return
+        echo = ""
+        if api == "completions" and body.get("echo"):
+            if sampling.logprobs:
+                self._error(400, "'echo' with 'logprobs' needs the prompt's logprobs, which a gRPC engine's "
+                                 "answer does not carry; ask for one of them", "invalid_request", "echo")
+                return
+            echo = prompt.text or entry.tokenizer.decode(prompt.ids, skip_special_tokens=False)
         parsing = self._parsers(body, model) if api == "chat" else None
         rid = ctx.rid.decode()
-        attempt = 0
-        while True:
-            w = self.worker
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        async def attempt(w) -> None:
             try:
                 request = build_generate_request(w.runtime_type, body, prompt.ids, request_id=rid,
                                                  endpoint=endpoint, original_text=prompt.text,
-                                                 stream=sampling.stream)
+                                                 stream=sampling.stream, data_parallel_rank=w.dp_rank)
             except (InvalidSampling, ValueError) as e:
                 self._error(400, str(e), "invalid_request")
                 return
             builder = ResponseBuilder(api=api, stream=sampling.stream, model=model, response_id=rid,
-                                   created=int(time.time()), tokenizer=entry.tokenizer, prompt_ids=prompt.ids,
-                                   sampling=sampling, parsing=parsing, include_usage=bool(
-                                       (body.get("stream_options") or {}).get("include_usage")))
+                                      created=int(time.time()), tokenizer=entry.tokenizer, prompt_ids=prompt.ids,
+                                      sampling=sampling, parsing=parsing, include_usage=include_usage, echo=echo)
+            await self._generate(w, request, builder, sampling.stream)
+
+        await self._attempts(attempt)
+
+    async def _serve_embeddings(self, entry, model) -> None:
+        """``/v1/embeddings``: one ``Embed`` call per input, concurrently, on one worker;
+        the answer is sent whole (smg/generation/embeddings.py)."""
+        body = self.ctx.body
+        try:
+            prompts = embedding_prompts(body, entry)
+            fmt = encoding_format(body)
+        except PromptError as e:
+            self._error(400, str(e), e.code, e.param)
+            return
+        except EmbeddingFormatError as e:
+            self._error(400, str(e), "invalid_request", e.param)
+            return
+        rid = self.ctx.rid.decode()
+        many = len(prompts) > 1
+
+        async def attempt(w) -> None:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    calls = [tg.create_task(w.channel.embed(f"{rid}-{i}" if many else rid, p.ids,
+                                                            original_text=p.text, data_parallel_rank=w.dp_rank))
+                             for i, p in enumerate(prompts)]
+            except ExceptionGroup as eg:   # the first engine failure decides; the others were cancelled
+                first = next((e for e in eg.exceptions if isinstance(e, UpstreamError)), None)
+                if first is None:
+                    raise eg.exceptions[0] from None
+                raise first from None
+            results = [c.result() for c in calls]
+            try:
+                check_dimensions(body, results[0].dim or len(results[0].values))
+            except EmbeddingFormatError as e:
+                self._error(400, str(e), "invalid_request", e.param)
+                return
+            data = embeddings_body(results, [len(p.ids) for p in prompts], model, fmt)
+            self._send_whole(data)
+
+        await self._attempts(attempt)
+
+    async def _attempts(self, attempt) -> None:
+        """Runs ``attempt(worker)`` on the chosen worker and, while nothing has reached the
+        client, on the next worker selection gives after a failure the retry policy
+        allows (the module's rules). ``attempt`` answers the client itself."""
+        deps, ctx = self.deps, self.ctx
+        rid = ctx.rid.decode()
+        n = 0
+        while True:
+            w = self.worker
             w.inflight += 1
             self.in_attempt = True
             ctx.worker = w
             ctx.attempts += 1
             try:
-                await self._generate(w, request, builder, sampling.stream)
+                await attempt(w)
                 return
             except UpstreamError as e:
                 if self.done:
@@ -280,15 +350,27 @@ class GrpcExchange:
                     return
                 self._end_attempt(False)
                 retry = w.retry or deps.retry
-                nxt = deps.selector.again(ctx, w) if retry.should_retry(attempt, e.status_hint) else None
+                nxt = deps.selector.again(ctx, w) if retry.should_retry(n, e.status_hint) else None
                 if nxt is None or nxt.channel is None:
                     ctx.error_type = e.kind
                     self._error(e.status_hint, f"worker {w.url} failed: {e}", None)
                     return
-                log.info("request %s: engine %s failed: %s; retry %d", rid, w.url, e, attempt + 1)
-                await asyncio.sleep(retry.delay(attempt))
-                attempt += 1
+                log.info("request %s: engine %s failed: %s; retry %d", rid, w.url, e, n + 1)
+                await asyncio.sleep(retry.delay(n))
+                n += 1
                 self.worker = nxt
+
+    def _send_whole(self, data: bytes) -> None:
+        """A complete JSON answer: head with its length, the body, the attempt settled."""
+        ctx = self.ctx
+        self._head(False, len(data))
+        self.done = True
+        ctx.bytes_out += len(data)
+        if self.deps.observe:
+            ctx.body_parts = [data]
+        self._end_attempt(True)
+        self.conn.set_producer(None)
+        self.conn.send([data], True)
 
     async def _generate(self, w, request, builder, stream: bool) -> None:
         """One attempt. A streamed answer's head goes out with the engine's first chunk;

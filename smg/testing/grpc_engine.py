@@ -114,6 +114,7 @@ class EngineStats:
     aborted_ids: list[str] = field(default_factory=list)
     cancelled: int = 0
     embeds: int = 0
+    embed_requests: list[Any] = field(default_factory=list)   # the last 64 EmbedRequests
     tokenizer_requests: int = 0
 
 
@@ -275,6 +276,7 @@ class _Script:
 
     def embed(self, request: Any) -> Any:
         self.stats.embeds += 1
+        self.stats.embed_requests = self.stats.embed_requests[-63:] + [request]
         ids = list(request.tokenized.input_ids)
         base = sum(ids)
         dim = self.config.embedding_dim
@@ -364,7 +366,10 @@ class _VllmServicer(vllm_grpc.VllmEngineServicer):
 class FakeEngine:
     """One fake engine server; ``start()`` on a running loop, then ``stop()``."""
 
-    def __init__(self, runtime: str = "sglang", *, host: str = "127.0.0.1", port: int = 0, **config: Any) -> None:
+    def __init__(self, runtime: str = "sglang", *, host: str = "127.0.0.1", port: int = 0,
+                 tls: tuple[bytes, bytes] | None = None, client_ca: bytes | None = None, **config: Any) -> None:
+        """``tls``: (certificate chain PEM, private key PEM) to serve TLS (``grpcs://``);
+        ``client_ca``: with it, clients must present a certificate this CA signed."""
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r} (one of {', '.join(RUNTIMES)})")
         self.runtime = runtime
@@ -374,6 +379,8 @@ class FakeEngine:
         self.stats = EngineStats()
         self._script = _Script(runtime, self.config, self.stats)
         self._server: grpc.aio.Server | None = None
+        self._tls = tls
+        self._client_ca = client_ca
 
     @property
     def target(self) -> str:
@@ -385,7 +392,13 @@ class FakeEngine:
             sglang_grpc.add_SglangSchedulerServicer_to_server(_SglangServicer(self._script), server)
         else:
             vllm_grpc.add_VllmEngineServicer_to_server(_VllmServicer(self._script), server)
-        self.port = server.add_insecure_port(f"{self.host}:{self.port}")
+        address = f"{self.host}:{self.port}"
+        if self._tls is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            creds = grpc.ssl_server_credentials([(self._tls[1], self._tls[0])], root_certificates=self._client_ca,
+                                                require_client_auth=self._client_ca is not None)
+            self.port = server.add_secure_port(address, creds)
         await server.start()
         self._server = server
         return self

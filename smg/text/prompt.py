@@ -20,6 +20,10 @@ Rules:
   the request builder reads (``max_new_tokens`` → ``max_tokens``, ``min_new_tokens`` →
   ``min_tokens``, ``return_logprob``/``top_logprobs_num`` → ``logprobs``), so one
   builder serves the three APIs.
+- **Embeddings** take ``input`` as a string, a list of strings, a list of token ids or a
+  list of such lists (OpenAI's four forms), at most ``MAX_EMBEDDING_INPUTS`` of them,
+  none empty; strings are tokenized with the tokenizer's special tokens (an embedding
+  model reads its ``[CLS]``/bos). One ``Prompt`` per input, in order.
 - Token ids given by the client must lie in the tokenizer's vocabulary (400
   ``invalid_token_id``): an engine indexing its embedding table with them would fail
   the whole batch.
@@ -34,7 +38,11 @@ from typing import Any
 from smg.errors import SmgError
 from smg.text.chat_template import TemplateError
 
-__all__ = ["Prompt", "PromptError", "chat_prompt", "completion_prompt", "generate_body", "generate_prompt"]
+__all__ = ["MAX_EMBEDDING_INPUTS", "Prompt", "PromptError", "chat_prompt", "completion_prompt", "embedding_prompts",
+           "generate_body", "generate_prompt"]
+
+#: OpenAI's bound on the inputs of one embeddings request
+MAX_EMBEDDING_INPUTS = 2048
 
 
 class PromptError(SmgError, ValueError):
@@ -144,3 +152,30 @@ def generate_prompt(body: Mapping[str, Any], entry) -> Prompt:
     if not isinstance(ids, list) or (ids and type(ids[0]) is list):
         raise PromptError("'input_ids' must be one list of token ids", "batch_prompt_unsupported", "input_ids")
     return Prompt(_check_ids(ids, entry.tokenizer.vocab_size, "input_ids"))
+
+
+def embedding_prompts(body: Mapping[str, Any], entry) -> list[Prompt]:
+    """One prompt per input of an embeddings body (the module's rules)."""
+    value = body.get("input")
+    if isinstance(value, str) or (isinstance(value, list) and value and all(type(t) is int for t in value)):
+        items = [value]
+    elif isinstance(value, list) and value:
+        items = value
+    else:
+        raise PromptError("'input' must be a string, a list of strings, a list of token ids or a list of "
+                          "such lists, and not empty", "invalid_type", "input")
+    if len(items) > MAX_EMBEDDING_INPUTS:
+        raise PromptError(f"'input' holds {len(items)} inputs; at most {MAX_EMBEDDING_INPUTS} are allowed",
+                          "invalid_request", "input")
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            if not item:
+                raise PromptError("'input' must not hold an empty string", "invalid_request", "input")
+            out.append(Prompt(_encode(entry, item, True), item))
+        elif isinstance(item, list) and all(type(t) is int for t in item):
+            out.append(Prompt(_check_ids(item, entry.tokenizer.vocab_size, "input")))
+        else:
+            raise PromptError("'input' must be a string, a list of strings, a list of token ids or a list of "
+                              "such lists", "invalid_type", "input")
+    return out

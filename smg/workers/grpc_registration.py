@@ -102,6 +102,25 @@ def credentials_for(url: str, config) -> grpc.ChannelCredentials | None:
     return grpc.ssl_channel_credentials(roots, read(config.client_key_path), read(config.client_cert_path))
 
 
+def _server_fields(server: dict) -> dict:
+    """``GetServerInfo``'s fields with SGLang's ``server_args`` Struct folded in (the
+    answer's own fields win)."""
+    args = server.get("server_args")
+    return {**args, **server} if isinstance(args, dict) else server
+
+
+def dp_size(server: dict) -> int | None:
+    """The engine's data-parallel size from its ``GetServerInfo`` answer (SGLang's
+    ``dp_size``, in ``server_args``; vLLM's ``data_parallel_size``), None when it names
+    none."""
+    server = _server_fields(server)
+    for k in _DP_SIZE_KEYS:
+        size = _positive(server.get(k))
+        if size is not None:
+            return size
+    return None
+
+
 def describe(runtime: str, model_info: dict, server: dict) -> tuple[str | None, dict, server_info.Description]:
     """(model id, model card, description) from the engine's answers; the id is None
     when the engine names no model."""
@@ -120,17 +139,20 @@ def describe(runtime: str, model_info: dict, server: dict) -> tuple[str | None, 
         card["architectures"] = list(model_info["architectures"])
     if model_info.get("model_type"):
         card["hf_model_type"] = model_info["model_type"]
-    raw = {k: server[k] for k in server_info.LABEL_KEYS if k in server}
+    fields = _server_fields(server)
+    raw = {k: fields[k] for k in server_info.LABEL_KEYS if k in fields}
     raw.update({k: model_info[k] for k in server_info.LABEL_KEYS if k in model_info})
-    for k in _DP_SIZE_KEYS:
-        if _positive(server.get(k)) is not None:
-            raw["dp_size"] = server[k]
+    size = dp_size(server)
+    if size is not None:
+        raw["dp_size"] = size
     if "sglang_version" in server:
         raw["version"] = server["sglang_version"]
     labels = {}
     for k, v in raw.items():
         if isinstance(v, bool):
             labels[k] = "true" if v else "false"
+        elif isinstance(v, float) and v.is_integer():   # a Struct's 2.0 is the label "2"
+            labels[k] = str(int(v))
         elif isinstance(v, (int, float, str)) and v != "":
             labels[k] = str(v)
     return model_id, card, server_info.Description(labels, ctx, tokenizer_path)
@@ -138,6 +160,8 @@ def describe(runtime: str, model_info: dict, server: dict) -> tuple[str | None, 
 
 def _positive(v) -> int | None:
     if isinstance(v, str) and v.isdigit():  # 64-bit proto ints arrive as strings
+        v = int(v)
+    elif isinstance(v, float) and v.is_integer():  # a Struct's numbers are doubles
         v = int(v)
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 

@@ -347,6 +347,8 @@ class WorkerManager:
             self.registry.set_models(w, (model_id,), [card])
         self._described[w.id] = desc
         w.spec["labels"] = {**desc.labels, **(w.spec.get("labels") or {})}  # the spec's win
+        if cfg.dp_aware and w.dp_rank is None and self._split_dp(w, grpc_registration.dp_size(found.server_info)):
+            return
         delay, last = min(REGISTRATION_FIRST_BACKOFF, cap), None
         while True:
             reason = await self.grpc.ensure_tokenizers(w)
@@ -395,7 +397,12 @@ class WorkerManager:
             info = orjson.loads(body) if 200 <= status < 300 else {}
         except (UpstreamError, ValueError):
             info = {}
-        size = info.get("dp_size") if isinstance(info, dict) else None
+        return self._split_dp(w, info.get("dp_size") if isinstance(info, dict) else None)
+
+    def _split_dp(self, w: Worker, size) -> bool:
+        """With a dp_size above one, replaces ``w`` by one logical worker per rank (an
+        HTTP worker's calls carry its rank in the body, a gRPC worker's in
+        ``data_parallel_rank``). Returns True if it did."""
         if not isinstance(size, int) or isinstance(size, bool) or size <= 1:
             return False
         spec = dict(w.spec, dp_size=size, models=w.model_cards or w.spec.get("models") or [])

@@ -281,6 +281,20 @@ def test_an_unavailable_engine_is_retried_on_the_other(pair, script):
         a.configure(error=None)
 
 
+def test_an_unavailable_engine_is_retried_for_embeddings_too(pair):
+    a, b, gw = pair
+    a.configure(unary_errors={"Embed": (grpc.StatusCode.UNAVAILABLE, "restarting")})
+    b.configure(unary_errors={})
+    try:
+        for _ in range(2):
+            r = httpx.post(gw.url + "/v1/embeddings", timeout=20, json={"model": MODEL, "input": ["a", "b"]})
+            assert r.status_code == 200, r.text
+            assert r.headers["x-smg-routed-worker-id"] == f"grpc://{b.target}"
+            assert len(r.json()["data"]) == 2
+    finally:
+        a.configure(unary_errors={})
+
+
 def test_the_request_deadline_ends_a_stalled_generation(pair):
     a, b, gw = pair
     for e in (a, b):
@@ -299,3 +313,112 @@ def test_the_request_deadline_ends_a_stalled_generation(pair):
     finally:
         for e in (a, b):
             e.configure(stall_after=None)
+
+
+# -- embeddings, completions echo, metrics labels -----------------------------------------
+
+
+def _engine_vector(ids: list[int], dim: int = 8) -> list[float]:
+    """What the test engine answers for ``ids`` (smg/testing/grpc_engine.py)."""
+    return [((sum(ids) + i) % 97) / 97 for i in range(dim)]
+
+
+def test_embeddings_one_embed_call_per_input_in_order(client, engine, tok):
+    before = engine.stats.embeds
+    r = client.embeddings.create(model=MODEL, input=["Hello there", "東京 😀"], encoding_format="float")
+    assert engine.stats.embeds - before == 2
+    assert [d.index for d in r.data] == [0, 1]
+    sent = {tuple(q.tokenized.input_ids) for q in engine.stats.embed_requests[-2:]}
+    want = [tok.encode(t, add_special_tokens=True).ids for t in ("Hello there", "東京 😀")]
+    assert sent == {tuple(w) for w in want}
+    for d, ids in zip(r.data, want):
+        assert d.embedding == pytest.approx(_engine_vector(ids))
+    assert r.usage.prompt_tokens == sum(len(w) for w in want)
+    assert r.model == MODEL
+
+
+def test_embeddings_base64_and_token_id_inputs(client, engine):
+    # the openai SDK asks for base64 by default and decodes it: the floats survive the trip
+    r = client.embeddings.create(model=MODEL, input=[[1, 2, 3], [40]])
+    assert r.data[0].embedding == pytest.approx(_engine_vector([1, 2, 3]), abs=1e-6)
+    assert r.data[1].embedding == pytest.approx(_engine_vector([40]), abs=1e-6)
+    assert list(engine.stats.embed_requests[-1].tokenized.input_ids) in ([1, 2, 3], [40])
+
+
+def test_embeddings_bad_inputs_are_400_before_the_engine(gw, engine):
+    before = engine.stats.embeds
+    cases = [({"input": ""}, "input"), ({"input": []}, "input"), ({"input": [1, 200000]}, "input"),
+             ({"input": "x", "encoding_format": "int8"}, "encoding_format"), ({"input": [{"a": 1}]}, "input")]
+    for extra, param in cases:
+        r = httpx.post(gw.url + "/v1/embeddings", timeout=20, json={"model": MODEL, **extra})
+        assert r.status_code == 400, (extra, r.text)
+        assert r.json()["error"]["param"] == param, extra
+    assert engine.stats.embeds == before
+    r = httpx.post(gw.url + "/v1/embeddings", timeout=20, json={"model": MODEL, "input": "x", "dimensions": 4})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "dimensions"
+
+
+def test_embeddings_engine_error_is_mapped(gw, engine):
+    engine.configure(unary_errors={"Embed": (grpc.StatusCode.INVALID_ARGUMENT, "input too long")})
+    try:
+        r = httpx.post(gw.url + "/v1/embeddings", timeout=20, json={"model": MODEL, "input": ["x", "y"]})
+        assert r.status_code == 400, r.text
+        assert "input too long" in r.json()["error"]["message"]
+    finally:
+        engine.configure(unary_errors={})
+
+
+def test_completions_echo_opens_the_text_streamed_and_not(client, engine):
+    r = client.completions.create(model=MODEL, prompt="Say hi:", echo=True, n=2)
+    assert [c.text for c in r.choices] == ["Say hi:" + ANSWER] * 2
+    parts: dict = {}
+    for ch in client.completions.create(model=MODEL, prompt="Say hi:", echo=True, stream=True):
+        for c in ch.choices:
+            parts.setdefault(c.index, []).append(c.text)
+    assert "".join(parts[0]) == "Say hi:" + ANSWER
+    assert parts[0][0].startswith("Say hi:")
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model=MODEL, prompt="x", echo=True, logprobs=1)
+    assert e.value.body["param"] == "echo"
+
+
+def test_metrics_label_grpc_requests_with_their_connection_mode(gw, client, engine):
+    client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}])
+    text = httpx.get(gw.metrics_url, timeout=10).text
+    lines = [ln for ln in text.splitlines() if ln.startswith("smg_router_requests_total{")
+             and 'endpoint="chat"' in ln]
+    assert lines and all('connection_mode="grpc"' in ln and 'router_type="grpc"' in ln for ln in lines), lines
+    pool = [ln for ln in text.splitlines() if ln.startswith("smg_worker_pool_size{")]
+    assert any('connection_mode="grpc"' in ln for ln in pool), pool
+    assert not any('connection_mode="http"' in ln for ln in pool), pool
+
+
+# -- data-parallel ranks ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dp_stack(script):
+    with engine_in_thread("sglang", tokenizer_files=FILES, tokens=script, server_info={"server_args": {"dp_size": 2}}) as eng:
+        with GatewayHarness(workers=[], wait_ready=False, dp_aware=True, policy="round_robin",
+                            extra_worker_urls=(f"grpc://{eng.target}",), request_timeout_secs=20) as gw:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and httpx.get(gw.url + "/readiness", timeout=2).json().get(
+                    "healthy_workers") != 2:
+                time.sleep(0.05)
+            yield eng, gw
+
+
+def test_dp_aware_splits_a_grpc_engine_into_ranks_and_pins_each_call(dp_stack):
+    eng, gw = dp_stack
+    workers = httpx.get(gw.url + "/workers", timeout=10).json()["workers"]
+    assert sorted(w.get("dp_rank") for w in workers) == [0, 1], workers
+    ranks = set()
+    for _ in range(4):
+        r = httpx.post(gw.url + "/v1/chat/completions", timeout=20,
+                       json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]})
+        assert r.status_code == 200, r.text
+        ranks.add(eng.stats.last_request.data_parallel_rank)
+    assert ranks == {0, 1}
+    r = httpx.post(gw.url + "/v1/embeddings", timeout=20, json={"model": MODEL, "input": "Hi"})
+    assert r.status_code == 200, r.text
+    assert eng.stats.embed_requests[-1].data_parallel_rank in (0, 1)
