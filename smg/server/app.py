@@ -332,8 +332,10 @@ class Gateway:
 
     def reconfigure(self, new: GatewayConfig) -> list:
         """Applies a re-read configuration (smg/server/reload.py says which settings may
-        change): TLS files first (their failure refuses the reload), then cache_aware's
-        parameters (trees kept), then the worker list (new URLs registered, dropped ones
+        change): new tenant/control-plane keys checked, TLS files re-read (either failing
+        refuses the reload), then the keys put in place, cache_aware's
+        parameters (trees kept), retry, breaker and probe-interval settings (breaker
+        state kept), then the worker list (new URLs registered, dropped ones
         drained; the others untouched). Returns the changed setting names.
 
         Raises:
@@ -346,11 +348,19 @@ class Gateway:
                 why = self.workers.guard.refusal(url)
                 if why is not None:
                     raise reload.ReloadRefused(f"--worker-urls: {why}")
+        try:  # keys: checked now, put in place with the rest
+            rekey = self.auth.rekeying(new) if {"tenant_api_key", "control_plane_api_keys"} & set(changes) else None
+        except ConfigError as e:
+            raise reload.ReloadRefused(str(e)) from None
         if self.tls is not None:
             if not self.tls.reload_from(new.tls_cert_path, new.tls_key_path, new.tls_client_ca_path):
                 raise reload.ReloadRefused(f"--tls-cert-path: the TLS material ({new.tls_cert_path}, "
                                            f"{new.tls_key_path}) does not load")
+        if rekey is not None:
+            rekey()
         self.policies.reconfigure(new)
+        # retries, breakers, probe interval: requests already running keep the policy they began with
+        self.retry = self.deps.retry = self.grpc_deps.retry = self.workers.reconfigure(new)
         self.config = new
         key = {"api_key": new.api_key} if new.api_key else {}
         for url in old_urls:

@@ -13,7 +13,13 @@ Rules:
   losing routing state: the worker list (workers added are registered, workers
   removed are drained, the others keep their breakers, loads and tree entries), the
   parameters cache_aware re-reads in place (``CacheAwarePolicy.SETTINGS``: its trees
-  are kept), and the listener's TLS files (new handshakes get the new certificate;
+  are kept), the retry settings (requests already running finish under the policy
+  they began with), the breakers' thresholds, timeout and window (each breaker keeps
+  its state; ``disable_circuit_breaker`` is fixed), the health probe interval (from
+  each worker's next probe), the tenant and control-plane keys (rotated in the auth
+  filters; turning keys on or off is refused: the routes' filter chains are built at
+  start-up; ``--api-key`` is fixed, being the workers' credential too), and the
+  listener's TLS files (new handshakes get the new certificate;
   open connections keep theirs). TLS cannot be turned on or off at run time (the
   listener was created plain or with TLS), nor client-certificate checks.
 - A setting joins ``RUNTIME`` only together with the code that applies it.
@@ -24,7 +30,12 @@ from smg.config.schema import SETTINGS, setting
 from smg.routing.cache_aware import CacheAwarePolicy
 
 TLS_FILES = ("tls_cert_path", "tls_key_path", "tls_client_ca_path")
-RUNTIME = frozenset(("worker_urls", *CacheAwarePolicy.SETTINGS, *TLS_FILES))
+RETRY = ("retry_max_retries", "retry_initial_backoff_ms", "retry_max_backoff_ms", "retry_backoff_multiplier",
+         "retry_jitter_factor", "disable_retries")
+BREAKER = ("cb_failure_threshold", "cb_success_threshold", "cb_timeout_duration_secs", "cb_window_duration_secs")
+KEYS = ("tenant_api_key", "control_plane_api_keys")
+RUNTIME = frozenset(("worker_urls", *CacheAwarePolicy.SETTINGS, *TLS_FILES, *RETRY, *BREAKER,
+                     "health_check_interval_secs", *KEYS))
 
 
 class ReloadRefused(Exception):

@@ -15,7 +15,8 @@ Rules:
   reloading, draining); the worker count is re-sent when it changes, checked at the
   watchdog's pace (or once a second without a watchdog), never per request.
 - A reload that raises is the caller's to report; ``READY=1`` follows it all the same,
-  since the old configuration is still serving.
+  since the old configuration is still serving. A reload before the first ``READY=1``
+  (still waiting for a worker) sends neither: readiness is never announced early.
 """
 from __future__ import annotations
 
@@ -66,6 +67,8 @@ class Service:
 
     def reload(self, apply: Callable[[], object]):
         """Runs ``apply()`` between ``RELOADING=1`` and ``READY=1``; returns its result."""
+        if self._last is None:  # READY=1 not sent yet (waiting for a worker): only the reload
+            return apply()
         self.notifier.reloading()
         try:
             return apply()

@@ -8,7 +8,7 @@ import pytest
 from smg.config.load import build_config
 from smg.routing.cache_aware import CacheAwarePolicy
 from smg.routing.policies import PolicyRegistry
-from smg.server.reload import RUNTIME, ReloadRefused, plan
+from smg.server.reload import BREAKER, KEYS, RETRY, RUNTIME, ReloadRefused, plan
 from smg.workers.registry import WorkerRegistry
 from smg.workers.worker import Worker
 from tests.unit.test_policies import Req
@@ -47,8 +47,10 @@ def test_tls_cannot_be_turned_on_or_off():
 
 def test_every_runtime_setting_has_a_reader_that_takes_it():
     assert set(CacheAwarePolicy.SETTINGS) <= RUNTIME
-    assert RUNTIME - set(CacheAwarePolicy.SETTINGS) == {"worker_urls", "tls_cert_path", "tls_key_path",
-                                                        "tls_client_ca_path"}
+    assert RUNTIME - set(CacheAwarePolicy.SETTINGS) - set(RETRY) - set(BREAKER) - set(KEYS) == {
+        "worker_urls", "tls_cert_path", "tls_key_path", "tls_client_ca_path", "health_check_interval_secs"}
+    cfg_keys = {n for n in RUNTIME}
+    assert cfg_keys <= set(cfg().values)  # every name is a setting
 
 
 TEXT = "a conversation about the weather " * 4
@@ -69,3 +71,27 @@ def test_cache_aware_reconfigured_in_place_keeps_its_tree():
     assert policies.get(None) is p and p.cache_threshold == 0.9 and p.abs_threshold == 3
     assert p.max_tree_size == 4096 and p.tree.mem_size() == nodes
     assert p.select(workers, Req(TEXT)) is first  # the prefix is still where it was
+
+
+def test_auth_rekeying_checks_first_then_rotates_in_place():
+    from smg.auth import Auth
+    from smg.errors import ConfigError
+    from smg.server.filters import Reply
+
+    auth = Auth(cfg(tenant_api_key=["acme:old-key"], control_plane_api_keys=["a:ops:admin:root-1"]), Reply)
+    data, control = auth.data, auth.control
+    assert data.keys.lookup(b"old-key") is not None
+    apply = auth.rekeying(cfg(tenant_api_key=["acme:new-key", "beta:b-key"],
+                              control_plane_api_keys=["a:ops:admin:root-2"]))
+    assert data.keys.lookup(b"old-key") is not None  # nothing changes before apply()
+    apply()
+    assert auth.data is data and auth.control is control  # the filters in the chains, rekeyed
+    assert data.keys.lookup(b"old-key") is None and data.keys.lookup(b"b-key").tenant_id == "beta"
+    assert control.keys.lookup(b"root-2") is not None and control.keys.lookup(b"root-1") is None
+    assert auth.tenant_keys == 2
+    with pytest.raises(ConfigError, match="--tenant-api-key: data-plane keys cannot be turned on or off"):
+        auth.rekeying(cfg(control_plane_api_keys=["a:ops:admin:root-2"]))
+    with pytest.raises(ConfigError, match="--control-plane-api-keys"):
+        auth.rekeying(cfg(tenant_api_key=["acme:new-key"]))
+    with pytest.raises(ConfigError):
+        auth.rekeying(cfg(tenant_api_key=["no-colon"], control_plane_api_keys=["a:ops:admin:root-2"]))
