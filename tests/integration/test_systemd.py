@@ -115,7 +115,8 @@ os.execv(sys.executable, [sys.executable, "-m", "smg", *sys.argv[2:]])
 
 def start_as_systemd(notify: NotifySocket, *args) -> tuple:
     """The gateway with NOTIFY_SOCKET, WATCHDOG_USEC and a pre-bound listening socket on
-    fd 3 (LISTEN_PID is the gateway's own pid: the launcher sets it, then execs)."""
+    fd 3 (LISTEN_PID is the gateway's own pid: the launcher sets it, then execs):
+    ``(process, the socket's port, the --port given, which must stay unbound)``."""
     pre = socket.socket()
     pre.bind(("127.0.0.1", 0))
     pre.listen(128)
@@ -123,11 +124,12 @@ def start_as_systemd(notify: NotifySocket, *args) -> tuple:
     fd = pre.fileno()
     env = dict(os.environ, NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="1000000", LISTEN_FDS="1",
                LISTEN_FDNAMES="api")
-    cmd = [sys.executable, "-c", EXEC_AS_SYSTEMD, str(fd), "--host", "127.0.0.1", "--port", str(free_port()),
-           "--prometheus-port", "0", *args]
+    unused = free_port()  # --port: never bound, the passed socket is the listener
+    cmd = [sys.executable, "-c", EXEC_AS_SYSTEMD, str(fd), "--host", "127.0.0.1",
+           "--port", str(unused), "--prometheus-port", "0", *args]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, pass_fds=(fd,))
     pre.close()  # the gateway holds it now; a connection made before it accepts waits in the backlog
-    return p, port
+    return p, port, unused
 
 
 def chat(port, text, **kw):
@@ -168,12 +170,14 @@ class Stream(threading.Thread):
 
 def test_ready_watchdog_socket_activation_and_stop_with_a_stream_in_flight(notify, workers):
     slow = workers("slow", "--token-delay", "0.2", "--num-chunks", "10")
-    g, port = start_as_systemd(notify, "--worker-urls", slow, "--systemd-wait-for-worker",
+    g, port, unused = start_as_systemd(notify, "--worker-urls", slow, "--systemd-wait-for-worker",
                                "--shutdown-grace-period-secs", "20")
     try:
         ready = notify.wait("READY")
         assert f"listening on http://127.0.0.1:{port}" in ready["STATUS"]
         assert "1 worker ready" in ready["STATUS"]  # --systemd-wait-for-worker: READY=1 after it
+        with pytest.raises(httpx.ConnectError):  # --port was not bound: the socket passed is the listener
+            httpx.get(f"http://127.0.0.1:{unused}/health", timeout=2)
         notify.wait("WATCHDOG")
         notify.wait("WATCHDOG")
         s = Stream(port, "hello")
@@ -201,7 +205,7 @@ def test_sighup_reload_keeps_tree_and_streams_and_refuses_bad_files(notify, work
     w3 = workers("w3", "--token-delay", "0.2", "--num-chunks", "10")
     conf = tmp_path / "smg.yaml"
     write(conf, worker_urls=[w1, w2], policy="cache_aware")
-    g, port = start_as_systemd(notify, "--config", str(conf), "--systemd-wait-for-worker")
+    g, port, _ = start_as_systemd(notify, "--config", str(conf), "--systemd-wait-for-worker")
     try:
         notify.wait("READY")
         httpx.get(f"http://127.0.0.1:{port}/readiness", timeout=5).raise_for_status()
