@@ -11,9 +11,14 @@ smg/routing/policies.py), changed only through their event methods; worker lifec
 events reach the metrics through the event bus (smg/workers/events.py).
 
 TLS (smg/server/tls.py, smg/upstream/tls.py): with ``--tls-cert-path`` the API
-listener serves HTTPS (the Prometheus listener stays plain); SIGHUP, when the gateway
-runs in the main thread, and ``reload_tls()`` from anywhere re-read the certificate
-for new connections. https workers share one client context (``worker_tls``).
+listener serves HTTPS (the Prometheus listener stays plain); ``reload_tls()`` re-reads
+the certificate for new connections. https workers share one client context
+(``worker_tls``).
+
+SIGHUP (when the gateway runs in the main thread) calls ``on_sighup``: ``reload_tls``
+by default, the configuration reload when smg/cli.py sets it; that one hands the new
+settings to ``reconfigure``, all or nothing (smg/server/reload.py). Listening sockets
+may be handed over (``sockets``: systemd socket activation, smg/server/systemd.py).
 
 Auth (smg/auth): ``Auth`` picks each route's first filter from its endpoint's
 ``access`` (data-plane keys, control-plane keys/JWT, or none); with
