@@ -111,6 +111,15 @@ def _options(fn):
                                 message="%(prog)s %(version)s")(fn)
 
 
+def given_flags(ctx: click.Context, values: dict) -> dict:
+    """{setting name: value} of the flags the user gave (they win over the YAML file)."""
+    given = {}
+    for name, value in values.items():
+        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            given[name] = list(value) if isinstance(value, tuple) else value
+    return given
+
+
 def config_from(ctx: click.Context, config_file: str | None, values: dict) -> GatewayConfig:
     """The config of a parsed command line: only flags the user gave override the YAML
     file and the defaults.
@@ -118,22 +127,19 @@ def config_from(ctx: click.Context, config_file: str | None, values: dict) -> Ga
     Raises:
         ConfigError: (NotSupportedYet included) naming the flag or key at fault.
     """
-    given = {}
-    for name, value in values.items():
-        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
-            given[name] = list(value) if isinstance(value, tuple) else value
-    return build_config(given, config_file)
+    return build_config(given_flags(ctx, values), config_file)
 
 
 def _launch(ctx: click.Context, config_file: str | None, values: dict) -> None:
+    given = given_flags(ctx, values)
     try:
-        cfg = config_from(ctx, config_file, values)
+        cfg = build_config(given, config_file)
     except NotSupportedYet as e:  # one line, no usage text: the flag is right, smg lacks the feature
         click.echo(f"smg-proxy: {e}", err=True)
         sys.exit(2)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
-    sys.exit(run(cfg))
+    sys.exit(run(cfg, given, config_file))
 
 
 @click.group(cls=_Group, invoke_without_command=True, context_settings=_CONTEXT)
@@ -162,16 +168,44 @@ def has_worker_source(cfg: GatewayConfig) -> bool:
     return bool(cfg.worker_urls or cfg.discovery_file or cfg.service_discovery)
 
 
-def run(cfg: GatewayConfig) -> int:
-    """Runs the gateway on uvloop until SIGTERM/SIGINT; returns the exit status."""
+def run(cfg: GatewayConfig, given: dict | None = None, config_file: str | None = None) -> int:
+    """Runs the gateway on uvloop until SIGTERM/SIGINT; returns the exit status. SIGHUP
+    re-reads ``config_file`` (with the flags ``given`` winning again) and applies it."""
     import uvloop
 
-    return uvloop.run(_serve(cfg))
+    return uvloop.run(_serve(cfg, given or {}, config_file))
 
 
-async def _serve(cfg: GatewayConfig) -> int:
+def _reload(gw, given: dict, config_file: str | None, demo_urls: list) -> bool:
+    """SIGHUP: the configuration re-read and applied (smg/server/reload.py), or refused
+    with one log line and the running configuration kept. Without ``--config`` only the
+    TLS certificate is re-read."""
+    from smg.server.reload import ReloadRefused
+
+    log = logging.getLogger("smg.gateway")
+    if config_file is None:
+        if gw.tls is None:
+            log.info("SIGHUP: no --config file to re-read and no TLS certificate; nothing to reload")
+            return False
+        return gw.reload_tls()
+    try:
+        new = build_config(given, config_file)
+        if demo_urls and not has_worker_source(new):
+            new = new.replace(worker_urls=demo_urls)
+        changes = gw.reconfigure(new)
+    except (ConfigError, ReloadRefused) as e:
+        log.error("configuration reload refused, the running configuration stays: %s", e)
+        return False
+    log.info("configuration reloaded from %s: %s", config_file,
+             ", ".join(changes) + " changed" if changes else "no setting changed")
+    return True
+
+
+async def _serve(cfg: GatewayConfig, given: dict, config_file: str | None) -> int:
     from smg.observability.logs import AccessLog, HandlerStream, setup_logging
+    from smg.server import systemd
     from smg.server.app import Gateway
+    from smg.server.service import Service
 
     handler = setup_logging(cfg.log_level, cfg.log_json, cfg.log_dir)
     access = AccessLog(HandlerStream(handler), cfg.log_json) \
@@ -186,6 +220,12 @@ async def _serve(cfg: GatewayConfig) -> int:
             click.echo(f"smg-proxy: {e}", err=True)
             return 2
 
+    notifier = systemd.Notifier.from_env()
+    try:
+        sockets = systemd.listen_sockets()  # socket activation (LISTEN_FDS)
+    except ConfigError as e:
+        click.echo(f"smg-proxy: {e}", err=True)
+        return 2
     mocks = []
     if not has_worker_source(cfg):
         from smg.testing.mock_worker import MockConfig, MockWorker
@@ -196,12 +236,17 @@ async def _serve(cfg: GatewayConfig) -> int:
             mocks.append(m)
         cfg = cfg.replace(worker_urls=[m.url for m in mocks])
     try:
-        gw = Gateway(cfg, access_log=access, tracing=tracing)
+        gw = Gateway(cfg, access_log=access, tracing=tracing, sockets=sockets)
     except ConfigError as e:  # TLS material that does not load
         click.echo(f"smg-proxy: {e}", err=True)
         for m in mocks:
             await m.stop()
         return 2
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+    scheme = "https" if gw.tls is not None else "http"
+    service = Service(notifier, lambda: f"listening on {scheme}://{host}:{gw.port}", gw.registry.ready_count)
+    demo_urls = list(cfg.worker_urls) if mocks else []
+    gw.on_sighup = lambda: service.reload(lambda: _reload(gw, given, config_file, demo_urls))
     try:
         await gw.start()
     except ConfigError as e:  # a worker URL naming a listener of its own; a start-up tokenizer not loading
@@ -211,8 +256,11 @@ async def _serve(cfg: GatewayConfig) -> int:
     except OSError as e:  # the message names the listener and address (smg/server/app.py _bind)
         click.echo(f"smg-proxy: {e.strerror or e}", err=True)
         return 1
-    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
-    scheme = "https" if gw.tls is not None else "http"
+    for name, sock in sockets.items():
+        if (name == "metrics" and gw.metrics_server is None) or (name == "control" and gw.control_server is None):
+            click.echo(f"WARNING: the socket passed for the {name} listener is not used "
+                       f"(that listener is off)", err=True)
+            sock.close()
     click.echo(f"smg-proxy listening on {scheme}://{host}:{gw.port} with policy {cfg.policy}", err=True)
     exposed, posture = gw.security_posture()  # what is open to anyone who reaches the port
     click.echo(("WARNING: " if exposed else "") + posture, err=True)
@@ -230,9 +278,13 @@ async def _serve(cfg: GatewayConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    ready = asyncio.ensure_future(service.started(cfg.systemd_wait_for_worker))  # READY=1, watchdog
     await stop.wait()
+    ready.cancel()
     logging.getLogger("smg.gateway").info("shutting down (grace %.0f s)", cfg.shutdown_grace_period_secs)
+    service.stopping(gw.inflight())
     await gw.shutdown(cfg.shutdown_grace_period_secs)
+    service.close()
     for m in mocks:
         await m.stop()
     return 0

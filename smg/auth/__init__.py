@@ -16,12 +16,15 @@ route runs first (``stage(endpoint)``, by the endpoint's ``access``):
 
 A route whose stage is nothing pays nothing per request. Malformed settings raise
 ``ConfigError`` here, at start-up; ``start()`` (on the running loop) fetches the IdP's
-signing keys in the background, ``stop()`` cancels that.
+signing keys in the background, ``stop()`` cancels that. ``rekeying(config)`` rotates the
+tenant and control-plane keys in place (a configuration reload).
 """
 from __future__ import annotations
 
 import asyncio
 import time
+
+from smg.errors import ConfigError
 
 from smg.auth.audit import Audit
 from smg.auth.filters import AuditOnly, ControlPlaneAuth, DataPlaneAuth
@@ -48,6 +51,7 @@ class Auth:
             ConfigError: a malformed key entry, role mapping, JWT URL, or JWT settings
                 without both issuer and audience.
         """
+        self._reply, self._clock, self._fetch = reply, clock, fetch
         tenants = parse_tenant_keys(config.tenant_api_key)
         control_keys = parse_control_plane_keys(config.control_plane_api_keys)
         self.jwt_settings = JwtSettings.from_config(config)
@@ -74,6 +78,32 @@ class Auth:
         else:
             self.control_mode = CONTROL_OPEN
             self.control = AuditOnly(self.audit) if self.audit is not None else None
+
+    def rekeying(self, config):
+        """New tenant and control-plane keys (a configuration reload), checked in full
+        now; returns the function that puts them in place, after which the filters
+        already in the routes' chains verify against them.
+
+        Raises:
+            ConfigError: a malformed entry, or keys that would add or remove a stage
+                (none before and some now, or the reverse: the chains were built for
+                the old ones; a restart changes that).
+        """
+        new = Auth(config, self._reply, self._clock, self._fetch)
+        if (new.data is None) != (self.data is None):
+            raise ConfigError("--tenant-api-key", "data-plane keys cannot be turned on or off at run time "
+                                                  "(restart smg-proxy)")
+        if new.control_mode != self.control_mode:
+            raise ConfigError("--control-plane-api-keys", "control-plane keys cannot be turned on or off at "
+                                                          "run time (restart smg-proxy)")
+
+        def apply() -> None:
+            if self.data is not None:
+                self.data.use(new.data.keys)
+            if isinstance(self.control, ControlPlaneAuth):
+                self.control.keys = new.control.keys
+            self.tenant_keys, self.control_keys = new.tenant_keys, new.control_keys
+        return apply
 
     def start(self) -> None:
         """On the running loop: fetch the IdP's signing keys in the background."""

@@ -41,10 +41,15 @@ class DataPlaneAuth:
     __slots__ = ("keys", "_seen", "_refused")
 
     def __init__(self, keys, reply) -> None:
-        self.keys = keys  # smg.auth.keys.KeyTable
-        self._seen = keys.seen[AUTHORIZATION]  # Authorization values already verified
+        self.use(keys)
         self._refused = reply(401, "missing or invalid API key (send Authorization: Bearer <key> or x-api-key)",
                               "invalid_api_key", WWW_DATA)
+
+    def use(self, keys) -> None:
+        """Verifies against ``keys`` (a ``KeyTable``) from now on: at start-up, and when
+        a configuration reload rotates the keys (values verified before are forgotten)."""
+        self.keys = keys  # smg.auth.keys.KeyTable
+        self._seen = keys.seen[AUTHORIZATION]  # Authorization values already verified
 
     def __call__(self, conn, ctx):
         # KeyTable.from_headers inline: a credential already verified is one dict probe

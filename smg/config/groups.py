@@ -84,7 +84,7 @@ GROUPS: tuple = (
           shared=("request_id_headers", "storage_context_headers", "request_timeout_secs",
                   "shutdown_grace_period_secs", "header_read_timeout_secs", "idle_connection_timeout_secs",
                   "trust_tenant_header", "tenant_header_name", "cors_allowed_origins"),
-          local=("max_header_size", "pipeline_queue_limit", "usage_body_limit", "body_read_min_rate",
+          local=("systemd_wait_for_worker", "max_header_size", "pipeline_queue_limit", "usage_body_limit", "body_read_min_rate",
                  "body_budget_bytes", "body_budget_per_connection_bytes", "expose_overhead_header",
                  "expose_worker_header", "forward_headers", "forward_all_headers", "upstream_request_id")),
     Group("HTTP/2 Listener", "SETTINGS values and flood limits of client HTTP/2 connections",

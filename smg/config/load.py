@@ -102,8 +102,11 @@ def load_yaml(path: str) -> dict:
             data = yaml.safe_load(f)
     except OSError as e:
         raise ConfigError("--config", f"cannot read {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError("--config", f"{path} is not valid YAML: {e}") from None
+    except yaml.YAMLError as e:  # one line: the problem and where it is
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise ConfigError("--config", f"{path} is not valid YAML: {what}{where}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -299,6 +299,9 @@ SETTINGS: tuple = (
             "stays in logs, traces and the response header.", choices=("client", "uuid4")),
     Setting("shutdown_grace_period_secs", float, 180.0,
             "On SIGTERM, time given to in-flight requests before exiting.", minimum=0),
+    Setting("systemd_wait_for_worker", bool, False,
+            "Under systemd (Type=notify, NOTIFY_SOCKET set): send READY=1 only once a worker is "
+            "ready, not as soon as the listeners are bound."),
     Setting("log_level", str, "info", "Log level (access lines are logged at info).", choices=LOG_LEVELS),
     Setting("log_json", bool, False, "Write logs (and access lines) as JSON objects, one per line."),
     Setting("log_dir", str, "", "Write logs to smg.log in this directory (rotated daily) instead of stderr."),

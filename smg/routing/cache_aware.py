@@ -76,18 +76,30 @@ class CacheAwarePolicy(Policy):
         self.tree = (tree_cls or StringTree)()
         self._token_tree_cls = token_tree_cls or TokenTree
         self.token_tree = None   # made on the first request routed on token ids
+        self.configure(config)
+        self.affinity_under_imbalance = affinity_under_imbalance
+        self._next_evict = None
+        self._index = CandidateIndex()
+
+    #: the settings ``configure`` reads (a configuration reload may change them at run time)
+    SETTINGS = ("cache_threshold", "balance_abs_threshold", "balance_rel_threshold", "eviction_interval_secs",
+                "max_tree_size")
+
+    def configure(self, config) -> None:
+        """(Re)reads the policy's parameters; the trees are kept (a reload changes only
+        how they are used; a smaller ``max_tree_size`` trims them at the next sweep)."""
         self.cache_threshold = float(config_value(config, "cache_threshold"))
         self.abs_threshold = config_value(config, "balance_abs_threshold")
         self.rel_threshold = float(config_value(config, "balance_rel_threshold"))
-        self.eviction_interval = float(config_value(config, "eviction_interval_secs"))
+        interval = float(config_value(config, "eviction_interval_secs"))
+        if getattr(self, "_next_evict", None) is not None and interval < self.eviction_interval:
+            self._next_evict -= self.eviction_interval - interval  # a shorter interval applies now
+        self.eviction_interval = interval
         self.max_tree_size = int(config_value(config, "max_tree_size"))  # bytes (mem_size)
         self._evict_at = int(self.max_tree_size * EVICT_OVERSHOOT)
         # one prompt's text is matched and inserted up to what a quarter of the budget
         # holds even at 4 UTF-8 bytes a character: a huge prompt cannot evict the cache
         self._max_text = max(1, min(MAX_KEY_UNITS, self.max_tree_size // 16))
-        self.affinity_under_imbalance = affinity_under_imbalance
-        self._next_evict = None
-        self._index = CandidateIndex()
 
     # -- selection -------------------------------------------------------------------------
 

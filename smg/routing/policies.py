@@ -84,6 +84,16 @@ class PolicyRegistry:
                 p = self._factory(self._default, self._config)
         return p
 
+    def reconfigure(self, config) -> None:
+        """New settings for the live policies and those made later: each live policy with
+        a ``configure(config)`` re-reads its parameters, keeping its routing state (trees,
+        assignments). Which settings a policy re-reads is its ``SETTINGS``."""
+        self._config = config
+        for p in list(self._by_model.values()):
+            configure = getattr(p, "configure", None)
+            if configure is not None:
+                configure(config)
+
     def models(self) -> list:
         return list(self._by_model)
 

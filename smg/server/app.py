@@ -11,9 +11,14 @@ smg/routing/policies.py), changed only through their event methods; worker lifec
 events reach the metrics through the event bus (smg/workers/events.py).
 
 TLS (smg/server/tls.py, smg/upstream/tls.py): with ``--tls-cert-path`` the API
-listener serves HTTPS (the Prometheus listener stays plain); SIGHUP, when the gateway
-runs in the main thread, and ``reload_tls()`` from anywhere re-read the certificate
-for new connections. https workers share one client context (``worker_tls``).
+listener serves HTTPS (the Prometheus listener stays plain); ``reload_tls()`` re-reads
+the certificate for new connections. https workers share one client context
+(``worker_tls``).
+
+SIGHUP (when the gateway runs in the main thread) calls ``on_sighup``: ``reload_tls``
+by default, the configuration reload when smg/cli.py sets it; that one hands the new
+settings to ``reconfigure``, all or nothing (smg/server/reload.py). Listening sockets
+may be handed over (``sockets``: systemd socket activation, smg/server/systemd.py).
 
 Auth (smg/auth): ``Auth`` picks each route's first filter from its endpoint's
 ``access`` (data-plane keys, control-plane keys/JWT, or none); with
@@ -40,7 +45,7 @@ from smg.errors import ConfigError
 from smg.observability.metrics import DEFAULT_DURATION_BUCKETS, Metrics, exposition
 from smg.observability.observer import Observer
 from smg.routing.policies import PolicyRegistry
-from smg.server import address_filter, h2_connection
+from smg.server import address_filter, h2_connection, reload
 from smg.server.body_budget import BodyBudget
 from smg.server.cors import CorsPolicy
 from smg.server.endpoints import ENDPOINTS, METRICS_ENDPOINTS, RouteTable
@@ -104,8 +109,10 @@ async def _bind(create, host: str, port: int, what: str = "main "):
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, access_log=None, tracing=None) -> None:
+    def __init__(self, config: GatewayConfig, access_log=None, tracing=None, sockets: dict | None = None) -> None:
         self.config = config
+        # listening sockets handed over (systemd socket activation): {"api"|"metrics"|"control": socket}
+        self.sockets = dict(sockets or {})
         self.loop: asyncio.AbstractEventLoop | None = None
         # request timing (durations, TTFT, the overhead header) needs sub-millisecond
         # resolution, which loop.time() (libuv's coarse clock) does not give; the native
@@ -189,6 +196,9 @@ class Gateway:
         self._tick_handle = None
         self._next_sweep = 0.0
         self._sighup = False
+        #: what SIGHUP calls (when the gateway runs in the main thread): the TLS reload by
+        #: default; smg/cli.py puts the configuration reload (which includes it) here
+        self.on_sighup = self.reload_tls if self.tls is not None else None
 
     # -- the filter chains ---------------------------------------------------------------
 
@@ -260,27 +270,30 @@ class Gateway:
         await self.loop.run_in_executor(None, load_startup, cfg, self.tokenizers)
         site = self.site
         tls = self.tls
+        where = self._where("api", cfg.host, cfg.port)
         if tls is None:
             self.server = await _bind(self.loop.create_server(
-                lambda: HTTPServerProtocol(site), cfg.host, cfg.port, backlog=4096), cfg.host, cfg.port)
+                lambda: HTTPServerProtocol(site), **where, backlog=4096), cfg.host, cfg.port)
         else:
             self.server = await _bind(self.loop.create_server(
-                lambda: TLSServerProtocol(site), cfg.host, cfg.port, backlog=4096,
+                lambda: TLSServerProtocol(site), **where, backlog=4096,
                 ssl=tls.context, ssl_handshake_timeout=cfg.header_read_timeout_secs), cfg.host, cfg.port)
-            if threading.current_thread() is threading.main_thread():
-                self.loop.add_signal_handler(signal.SIGHUP, self.reload_tls)
-                self._sighup = True
         if self.metrics_site is not None:
             msite = self.metrics_site
             try:
                 self.metrics_server = await _bind(self.loop.create_server(
-                    lambda: HTTPServerProtocol(msite), cfg.prometheus_host, cfg.prometheus_port),
+                    lambda: HTTPServerProtocol(msite), **self._where("metrics", cfg.prometheus_host,
+                                                                     cfg.prometheus_port)),
                     cfg.prometheus_host, cfg.prometheus_port, "metrics ")
             except OSError:
                 self.server.close()
                 raise
         if self.control_site is not None:
             await self._start_control_listener()
+        if self.on_sighup is not None and threading.current_thread() is threading.main_thread():
+            hook = self.on_sighup
+            self.loop.add_signal_handler(signal.SIGHUP, lambda: hook())
+            self._sighup = True
         guard.listeners = [s.getsockname()[:2] for srv in (self.server, self.metrics_server, self.control_server)
                            if srv is not None for s in srv.sockets]
         key = {"api_key": cfg.api_key} if cfg.api_key else {}  # SMG: --api-key is their default
@@ -297,13 +310,19 @@ class Gateway:
         proto = HTTPServerProtocol if tls is None else TLSServerProtocol
         try:
             self.control_server = await _bind(self.loop.create_server(
-                lambda: proto(csite), self.config.control_plane_host, self.config.control_plane_port, **kw),
+                lambda: proto(csite), **self._where("control", self.config.control_plane_host,
+                                                    self.config.control_plane_port), **kw),
                 self.config.control_plane_host, self.config.control_plane_port, "control-plane ")
         except OSError:
             self.server.close()
             if self.metrics_server is not None:
                 self.metrics_server.close()
             raise
+
+    def _where(self, listener: str, host: str, port: int) -> dict:
+        """``create_server`` keywords of one listener: its handed-over socket, else host and port."""
+        sock = self.sockets.get(listener)
+        return {"sock": sock} if sock is not None else {"host": host, "port": port}
 
     @property
     def control_port(self) -> int:
@@ -315,6 +334,48 @@ class Gateway:
         (smg/auth/posture.py); printed at start-up."""
         where = None if self.control_server is None else f"{self.config.control_plane_host}:{self.control_port}"
         return describe_posture(self.auth, ENDPOINTS, where)
+
+    def reconfigure(self, new: GatewayConfig) -> list:
+        """Applies a re-read configuration (smg/server/reload.py says which settings may
+        change): new tenant/control-plane keys checked, TLS files re-read (either failing
+        refuses the reload), then the keys put in place, cache_aware's
+        parameters (trees kept), retry, breaker and probe-interval settings (breaker
+        state kept), then the worker list (new URLs registered, dropped ones
+        drained; the others untouched). Returns the changed setting names.
+
+        Raises:
+            ReloadRefused: nothing was applied; the message names what is at fault.
+        """
+        changes = reload.plan(self.config, new, self.tls is not None)
+        old_urls, new_urls = list(self.config.worker_urls), list(new.worker_urls)
+        for url in new_urls:
+            if url not in old_urls:
+                why = self.workers.guard.refusal(url)
+                if why is not None:
+                    raise reload.ReloadRefused(f"--worker-urls: {why}")
+        try:  # keys: checked now, put in place with the rest
+            rekey = self.auth.rekeying(new) if {"tenant_api_key", "control_plane_api_keys"} & set(changes) else None
+        except ConfigError as e:
+            raise reload.ReloadRefused(str(e)) from None
+        if self.tls is not None:
+            if not self.tls.reload_from(new.tls_cert_path, new.tls_key_path, new.tls_client_ca_path):
+                raise reload.ReloadRefused(f"--tls-cert-path: the TLS material ({new.tls_cert_path}, "
+                                           f"{new.tls_key_path}) does not load")
+        if rekey is not None:
+            rekey()
+        self.policies.reconfigure(new)
+        # retries, breakers, probe interval: requests already running keep the policy they began with
+        self.retry = self.deps.retry = self.grpc_deps.retry = self.workers.reconfigure(new)
+        self.config = new
+        key = {"api_key": new.api_key} if new.api_key else {}
+        for url in old_urls:
+            if url not in new_urls:
+                for w in self.registry.at_address(url):
+                    self.workers.remove(w.id, drain=True)
+        for url in new_urls:
+            if url not in old_urls:
+                self.add_worker(url, **key)
+        return changes
 
     def reload_tls(self) -> bool:
         """Re-reads the listener's certificate and key for new connections (SIGHUP).

@@ -159,6 +159,16 @@ class ServerTLS:
             sslobj.context = cur
         return None
 
+    def reload_from(self, cert_path: str, key_path: str, client_ca_path: str = "") -> bool:
+        """``reload`` from these files (a re-read configuration may name new ones); when
+        they do not load, the current files and certificate stay. Never raises."""
+        old = self.cert_path, self.key_path, self.client_ca_path
+        self.cert_path, self.key_path, self.client_ca_path = cert_path, key_path, client_ca_path
+        if self.reload():
+            return True
+        self.cert_path, self.key_path, self.client_ca_path = old
+        return False
+
     def reload(self) -> bool:
         """Re-reads certificate, key (and client CA) for new handshakes.
 

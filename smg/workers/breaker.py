@@ -162,6 +162,13 @@ class CircuitBreaker:
                    enabled=not (config.disable_circuit_breaker or res.get("disable_circuit_breaker", False)),
                    label=label, on_transition=on_transition, now=now)
 
+    def retune(self, other: CircuitBreaker) -> None:
+        """Takes ``other``'s thresholds, timeout and window (a configuration reload);
+        the state, its counters and ``enabled`` are kept."""
+        self.failure_threshold, self.success_threshold = other.failure_threshold, other.success_threshold
+        self.timeout, self.window = other.timeout, other.window
+        self._limits = dict(other._limits)
+
     def state_at(self, now: float) -> str:
         """The state, after applying the lazy open -> half_open timeout check."""
         if self.state == OPEN and now - self.changed_at >= self.timeout:

@@ -222,6 +222,25 @@ class WorkerManager:
         self.jobs[w.id] = {"job_type": job_type, "worker_url": w.url, "status": status, "message": message,
                            "timestamp": int(time.time())}
 
+    def reconfigure(self, config) -> RetryPolicy:
+        """New settings from a configuration reload (smg/server/reload.py says which may
+        differ): the gateway's retry policy and each worker's (its spec's ``resilience``
+        over it), each breaker's thresholds, timeout and window (state kept), the health
+        probe interval (from each worker's next probe). Returns the new retry policy."""
+        self.config = config
+        self.retry = RetryPolicy.from_config(config)
+        for w in self.registry.all():
+            res = w.spec.get("resilience") or {}
+            try:
+                w.retry = self.retry.for_worker(res)
+            except ValueError as e:  # its own fields no longer make a policy over the new base
+                log.warning("worker %s keeps its retry policy: %s", w.url, e)
+            if w.breaker is not None:
+                w.breaker.retune(CircuitBreaker.from_config(config, res))
+        if self.health is not None:
+            self.health.interval = config.health_check_interval_secs
+        return self.retry
+
     def _pool_for(self, w: Worker) -> UpstreamPool:
         entry = self._pools.get(w.base_url)
         if entry is None:

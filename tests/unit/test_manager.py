@@ -278,3 +278,31 @@ def test_a_spec_that_validates_builds_its_worker(section, field, value):
     with pytest.raises(SpecError) as e:
         validate({"url": "http://127.0.0.1:9", section: {field: value}})
     assert e.value.field == f"{section}.{field}"
+
+
+def test_reconfigure_takes_retry_breaker_and_probe_settings_keeping_breaker_state():
+    async def main():
+        m, reg, _ = manager(disable_load_monitoring=True, retry_max_retries=4, cb_failure_threshold=2)
+        try:
+            plain = m.add(validate({"url": "http://127.0.0.1:9"}))
+            tuned = m.add(validate({"url": "http://127.0.0.1:10", "resilience": {"max_retries": 2}}))
+            m.record_outcome(plain, False)
+            m.record_outcome(plain, False)                         # two failures: open
+            assert plain.breaker.state == "open"
+            new = build_config(dict(FAST, disable_load_monitoring=True, retry_max_retries=7,
+                                    retry_initial_backoff_ms=10.0, cb_failure_threshold=9,
+                                    cb_timeout_duration_secs=5.0, health_check_interval_secs=2.5))
+            retry = m.reconfigure(new)
+            assert retry is m.retry and retry.max_retries == 7
+            assert plain.retry is None                             # the gateway's policy, the new one
+            assert (tuned.retry.max_retries, tuned.retry.initial_backoff_ms) == (2, 10.0)  # its field over the new base
+            assert plain.breaker.state == "open" and plain.breaker.consecutive_failures == 2  # state kept
+            assert (plain.breaker.failure_threshold, plain.breaker.timeout) == (9, 5.0)
+            m.record_outcome(tuned, False)
+            m.record_outcome(tuned, False)
+            assert tuned.breaker.state == "closed"                 # the new threshold (9) counts
+            assert m.health.interval == 2.5 and reg.get(plain.id) is plain
+        finally:
+            await m.stop()
+
+    run(main())

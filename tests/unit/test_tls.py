@@ -92,6 +92,17 @@ def test_h2_available_follows_the_module():
     assert server_tls.alpn_protocols() == (["h2", "http/1.1"] if expected else ["http/1.1"])
 
 
+def test_reload_from_new_paths_or_keeps_the_old_ones(pki, tmp_path):
+    t = ServerTLS(pki.server_cert, pki.server_key)
+    c2, k2, serial2 = pki.ca.issue("server-2")
+    missing = str(tmp_path / "missing.crt")
+    assert t.reload_from(missing, k2) is False  # a configuration reload naming a missing file
+    assert (t.cert_path, t.key_path) == (pki.server_cert, pki.server_key) and t.reloads == 0
+    assert t.reload_from(c2, k2) is True and (t.cert_path, t.key_path) == (c2, k2)
+    after, _ = handshake(t.context, client_for(pki, ["http/1.1"]))
+    assert peer_serial(after.getpeercert(True)) == serial2
+
+
 def test_reload_serves_the_new_certificate_to_new_handshakes_only(pki, tmp_path):
     cert, key = str(tmp_path / "live.crt"), str(tmp_path / "live.key")
     shutil.copy(pki.server_cert, cert)
