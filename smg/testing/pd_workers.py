@@ -1,0 +1,228 @@
+"""Mock workers in prefill and decode roles that really rendezvous (SGLang's bootstrap).
+
+Rules:
+- ``PrefillWorker`` is a ``MockWorker`` that also listens on its bootstrap port. Each
+  generation request's ``bootstrap_room`` (one per element of a batch) is marked
+  arrived when the request is received (not when it fails by injection: a prefill that
+  answers an error transfers nothing).
+- ``DecodeWorker`` answers a generation request only after meeting its prefill
+  partner: for each room it connects to ``bootstrap_host:bootstrap_port`` (the fields
+  the gateway injected; ``bootstrap_default`` when the port is null) and asks for the
+  room; the prefill side answers once the room has arrived or after its wait. A room
+  not met within ``rendezvous_timeout`` seconds (verdict ``timeout``) or no partner
+  listening (``unreachable``) is a 500 ``KV transfer failed``, like a real KV transfer. A request without the
+  bootstrap fields is a 400.
+- Both record what they received, bounded (``received``: the injected fields and the
+  path of each request; decode adds its rendezvous verdict).
+- ``return_logprob`` on ``/generate``: prefill answers its prompt's input logprobs
+  (``PREFILL_LOGPROBS`` per element), decode its own (``DECODE_LOGPROBS``), streamed or
+  not as asked, so a test can check the gateway's merge.
+- The bootstrap listener speaks one line per room: ``<room>\\n`` → ``ok\\n`` or
+  ``timeout\\n``; the rooms table is bounded (``MAX_ROOMS``, oldest dropped).
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from typing import Any
+
+import orjson
+
+from smg.testing.mock_worker import MockWorker
+from smg.testing.mock_worker.endpoints import ROUTES
+from smg.testing.mock_worker.errors import openai_error
+
+FIELDS = ("bootstrap_host", "bootstrap_port", "bootstrap_room")
+GENERATION_PATHS = (b"/generate", b"/v1/chat/completions", b"/v1/completions")
+MAX_ROOMS = 65536
+MAX_RECEIVED = 1024
+PREFILL_LOGPROBS = [[-0.5, 101, None], [-0.25, 102, None]]
+DECODE_LOGPROBS = [[-0.125, 103, None]]
+OUTPUT_LOGPROBS = [[-0.0625, 7, None]]
+
+
+def _rooms(obj: dict) -> list:
+    room = obj.get("bootstrap_room")
+    return room if type(room) is list else [room]
+
+
+def _logprob_answer(w, obj: dict, input_lp: list, text: str) -> tuple:
+    """``(content type, body)`` of a ``/generate`` answer carrying ``input_lp``."""
+    ids = obj.get("input_ids")
+    n = len(obj["text"]) if type(obj.get("text")) is list else \
+        (len(ids) if type(ids) is list and ids and type(ids[0]) is list else None)
+
+    def one() -> dict:
+        return {"text": text, "meta_info": {"id": w._next_id().decode(), "input_token_logprobs": list(input_lp),
+                                            "output_token_logprobs": list(OUTPUT_LOGPROBS),
+                                            "finish_reason": {"type": "stop"}, "prompt_tokens": 2,
+                                            "completion_tokens": 1}}
+    doc: Any = [one() for _ in range(n)] if n is not None else one()
+    if obj.get("stream") is True and n is None:
+        events = b"".join(b"data: " + orjson.dumps(dict(doc, text=t)) + b"\n\n" for t in (text[:1], text))
+        return b"text/event-stream", events + b"data: [DONE]\n\n"
+    return b"application/json", orjson.dumps(doc)
+
+
+class _PdWorker(MockWorker):
+    def __init__(self, config=None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.received: deque = deque(maxlen=MAX_RECEIVED)
+        routes = dict(ROUTES)
+        for path in GENERATION_PATHS:
+            inner = ROUTES[path][b"POST"]
+            routes[path] = {b"POST": self._wrap(path, inner)}
+        self.routes = routes
+
+    def _wrap(self, path: bytes, inner):
+        def handler(conn, req, body: bytes) -> None:
+            try:
+                obj = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                obj = None
+            if type(obj) is not dict:
+                inner(conn, req, body)
+                return
+            rec = {"path": path.decode()}
+            for f in FIELDS:
+                rec[f] = obj.get(f, "<absent>")
+            self.received.append(rec)
+            self._serve(conn, req, body, obj, rec, inner)
+        return handler
+
+    def _serve(self, conn, req, body, obj, rec, inner) -> None:
+        raise NotImplementedError
+
+
+class PrefillWorker(_PdWorker):
+    """A prefill mock: ``await PrefillWorker().start()``; ``bootstrap_port`` is where
+    decode partners find it."""
+
+    def __init__(self, config=None, *, wait: float = 5.0, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.wait = wait
+        self.bootstrap_port = 0
+        self._arrived: OrderedDict = OrderedDict()   # room -> asyncio.Event
+        self._bootstrap = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl=None, bootstrap_port: int = 0):
+        await super().start(host, port, ssl=ssl)
+        self._bootstrap = await asyncio.start_server(self._meet, host, bootstrap_port)
+        self.bootstrap_port = self._bootstrap.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._bootstrap is not None:
+            self._bootstrap.close()
+            self._bootstrap = None
+        await super().stop()
+
+    def _event(self, room) -> asyncio.Event:
+        ev = self._arrived.get(room)
+        if ev is None:
+            ev = self._arrived[room] = asyncio.Event()
+            while len(self._arrived) > MAX_ROOMS:
+                self._arrived.popitem(last=False)
+        return ev
+
+    def _serve(self, conn, req, body, obj, rec, inner) -> None:
+        cfg = self.config
+        if cfg.fail_status is None and cfg.fail_mode is None:
+            for room in _rooms(obj):
+                self._event(room).set()
+        if obj.get("return_logprob") is True and req.target.startswith(b"/generate"):
+            ctype, out = _logprob_answer(self, obj, PREFILL_LOGPROBS, "")
+            conn.respond(200, out, ctype=ctype)
+            return
+        inner(conn, req, body)
+
+    async def _meet(self, reader, writer) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                try:
+                    room = int(line.strip())
+                except ValueError:
+                    writer.write(b"bad\n")
+                    continue
+                try:
+                    await asyncio.wait_for(self._event(room).wait(), self.wait)
+                    writer.write(b"ok\n")
+                except asyncio.TimeoutError:
+                    writer.write(b"timeout\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+class DecodeWorker(_PdWorker):
+    """A decode mock; ``rendezvous_timeout`` bounds its wait for the prefill partner."""
+
+    def __init__(self, config=None, *, rendezvous_timeout: float = 2.0, bootstrap_default: int | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.rendezvous_timeout = rendezvous_timeout
+        self.bootstrap_default = bootstrap_default
+        self.met = 0          # rooms met
+        self.failed_rooms = 0
+
+    def _serve(self, conn, req, body, obj, rec, inner) -> None:
+        if any(obj.get(f) is None for f in ("bootstrap_host", "bootstrap_room")):
+            rec["rendezvous"] = "missing"
+            conn.respond(400, openai_error(400, "bootstrap_host and bootstrap_room are required in PD mode"))
+            return
+        conn.begin(False)
+        conn.task = asyncio.get_running_loop().create_task(self._rendezvous(conn, req, body, obj, rec, inner))
+
+    async def _rendezvous(self, conn, req, body, obj, rec, inner) -> None:
+        rooms = _rooms(obj)
+        hosts = obj["bootstrap_host"] if type(obj["bootstrap_host"]) is list else [obj["bootstrap_host"]] * len(rooms)
+        ports = obj.get("bootstrap_port")
+        ports = ports if type(ports) is list else [ports] * len(rooms)
+        verdict = "ok"
+        try:
+            for room, host, port in zip(rooms, hosts, ports):
+                port = port if port is not None else self.bootstrap_default
+                verdict = "unreachable" if port is None else await self._meet(host, port, room)
+                if verdict != "ok":
+                    break
+        except asyncio.CancelledError:
+            rec["rendezvous"] = "cancelled"
+            raise
+        rec["rendezvous"] = verdict
+        conn.release()
+        if conn.closed:
+            return
+        if verdict != "ok":
+            self.failed_rooms += 1
+            conn.respond(500, openai_error(500, f"KV transfer failed: bootstrap rendezvous {verdict}"))
+        elif obj.get("return_logprob") is True and req.target.startswith(b"/generate"):
+            self.met += len(rooms)
+            ctype, out = _logprob_answer(self, obj, DECODE_LOGPROBS, "hi")
+            conn.respond(200, out, ctype=ctype)
+        else:
+            self.met += len(rooms)
+            inner(conn, req, body)
+        if not conn.busy and not conn.closed:
+            conn.run_queue()
+
+    async def _meet(self, host: str, port: int, room) -> str:
+        """``ok``, ``timeout`` (the partner never got the room) or ``unreachable``."""
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), self.rendezvous_timeout)
+        except (OSError, asyncio.TimeoutError):
+            return "unreachable"
+        try:
+            writer.write(b"%d\n" % int(room))
+            line = await asyncio.wait_for(reader.readline(), self.rendezvous_timeout)
+            return "ok" if line == b"ok\n" else "timeout"
+        except (OSError, ValueError, TypeError):
+            return "unreachable"
+        except asyncio.TimeoutError:
+            return "timeout"
+        finally:
+            writer.close()
