@@ -114,3 +114,31 @@ def merge_event(payload: bytes, prefill: list) -> bytes:
     except orjson.JSONDecodeError:
         return payload
     return orjson.dumps(doc) if merge_doc(doc, prefill) else payload
+
+
+# -- vLLM's KV-transfer handoff (sequential: prefill first, then decode) ----------------
+
+VLLM = "vllm"
+_VLLM_PREFILL_PARAMS = {"do_remote_decode": True, "do_remote_prefill": False}
+
+
+def vllm_prefill(body: dict) -> dict:
+    """Prefill's copy of the request: one token, not streamed, asking for a remote decode."""
+    b = dict(body, max_tokens=1, stream=False, kv_transfer_params=dict(_VLLM_PREFILL_PARAMS))
+    b.pop("stream_options", None)
+    if "max_completion_tokens" in b:
+        b["max_completion_tokens"] = 1
+    if "n" in b:
+        b["n"] = 1
+    return b
+
+
+def vllm_decode(body: dict, prefill_answer: bytes) -> dict:
+    """Decode's request: the client's, with the ``kv_transfer_params`` prefill returned
+    (the client's as they were when prefill returned none)."""
+    try:
+        doc = orjson.loads(prefill_answer)
+    except orjson.JSONDecodeError:
+        return body
+    params = doc.get("kv_transfer_params") if type(doc) is dict else None
+    return dict(body, kv_transfer_params=params) if type(params) is dict else body

@@ -20,6 +20,10 @@ Rules:
 - After decode's answer is complete the prefill leg is drained in the background,
   bounded by ``request_timeout_secs``; decode cut mid-stream, the deadline, or the
   client leaving abort prefill too (the Exchange's ``_drop_leg``).
+- A vLLM prefill worker (its runtime ``vllm``) gets vLLM's handoff instead, in sequence:
+  prefill first with ``pd_bootstrap.vllm_prefill``'s copy; once it answered 2xx, its
+  returned ``kv_transfer_params`` go with the client's request to decode (the
+  exchange's own leg, started only then), whose answer is relayed.
 - A ``/generate`` asking ``return_logprob`` waits (decode's events kept, not relayed)
   until prefill's answer is complete, then relays decode's answer with prefill's input
   logprobs merged (a reshape of a whole body, a rewrite of each SSE event).
@@ -110,10 +114,11 @@ class PdDeps:
 
 class PdExchange(Exchange):
     __slots__ = ("pd", "prefill", "pleg", "pstate", "ppolicy", "p_in_attempt", "p_gen", "p_status", "p_parts",
-                 "p_size", "p_logprobs", "merge", "waiting", "p_t0", "drain_handle")
+                 "p_size", "p_logprobs", "merge", "waiting", "p_t0", "drain_handle", "vllm")
 
     def __init__(self, deps, pd: PdDeps, conn, ctx) -> None:
-        merge = ctx.body is not None and pd_bootstrap.wants_logprobs(ctx.body, ctx.path)
+        vllm = ctx.prefill.runtime == pd_bootstrap.VLLM
+        merge = not vllm and ctx.body is not None and pd_bootstrap.wants_logprobs(ctx.body, ctx.path)
         super().__init__(deps, conn, ctx, reshape=self._merge_body if merge else None,
                          rewrite_stream=(lambda: _SseMerge(self)) if merge else None)
         self.pd = pd
@@ -131,6 +136,7 @@ class PdExchange(Exchange):
         self.waiting = None      # decode's events kept until prefill's answer is complete (merge)
         self.p_t0 = 0.0
         self.drain_handle = None
+        self.vllm = vllm
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -138,8 +144,10 @@ class PdExchange(Exchange):
         ctx = self.ctx
         p = self.prefill
         raw, body = ctx.raw, ctx.body
+        self.vllm = p.runtime == pd_bootstrap.VLLM
         try:
-            injected = pd_bootstrap.inject(body, ctx.path, p.host, p.spec.get("bootstrap_port"))
+            injected = pd_bootstrap.vllm_prefill(body) if self.vllm else \
+                pd_bootstrap.inject(body, ctx.path, p.host, p.spec.get("bootstrap_port"))
             wire = orjson.dumps(injected)
         except (TypeError, ValueError) as e:  # not serializable back (cannot happen for parsed JSON)
             if self.pd.on_bootstrap_failure is not None:
@@ -150,7 +158,7 @@ class PdExchange(Exchange):
         self.p_gen += 1
         self.pstate = P_RUNNING
         self.p_status = 0
-        self.p_parts = [] if self.merge else None
+        self.p_parts = [] if self.merge or self.vllm else None
         self.p_size = 0
         self.p_logprobs = None
         self.waiting = [] if self.merge else None
@@ -163,8 +171,19 @@ class PdExchange(Exchange):
             tracing = self.deps.tracing
             trace = tracing.inject(ctx.span) if ctx.span is not None and tracing is not None else None
             pleg.start(ctx, p, trace)
-            if self.pleg is pleg:           # not failed synchronously
-                super()._dispatch()         # the decode leg (the exchange's own)
+            if self.pleg is pleg and not self.vllm:   # not failed synchronously
+                super()._dispatch()         # the decode leg (the exchange's own), at once
+        finally:
+            ctx.raw, ctx.body = raw, body
+
+    def _dispatch_decode(self, prefill_answer: bytes) -> None:
+        """vLLM: prefill answered; decode gets the request with its KV-transfer params."""
+        ctx = self.ctx
+        raw, body = ctx.raw, ctx.body
+        handoff = pd_bootstrap.vllm_decode(body, prefill_answer)
+        ctx.raw, ctx.body = (orjson.dumps(handoff), handoff) if handoff is not body else (raw, body)
+        try:
+            super()._dispatch()
         finally:
             ctx.raw, ctx.body = raw, body
 
@@ -224,6 +243,10 @@ class PdExchange(Exchange):
             self.drain_handle = None
         if ok:
             self._prefill_settle(True)
+            if self.vllm:
+                if self.state is WAITING:
+                    self._dispatch_decode(body)
+                return
             if self.merge:
                 self.p_logprobs = pd_bootstrap.prefill_logprobs(body)
                 self._release_waiting()

@@ -118,23 +118,30 @@ class PdHarness(GatewayHarness):
     """A gateway in prefill-decode mode in front of ``prefills`` ``PrefillWorker`` and
     ``decodes`` ``DecodeWorker`` mocks (smg/testing/pd_workers.py), given to it as
     ``--prefill URL PORT`` and ``--decode URL``. ``prefill_kw``/``decode_kw``: the
-    mocks' keyword arguments; ``workers``: regular mocks next to them."""
+    mocks' keyword arguments; ``workers``: regular mocks next to them; ``vllm``: vLLM's
+    handoff mocks (``VllmPrefillWorker``/``VllmDecodeWorker``) instead."""
 
     def __init__(self, prefills: int = 1, decodes: int = 1, prefill_kw: dict | None = None,
-                 decode_kw: dict | None = None, workers: list | None = None, **settings: Any) -> None:
+                 decode_kw: dict | None = None, workers: list | None = None, vllm: bool = False,
+                 **settings: Any) -> None:
         super().__init__(workers=workers or [], **settings)
+        self.vllm = vllm
         self.n_prefill, self.n_decode = prefills, decodes
         self.prefill_kw, self.decode_kw = prefill_kw or {}, decode_kw or {}
         self.prefills: list = []
         self.decodes: list = []
 
     async def _start(self) -> None:
-        from smg.testing.pd_workers import DecodeWorker, PrefillWorker
+        from smg.testing import pd_workers as pw
 
+        pcls, dcls = (pw.VllmPrefillWorker, pw.VllmDecodeWorker) if self.vllm else (pw.PrefillWorker, pw.DecodeWorker)
+        owner = "vllm" if self.vllm else "sglang"
         for i in range(self.n_prefill):
-            self.prefills.append(await PrefillWorker(MockConfig(worker_id=f"p{i + 1}"), **self.prefill_kw).start())
+            cfg = MockConfig(worker_id=f"p{i + 1}", owned_by=owner)
+            self.prefills.append(await pcls(cfg, **self.prefill_kw).start())
         for i in range(self.n_decode):
-            self.decodes.append(await DecodeWorker(MockConfig(worker_id=f"d{i + 1}"), **self.decode_kw).start())
+            cfg = MockConfig(worker_id=f"d{i + 1}", owned_by=owner)
+            self.decodes.append(await dcls(cfg, **self.decode_kw).start())
         self.settings = dict(self.settings, pd_disaggregation=True,
                              prefill=[x for p in self.prefills for x in (p.url, str(p.bootstrap_port))],
                              decode=[d.url for d in self.decodes])

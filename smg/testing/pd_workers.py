@@ -17,18 +17,22 @@ Rules:
 - ``return_logprob`` on ``/generate``: prefill answers its prompt's input logprobs
   (``PREFILL_LOGPROBS`` per element), decode its own (``DECODE_LOGPROBS``), streamed or
   not as asked, so a test can check the gateway's merge.
+- ``VllmPrefillWorker``/``VllmDecodeWorker``: vLLM's handoff instead (see their
+  docstrings); decode fetches the transfer prefill announced in its returned
+  ``kv_transfer_params`` over the same bootstrap listener.
 - The bootstrap listener speaks one line per room: ``<room>\\n`` → ``ok\\n`` or
   ``timeout\\n``; the rooms table is bounded (``MAX_ROOMS``, oldest dropped).
 """
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import OrderedDict, deque
 from typing import Any
 
 import orjson
 
-from smg.testing.mock_worker import MockWorker
+from smg.testing.mock_worker import MockConfig, MockWorker
 from smg.testing.mock_worker.endpoints import ROUTES
 from smg.testing.mock_worker.errors import openai_error
 
@@ -66,7 +70,9 @@ def _logprob_answer(w, obj: dict, input_lp: list, text: str) -> tuple:
 
 class _PdWorker(MockWorker):
     def __init__(self, config=None, **overrides: Any) -> None:
-        super().__init__(config, **overrides)
+        # an SGLang engine by its /v1/models (gateways that detect the backend then speak
+        # SGLang's bootstrap protocol to it)
+        super().__init__(config if config is not None else MockConfig(owned_by="sglang"), **overrides)
         self.received: deque = deque(maxlen=MAX_RECEIVED)
         routes = dict(ROUTES)
         for path in GENERATION_PATHS:
@@ -226,3 +232,108 @@ class DecodeWorker(_PdWorker):
             return "timeout"
         finally:
             writer.close()
+
+
+
+class VllmPrefillWorker(PrefillWorker):
+    """vLLM's prefill side (``owned_by`` vllm): accepts only the gateway's prefill copy
+    (``max_tokens`` 1, ``stream`` false, ``kv_transfer_params.do_remote_decode`` true;
+    else 400), answers a one-token completion whose ``kv_transfer_params`` name a
+    transfer id (``remote_block_ids``) and its own bootstrap address, and marks that id
+    arrived, so its decode partner can fetch it."""
+
+    def __init__(self, config=None, **overrides: Any) -> None:
+        super().__init__(config if config is not None else MockConfig(owned_by="vllm"), **overrides)
+        self.issued = 0
+
+    def _serve(self, conn, req, body, obj, rec, inner) -> None:
+        kv = obj.get("kv_transfer_params")
+        rec["kv_transfer_params"] = kv
+        rec["max_tokens"], rec["stream"] = obj.get("max_tokens"), obj.get("stream")
+        if obj.get("max_tokens") != 1 or obj.get("stream") is not False or type(kv) is not dict or \
+                kv.get("do_remote_decode") is not True or kv.get("do_remote_prefill") is not False:
+            conn.respond(400, openai_error(400, "not a vLLM prefill request (max_tokens 1, stream false, "
+                                                "kv_transfer_params.do_remote_decode true)"))
+            return
+        if self.config.fail_status is not None:
+            conn.respond(self.config.fail_status, openai_error(self.config.fail_status, "mock prefill failure"))
+            return
+        self.issued += 1
+        transfer = int.from_bytes(os.urandom(7), "big")
+        self._event(transfer).set()
+        params = {"do_remote_prefill": True, "do_remote_decode": False, "remote_engine_id": self.config.worker_id,
+                  "remote_block_ids": [transfer], "remote_host": self.host, "remote_port": self.bootstrap_port}
+        conn.json({"id": self._next_id().decode(), "object": "chat.completion", "model": obj.get("model"),
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "x"},
+                                "finish_reason": "length"}],
+                   "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3},
+                   "kv_transfer_params": params})
+
+
+class VllmDecodeWorker(DecodeWorker):
+    """vLLM's decode side: answers only a request whose ``kv_transfer_params`` come
+    from a prefill partner (``do_remote_prefill`` true; its transfer id met at
+    ``remote_host:remote_port``); otherwise 400, or 500 when the transfer is not found."""
+
+    def __init__(self, config=None, **overrides: Any) -> None:
+        super().__init__(config if config is not None else MockConfig(owned_by="vllm"), **overrides)
+
+    def _serve(self, conn, req, body, obj, rec, inner) -> None:
+        kv = obj.get("kv_transfer_params")
+        rec["kv_transfer_params"] = kv
+        ids = kv.get("remote_block_ids") if type(kv) is dict else None
+        if type(kv) is not dict or kv.get("do_remote_prefill") is not True or type(ids) is not list or not ids:
+            rec["rendezvous"] = "missing"
+            conn.respond(400, openai_error(400, "kv_transfer_params from a prefill worker are required"))
+            return
+        handoff = dict(obj, bootstrap_host=kv.get("remote_host"), bootstrap_port=kv.get("remote_port"),
+                       bootstrap_room=ids[0])
+        conn.begin(False)
+        conn.task = asyncio.get_running_loop().create_task(self._rendezvous(conn, req, body, handoff, rec, inner))
+
+
+async def serve(prefills: int, decodes: int, host: str = "127.0.0.1", port: int = 0) -> list:
+    """Starts ``prefills`` prefill mocks (ports ``port``, ``port + 1``, … when ``port`` is
+    set; their bootstrap ports after those) and ``decodes`` decode mocks after them; one
+    line per worker on stdout: ``prefill URL BOOTSTRAP_PORT`` or ``decode URL``."""
+    out = []
+    nxt = port
+    for _ in range(prefills):
+        p = await PrefillWorker().start(host, nxt, bootstrap_port=nxt + prefills + decodes if port else 0)
+        nxt = nxt + 1 if port else 0
+        out.append(p)
+        print(f"prefill {p.url} {p.bootstrap_port}", flush=True)
+    for _ in range(decodes):
+        d = await DecodeWorker().start(host, nxt)
+        nxt = nxt + 1 if port else 0
+        out.append(d)
+        print(f"decode {d.url}", flush=True)
+    return out
+
+
+def main(argv: list | None = None) -> None:
+    """``python -m smg.testing.pd_workers --prefills 1 --decodes 1 [--port N]``: PD mocks
+    until interrupted (the benchmark's backends)."""
+    import argparse
+
+    import uvloop
+
+    ap = argparse.ArgumentParser(prog="python -m smg.testing.pd_workers")
+    ap.add_argument("--prefills", type=int, default=1)
+    ap.add_argument("--decodes", type=int, default=1)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0, help="first port (0: free ports)")
+    args = ap.parse_args(argv)
+
+    async def run() -> None:
+        await serve(args.prefills, args.decodes, args.host, args.port)
+        await asyncio.Event().wait()
+
+    try:
+        uvloop.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -212,3 +212,22 @@ def test_pd_selection_falls_back_to_regular_and_refuses_half_pairs():
     r.registry.add(reg)
     r.registry.set_status(reg, READY)
     assert r.selector.first(r.sink, ctx) is None and ctx.prefill is None and ctx.worker is reg
+
+
+def test_vllm_handoff_is_sequential():
+    r = PdRig()
+    for w in r.prefills:
+        w.runtime = "vllm"
+    r.ex = PdExchange(r.deps, r.ex.pd, r.sink, r.ctx)   # made again: the runtime decides at creation
+    r.ex.start()
+    (p,) = r.legs[-1:]
+    assert p.worker.worker_type == "prefill" and len(r.legs) == 1      # decode waits for prefill
+    assert p.body["max_tokens"] == 1 and p.body["stream"] is False
+    assert p.body["kv_transfer_params"] == {"do_remote_decode": True, "do_remote_prefill": False}
+    p.owner.on_leg_events([head(200, 9), Data(b'{"kv_transfer_params":{"remote_block_ids":[7]}}'),
+                           EndOfMessage()])
+    d = r.legs[-1]
+    assert d.worker.worker_type == "decode" and d.body["kv_transfer_params"] == {"remote_block_ids": [7]}
+    assert "max_tokens" not in d.body and r.ctx.body == {"text": "hi"}
+    d.owner.on_leg_events([head(200, 2), Data(b"ok"), EndOfMessage()])
+    assert r.sink.data == [b"ok"] and r.inflight() == 0
