@@ -434,12 +434,13 @@ class Exchange:
         if self.reshape is not None and 200 <= st < 300 and not ctx.is_sse:
             self.transforms, self.stream_end = (_Reshape(self, st, ev.headers, extra),), None
             return
-        if self.rewrite_stream is not None and ctx.is_sse:
+        rewrite = self.rewrite_stream is not None and ctx.is_sse and 200 <= st < 300
+        if rewrite:
             length = -1   # a rewritten stream's length is not the worker's
         self.conn.send_head(st, ev.headers, length, _SKIP_RESPONSE, extra)
         self.transforms, self.stream_end = transforms.for_response(
             ctx, st, length, self.deps.observe and ctx.endpoint.generative, cfg.usage_body_limit)
-        if self.rewrite_stream is not None and ctx.is_sse and 200 <= st < 300:
+        if rewrite:
             self.transforms = (self.rewrite_stream(), *self.transforms)
 
     def on_leg_error(self, err) -> None:

@@ -20,8 +20,10 @@ Rules:
 - ``VllmPrefillWorker``/``VllmDecodeWorker``: vLLM's handoff instead (see their
   docstrings); decode fetches the transfer prefill announced in its returned
   ``kv_transfer_params`` over the same bootstrap listener.
-- The bootstrap listener speaks one line per room: ``<room>\\n`` → ``ok\\n`` or
-  ``timeout\\n``; the rooms table is bounded (``MAX_ROOMS``, oldest dropped).
+- The bootstrap channel: decode keeps one connection per prefill listener and writes
+  ``<room>\\n``; prefill answers ``<room> ok\\n`` once the room has arrived, or
+  ``<room> timeout\\n`` after ``wait`` seconds; the arrived table is bounded
+  (``MAX_ROOMS``, oldest dropped).
 """
 from __future__ import annotations
 
@@ -108,12 +110,15 @@ class PrefillWorker(_PdWorker):
         super().__init__(config, **overrides)
         self.wait = wait
         self.bootstrap_port = 0
-        self._arrived: OrderedDict = OrderedDict()   # room -> asyncio.Event
+        self._arrived: OrderedDict = OrderedDict()   # room -> True (bounded)
+        self._waiting: dict = {}                     # room -> [(protocol, timer handle)]
+        self._links: set = set()                     # open bootstrap connections
         self._bootstrap = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl=None, bootstrap_port: int = 0):
         await super().start(host, port, ssl=ssl)
-        self._bootstrap = await asyncio.start_server(self._meet, host, bootstrap_port)
+        loop = asyncio.get_running_loop()
+        self._bootstrap = await loop.create_server(lambda: _BootstrapServer(self), host, bootstrap_port)
         self.bootstrap_port = self._bootstrap.sockets[0].getsockname()[1]
         return self
 
@@ -121,48 +126,124 @@ class PrefillWorker(_PdWorker):
         if self._bootstrap is not None:
             self._bootstrap.close()
             self._bootstrap = None
+        for waiters in self._waiting.values():
+            for _, handle in waiters:
+                handle.cancel()
+        self._waiting.clear()
+        for proto in list(self._links):
+            proto.transport.abort()
         await super().stop()
 
-    def _event(self, room) -> asyncio.Event:
-        ev = self._arrived.get(room)
-        if ev is None:
-            ev = self._arrived[room] = asyncio.Event()
-            while len(self._arrived) > MAX_ROOMS:
-                self._arrived.popitem(last=False)
-        return ev
+    def _arrive(self, room) -> None:
+        """``room``'s KV is here: its waiting partners are told."""
+        arrived = self._arrived
+        arrived[room] = True
+        if len(arrived) > MAX_ROOMS:
+            arrived.popitem(last=False)
+        for proto, handle in self._waiting.pop(room, ()):
+            handle.cancel()
+            proto.answer(room, b"ok")
+
+    def _ask(self, proto, room) -> None:
+        if room in self._arrived:
+            proto.answer(room, b"ok")
+            return
+        handle = asyncio.get_running_loop().call_later(self.wait, self._expire, proto, room)
+        self._waiting.setdefault(room, []).append((proto, handle))
+
+    def _expire(self, proto, room) -> None:
+        waiters = self._waiting.get(room)
+        if waiters:
+            self._waiting[room] = [(p, h) for p, h in waiters if p is not proto]
+            if not self._waiting[room]:
+                del self._waiting[room]
+        proto.answer(room, b"timeout")
 
     def _serve(self, conn, req, body, obj, rec, inner) -> None:
         cfg = self.config
         if cfg.fail_status is None and cfg.fail_mode is None:
             for room in _rooms(obj):
-                self._event(room).set()
+                self._arrive(room)
         if obj.get("return_logprob") is True and req.target.startswith(b"/generate"):
             ctype, out = _logprob_answer(self, obj, PREFILL_LOGPROBS, "")
             conn.respond(200, out, ctype=ctype)
             return
         inner(conn, req, body)
 
-    async def _meet(self, reader, writer) -> None:
-        try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                try:
-                    room = int(line.strip())
-                except ValueError:
-                    writer.write(b"bad\n")
-                    continue
-                try:
-                    await asyncio.wait_for(self._event(room).wait(), self.wait)
-                    writer.write(b"ok\n")
-                except asyncio.TimeoutError:
-                    writer.write(b"timeout\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
+
+class _BootstrapServer(asyncio.Protocol):
+    """Prefill's bootstrap listener: ``<room>\n`` in, ``<room> ok|timeout\n`` out (in
+    the order rooms arrive, not the order asked)."""
+
+    def __init__(self, w: PrefillWorker) -> None:
+        self.w = w
+        self.buf = b""
+        self.transport: Any = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.w._links.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self.w._links.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data
+        *lines, self.buf = buf.split(b"\n")
+        if len(self.buf) > 64:
+            self.transport.abort()
+            return
+        for line in lines:
+            try:
+                room = int(line)
+            except ValueError:
+                self.transport.write(b"0 bad\n")
+                continue
+            self.w._ask(self, room)
+
+    def answer(self, room, verdict: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(b"%d %s\n" % (room, verdict))
+
+
+class _BootstrapClient(asyncio.Protocol):
+    """Decode's connection to one prefill's bootstrap listener, kept and shared."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.pending: dict = {}   # room -> [Future]
+        self.transport: Any = None
+        self.lost = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def ask(self, room: int) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        self.pending.setdefault(room, []).append(fut)
+        self.transport.write(b"%d\n" % room)
+        return fut
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data
+        *lines, self.buf = buf.split(b"\n")
+        for line in lines:
+            room, _, verdict = line.partition(b" ")
+            try:
+                futs = self.pending.pop(int(room), ())
+            except ValueError:
+                continue
+            for f in futs:
+                if not f.done():
+                    f.set_result(verdict.decode())
+
+    def connection_lost(self, exc) -> None:
+        self.lost = True
+        for futs in self.pending.values():
+            for f in futs:
+                if not f.done():
+                    f.set_result("unreachable")
+        self.pending.clear()
 
 
 class DecodeWorker(_PdWorker):
@@ -175,6 +256,7 @@ class DecodeWorker(_PdWorker):
         self.bootstrap_default = bootstrap_default
         self.met = 0          # rooms met
         self.failed_rooms = 0
+        self._clients: dict = {}   # (host, port) -> _BootstrapClient (or the Future of one connecting)
 
     def _serve(self, conn, req, body, obj, rec, inner) -> None:
         if any(obj.get(f) is None for f in ("bootstrap_host", "bootstrap_room")):
@@ -216,23 +298,44 @@ class DecodeWorker(_PdWorker):
         if not conn.busy and not conn.closed:
             conn.run_queue()
 
+    async def _client(self, host: str, port: int) -> _BootstrapClient:
+        """The kept connection to ``host:port``'s bootstrap listener (made once, shared)."""
+        key = (host, port)
+        c = self._clients.get(key)
+        if isinstance(c, asyncio.Future):
+            return await asyncio.shield(c)
+        if c is not None and not c.lost:
+            return c
+        loop = asyncio.get_running_loop()
+        fut = self._clients[key] = loop.create_future()
+        try:
+            _, c = await asyncio.wait_for(loop.create_connection(_BootstrapClient, host, port),
+                                          self.rendezvous_timeout)
+        except BaseException as e:
+            del self._clients[key]
+            fut.set_exception(OSError(f"bootstrap {host}:{port}: {e!r}"))
+            fut.exception()   # marked retrieved; waiters, if any, get it too
+            raise
+        self._clients[key] = c
+        fut.set_result(c)
+        return c
+
     async def _meet(self, host: str, port: int, room) -> str:
         """``ok``, ``timeout`` (the partner never got the room) or ``unreachable``."""
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), self.rendezvous_timeout)
-        except (OSError, asyncio.TimeoutError):
-            return "unreachable"
-        try:
-            writer.write(b"%d\n" % int(room))
-            line = await asyncio.wait_for(reader.readline(), self.rendezvous_timeout)
-            return "ok" if line == b"ok\n" else "timeout"
+            client = await self._client(host, port)
+            return await asyncio.wait_for(client.ask(int(room)), self.rendezvous_timeout)
         except (OSError, ValueError, TypeError):
             return "unreachable"
         except asyncio.TimeoutError:
             return "timeout"
-        finally:
-            writer.close()
 
+    async def stop(self) -> None:
+        for c in list(self._clients.values()):
+            if isinstance(c, _BootstrapClient) and c.transport is not None:
+                c.transport.abort()
+        self._clients.clear()
+        await super().stop()
 
 
 class VllmPrefillWorker(PrefillWorker):
@@ -260,7 +363,7 @@ class VllmPrefillWorker(PrefillWorker):
             return
         self.issued += 1
         transfer = int.from_bytes(os.urandom(7), "big")
-        self._event(transfer).set()
+        self._arrive(transfer)
         params = {"do_remote_prefill": True, "do_remote_decode": False, "remote_engine_id": self.config.worker_id,
                   "remote_block_ids": [transfer], "remote_host": self.host, "remote_port": self.bootstrap_port}
         conn.json({"id": self._next_id().decode(), "object": "chat.completion", "model": obj.get("model"),

@@ -190,3 +190,17 @@ def test_pd_metrics():
     with PdHarness() as h:
         httpx.post(h.url + "/generate", json={"text": "x"}, timeout=10)
         assert _wait(lambda: "smg_pd_prefill_duration_seconds_count" in httpx.get(h.metrics_url).text)
+
+
+@pytest.mark.parametrize("prefill_policy, decode_policy", [
+    ("bucket", "cache_aware"), ("cache_aware", "power_of_two"), ("consistent_hashing", "round_robin")])
+def test_policies_per_role(prefill_policy, decode_policy):
+    with PdHarness(prefills=2, decodes=2, prefill_policy=prefill_policy, decode_policy=decode_policy) as h:
+        for i in range(6):
+            conv = dict(CHAT, messages=[{"role": "user", "content": "same first"},
+                                        {"role": "assistant", "content": "a"},
+                                        {"role": "user", "content": f"turn {i % 2}"}])
+            r = httpx.post(h.url + "/v1/chat/completions", json=conv, timeout=10)
+            assert r.status_code == 200
+        assert sum(len(p.received) for p in h.prefills) == 6 and sum(len(d.received) for d in h.decodes) == 6
+        assert all(rec["rendezvous"] == "ok" for d in h.decodes for rec in d.received)
