@@ -5,7 +5,9 @@ rendezvousing PD mocks (smg/testing/pd_workers.py), requests per second.
 Layout (as bench/rig/compare.py): the gateway under test pinned to CPU 0 (one loaded at
 a time), wrk and the mocks on CPU 1. For each mode (non-streaming and streaming chat)
 every pass runs each gateway for ``--duration`` seconds with ``--connections``
-connections, gateways interleaved; the table gives the medians and the ratio.
+connections, gateways interleaved, after a 3 s warm-up run each; it prints the median
+requests/s and their ratio (``--json``: every run, with the gateway's CPU share and
+requests per gateway CPU-second, ``rps_per_core``).
 
     python bench/pd.py                                  # 1 prefill + 1 decode, 10 s x 3 passes
     python bench/pd.py --duration 5 --passes 2 --json out.json
@@ -95,6 +97,8 @@ def main(argv: list | None = None) -> int:
                 raw = json.dumps(body).encode()
                 runs: dict = {t: [] for t in targets}
                 procs = {t: start(t, cmd, pre, dec, workdir, raw) for t, cmd in targets.items()}
+                for t, (p, port) in procs.items():   # warm-up, not counted (connection pools, caches)
+                    rig.run_wrk(f"http://127.0.0.1:{port}{rig.PATH}", script, args.connections, 3, "1", p)
                 for _ in range(args.passes):
                     for t, (p, port) in procs.items():
                         res = rig.run_wrk(f"http://127.0.0.1:{port}{rig.PATH}", script, args.connections,
