@@ -95,6 +95,34 @@ def _check_worker_url(url: str, where: str) -> str:
     return url.rstrip("/")
 
 
+def _pd_workers(values: dict, origin: dict) -> None:
+    """``prefill``/``decode`` as SMG's command line gives them: ``--prefill URL [PORT|none]``
+    repeated (the list flag splits ``URL PORT`` into two items, a YAML item may be
+    ``"URL PORT"``). Leaves ``prefill`` as ``[(url, bootstrap port or None)]`` and
+    ``decode`` as ``[url]``; both need ``--pd-disaggregation``."""
+    where = origin.get("prefill", "--prefill")
+    pairs: list = []
+    for item in values["prefill"]:
+        for tok in (item if isinstance(item, (list, tuple)) else str(item).split()):
+            tok = str(tok)
+            if "://" in tok:
+                pairs.append((_check_worker_url(tok, where), None))
+                continue
+            if not pairs or pairs[-1][1] is not None:
+                raise ConfigError(where, f"{tok!r}: a bootstrap port (or none) follows a prefill URL")
+            if tok.lower() == "none":
+                pairs[-1] = (pairs[-1][0], "none")
+                continue
+            if not tok.isdigit() or not 0 < int(tok) < 65536:
+                raise ConfigError(where, f"{tok!r} is not a bootstrap port (1-65535) or none")
+            pairs[-1] = (pairs[-1][0], int(tok))
+    values["prefill"] = [(u, None if p == "none" else p) for u, p in pairs]
+    values["decode"] = [_check_worker_url(u, origin.get("decode", "--decode")) for u in values["decode"]]
+    if (values["prefill"] or values["decode"]) and not values["pd_disaggregation"]:
+        flag = "--prefill" if values["prefill"] else "--decode"
+        raise ConfigError(origin.get(flag[2:], flag), "prefill and decode workers need --pd-disaggregation")
+
+
 def load_yaml(path: str) -> dict:
     """Reads a YAML config file into {setting name: value}, validating keys and types."""
     try:
@@ -148,6 +176,7 @@ def build_config(cli: dict, config_file: str | None = None) -> GatewayConfig:
     _resolve(values, origin)
     where = "--worker-urls"
     values["worker_urls"] = [_check_worker_url(u, where) for u in values["worker_urls"]]
+    _pd_workers(values, origin)
     for h in values["request_id_headers"]:
         if not h or any(c in h for c in " :\t"):
             raise ConfigError("--request-id-headers", f"{h!r} is not a header name")

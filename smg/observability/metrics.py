@@ -381,6 +381,13 @@ class Metrics:
           ("worker_type", "endpoint"), lambda sh: sh.labels.get("exhausted"), lambda sh: sh.count)
         self.retry_backoff = h("smg_worker_retry_backoff_seconds", "Retry backoff duration by attempt number",
                                ("attempt",), RETRY_BACKOFF_BUCKETS)
+        # prefill-decode disaggregation (smg/server/pd_exchange.py)
+        self.pd_prefill = h("smg_pd_prefill_duration_seconds", "Prefill leg duration in PD mode (dispatch to its "
+                            "complete answer)", ("backend_type", "model", "runtime"), self.duration_buckets)
+        self.pd_bootstrap_failures = c("smg_pd_bootstrap_failures_total",
+                                       "Requests whose bootstrap fields could not be injected", ())
+        self.pd_kv_failures = c("smg_pd_kv_transfer_failures_total",
+                                "PD attempts whose prefill leg failed (the KV transfer could not happen)", ())
         # engine gauges re-exported from load polls, and the polls themselves
         for name, field, doc in _ENGINE:
             g(name, doc, ("worker", "model", "dp_rank"), self._engine(field))
@@ -412,6 +419,16 @@ class Metrics:
                 self.discovery_registrations.inc((rec.source, rec.result))
             else:
                 self.discovery_deregistrations.inc((rec.source, rec.result))
+
+    def on_pd_prefill(self, ctx, worker, seconds: float, ok: bool) -> None:
+        """A PD prefill leg ended with a verdict (``ok``: answered 2xx to the end)."""
+        if ok:
+            self.pd_prefill.observe(("sglang", ctx.model_label, worker.runtime), seconds)
+        else:
+            self.pd_kv_failures.inc(())
+
+    def on_pd_bootstrap_failure(self) -> None:
+        self.pd_bootstrap_failures.inc(())
 
     def on_retry(self, ctx, worker, attempt: int, delay: float, failed) -> None:
         """The exchange's retry hook: the attempt on ``worker`` failed (``failed``:

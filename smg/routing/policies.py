@@ -42,11 +42,14 @@ REMOVED = "worker_removed"
 
 
 class PolicyRegistry:
-    """``workers``: the worker registry (``subscribe(fn, with_worker=True)``, ``all()``)."""
+    """``workers``: the worker registry (``subscribe(fn, with_worker=True)``, ``all()``);
+    ``role``: only workers of that worker type are given to the policies (prefill-decode
+    mode keeps one registry per role, each with its own policy name); None: all."""
 
     def __init__(self, workers, default: str, config=None,
-                 factory: Callable[..., Policy] = make_policy) -> None:
+                 factory: Callable[..., Policy] = make_policy, role: str | None = None) -> None:
         self._default = default
+        self._role = role
         self._config = config
         self._factory = factory
         self._by_model: dict = {}
@@ -57,6 +60,8 @@ class PolicyRegistry:
         return worker.models or (None,)
 
     def _on_event(self, event: str, worker) -> None:
+        if self._role is not None and worker.worker_type != self._role:
+            return
         if event == ADDED:
             for key in self._keys(worker):
                 p = self._by_model.get(key)
@@ -69,7 +74,8 @@ class PolicyRegistry:
                 if p is None:
                     continue
                 p.on_worker_removed(worker)
-                if not any(key in w.models or (key is None and not w.models) for w in self._workers.all()):
+                if not any((key in w.models or (key is None and not w.models)) and
+                           (self._role is None or w.worker_type == self._role) for w in self._workers.all()):
                     del self._by_model[key]
 
     def get(self, model: str | None) -> Policy:

@@ -55,6 +55,8 @@ from smg.server.grpc_exchange import GrpcDeps, routing_prompt
 from smg.server.filters import Reply
 from smg.server.handlers import Handlers, parse_body
 from smg.server.parse_handlers import ParseAPI
+from smg.server.pd_exchange import PdDeps
+from smg.server.pd_selection import DECODE, PREFILL, PdSelector
 from smg.server.protocol import HTTPServerProtocol, TLSServerProtocol
 from smg.server.selection import Selector
 from smg.server.site import Site
@@ -169,7 +171,20 @@ class Gateway:
         # gRPC workers: the gateway is the full server (template, tokens, detokenization)
         self.grpc_deps = GrpcDeps(config, self.tokenizers, self.selector, self.retry, self.workers.record_outcome,
                                   observe=self.deps.observe)
-        handlers = Handlers(self.deps, self.registry, self.policies, self.selector, site, grpc=self.grpc_deps)
+        # --pd-disaggregation: pair selection (a policy registry per role) and the PD exchange
+        self.pd_selector = None
+        pd = None
+        if config.pd_disaggregation:
+            self.pd_selector = PdSelector(
+                self.registry, self.selector,
+                PolicyRegistry(self.registry, config.prefill_policy or config.policy, config, role=PREFILL),
+                PolicyRegistry(self.registry, config.decode_policy or config.policy, config, role=DECODE))
+            pd = PdDeps(self.pd_selector,
+                        on_prefill_done=self.metrics.on_pd_prefill if self.metrics is not None else None,
+                        on_bootstrap_failure=self.metrics.on_pd_bootstrap_failure
+                        if self.metrics is not None else None)
+        handlers = Handlers(self.deps, self.registry, self.policies, self.selector, site, grpc=self.grpc_deps,
+                            pd=pd)
         # auth (smg/auth): each route's first stage, by its endpoint's ``access``
         self.auth = Auth(config, Reply, clock=self.clock)
         providers = {"handlers": handlers, "workers_api": WorkersAPI(self.registry, self.workers),
@@ -223,7 +238,8 @@ class Gateway:
             if self.admission is not None:
                 stages.append(self.admission)        # admission: a slot (or a queue place) per request
             stages.append(parse_body)          # validation: the body is a JSON object with what routing needs
-            stages.append(self.selector.first)  # selection: model + role → worker
+            # selection: model + role → worker (a prefill/decode pair in PD mode)
+            stages.append(self.pd_selector.first if self.pd_selector is not None else self.selector.first)
         return tuple(stages)
 
     # -- workers ----------------------------------------------------------------------
@@ -299,6 +315,10 @@ class Gateway:
         key = {"api_key": cfg.api_key} if cfg.api_key else {}  # SMG: --api-key is their default
         for url in cfg.worker_urls:
             self.add_worker(url, **key)
+        for url, port in cfg.prefill:
+            self.add_worker(url, worker_type=PREFILL, **({"bootstrap_port": port} if port is not None else {}), **key)
+        for url in cfg.decode:
+            self.add_worker(url, worker_type=DECODE, **key)
         self.workers.start()
         self.auth.start()
         self._tick()
@@ -431,6 +451,9 @@ class Gateway:
                 w.pool.sweep(now)
             self.workers.sweep()
             self.policies.maintain(now)
+            if self.pd_selector is not None:
+                self.pd_selector.prefill_policies.maintain(now)
+                self.pd_selector.decode_policies.maintain(now)
 
     def inflight(self) -> int:
         return self.site.inflight()

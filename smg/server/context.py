@@ -39,6 +39,9 @@ class RequestContext:
         "bytes_out", "dispatch_t", "_text",
         # the prepared prompt (smg/text/prompt.py) when it was made before selection
         "prompt",
+        # prefill-decode mode: the pair's prefill worker (None: an ordinary request); set
+        # by the PD selection filter, the only stage in that mode's chain that reads it
+        "prefill",
     )
 
     def __init__(self, method: bytes, target: bytes, path: bytes, headers: list, endpoint, t0: float) -> None:

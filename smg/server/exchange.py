@@ -434,10 +434,13 @@ class Exchange:
         if self.reshape is not None and 200 <= st < 300 and not ctx.is_sse:
             self.transforms, self.stream_end = (_Reshape(self, st, ev.headers, extra),), None
             return
+        rewrite = self.rewrite_stream is not None and ctx.is_sse and 200 <= st < 300
+        if rewrite:
+            length = -1   # a rewritten stream's length is not the worker's
         self.conn.send_head(st, ev.headers, length, _SKIP_RESPONSE, extra)
         self.transforms, self.stream_end = transforms.for_response(
             ctx, st, length, self.deps.observe and ctx.endpoint.generative, cfg.usage_body_limit)
-        if self.rewrite_stream is not None and ctx.is_sse and 200 <= st < 300:
+        if rewrite:
             self.transforms = (self.rewrite_stream(), *self.transforms)
 
     def on_leg_error(self, err) -> None:
@@ -497,8 +500,7 @@ class Exchange:
         self.retry_handle = None
         if self.state is not BACKOFF:
             return
-        worker = self.deps.selector.again(self.ctx, self.worker, self.excluded)
-        if worker is None:
+        if not self._choose_again():
             if self.retry.should_retry(self.attempt, None):
                 # nobody to try right now: wait one more backoff (workers come back)
                 self._go(WAIT_MORE)
@@ -509,8 +511,15 @@ class Exchange:
             self._fail(503, "no healthy worker is available for a retry")
             return
         self._go(REDISPATCH)
-        self.worker = worker
         self._dispatch()
+
+    def _choose_again(self) -> bool:
+        """Picks the retry's worker into ``self.worker``; False when there is none."""
+        worker = self.deps.selector.again(self.ctx, self.worker, self.excluded)
+        if worker is None:
+            return False
+        self.worker = worker
+        return True
 
     # -- endings (the state is DONE already) -------------------------------------------
 

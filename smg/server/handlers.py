@@ -14,6 +14,7 @@ from smg.api.validate import RERANK, RERANK_V1, VALID, json_content_type
 from smg.server import rerank
 from smg.server import grpc_exchange, output_parsing
 from smg.server.exchange import Exchange
+from smg.server.pd_exchange import PdExchange
 from smg.server.filters import STOP, Reply
 from smg.workers.worker import PENDING
 
@@ -72,8 +73,11 @@ def _refuse(conn, ctx, bad):
 class Handlers:
     """Proxying (through the exchange) and the routes the gateway answers itself."""
 
-    def __init__(self, deps, registry, policies, selector, state, grpc=None) -> None:
+    def __init__(self, deps, registry, policies, selector, state, grpc=None, pd=None) -> None:
         self.deps = deps            # ExchangeDeps
+        self.pd = pd                # PdDeps (smg/server/pd_exchange.py) in prefill-decode mode, else None
+        if pd is not None:
+            self.proxy = self._proxy_pd   # the ordinary proxy() stays as it is when PD is off
         self.grpc = grpc            # GrpcDeps (smg/server/grpc_exchange.py): gRPC workers' requests
         self.registry = registry
         self.policies = policies
@@ -101,6 +105,17 @@ class Handlers:
             grpc_exchange.GrpcExchange(self.grpc, conn, ctx).start()
         else:
             conn.reply_error(501, f"{ctx.path.decode()} is not served by gRPC workers", code="not_implemented")
+
+    def _proxy_pd(self, conn, ctx) -> None:
+        """``proxy`` in prefill-decode mode: a request the PD selection gave a pair goes
+        to both (smg/server/pd_exchange.py); any other is an ordinary one."""
+        p = ctx.prefill
+        if p is None:
+            Handlers.proxy(self, conn, ctx)
+        elif p.channel is not None or ctx.worker.channel is not None:
+            conn.reply_error(501, "prefill-decode over gRPC workers is not implemented", code="not_implemented")
+        else:
+            PdExchange(self.deps, self.pd, conn, ctx).start()
 
     def proxy_info(self, conn, ctx) -> None:
         """``/get_model_info`` and ``/get_server_info``: any ready worker, in rotation."""
@@ -160,10 +175,14 @@ class Handlers:
     def readiness(self, conn, ctx) -> None:
         registry = self.registry
         ready = registry.ready_count()
+        if self.pd is not None:
+            ready += len(registry.candidates(None, "prefill")) + len(registry.candidates(None, "decode"))
         total = len(registry)
         if self.state.draining:
             status, reason = 503, "draining"
-        elif ready == 0:
+        elif self.pd is not None and not self.pd.selector.ready():
+            status, reason = 503, "no healthy prefill and decode workers"
+        elif ready == 0 and self.pd is None:
             status, reason = 503, "no healthy workers"
         else:
             status, reason = 200, None

@@ -112,3 +112,47 @@ class GatewayHarness:
     def on_loop(self, fn, *args) -> Any:
         """Calls ``fn(*args)`` on the gateway's loop thread (for state that is not thread-safe)."""
         return self.lt.call(fn, *args)
+
+
+class PdHarness(GatewayHarness):
+    """A gateway in prefill-decode mode in front of ``prefills`` ``PrefillWorker`` and
+    ``decodes`` ``DecodeWorker`` mocks (smg/testing/pd_workers.py), given to it as
+    ``--prefill URL PORT`` and ``--decode URL``. ``prefill_kw``/``decode_kw``: the
+    mocks' keyword arguments; ``workers``: regular mocks next to them; ``vllm``: vLLM's
+    handoff mocks (``VllmPrefillWorker``/``VllmDecodeWorker``) instead."""
+
+    def __init__(self, prefills: int = 1, decodes: int = 1, prefill_kw: dict | None = None,
+                 decode_kw: dict | None = None, workers: list | None = None, vllm: bool = False,
+                 **settings: Any) -> None:
+        super().__init__(workers=workers or [], **settings)
+        self.vllm = vllm
+        self.n_prefill, self.n_decode = prefills, decodes
+        self.prefill_kw, self.decode_kw = prefill_kw or {}, decode_kw or {}
+        self.prefills: list = []
+        self.decodes: list = []
+
+    async def _start(self) -> None:
+        from smg.testing import pd_workers as pw
+
+        pcls, dcls = (pw.VllmPrefillWorker, pw.VllmDecodeWorker) if self.vllm else (pw.PrefillWorker, pw.DecodeWorker)
+        owner = "vllm" if self.vllm else "sglang"
+        for i in range(self.n_prefill):
+            cfg = MockConfig(worker_id=f"p{i + 1}", owned_by=owner)
+            self.prefills.append(await pcls(cfg, **self.prefill_kw).start())
+        for i in range(self.n_decode):
+            cfg = MockConfig(worker_id=f"d{i + 1}", owned_by=owner)
+            self.decodes.append(await dcls(cfg, **self.decode_kw).start())
+        self.settings = dict(self.settings, pd_disaggregation=True,
+                             prefill=[x for p in self.prefills for x in (p.url, str(p.bootstrap_port))],
+                             decode=[d.url for d in self.decodes])
+        wait = self.wait
+        self.wait = False
+        await super()._start()
+        self.wait = wait
+        if wait:
+            await self.gw.wait_ready(10)
+
+    async def _stop(self) -> None:
+        await super()._stop()
+        for w in self.prefills + self.decodes:
+            await w.stop()

@@ -141,8 +141,7 @@ def test_a_not_yet_setting_changed_stops_start_up_naming_it(s):
     (("--enable-mesh",), "--enable-mesh"),
     (("--mcp-config-path", "/tmp/mcp.yaml"), "--mcp-config-path"),
     (("--sticky-sessions",), "--routing-key-override"),
-    (("--pd-disaggregation", "--prefill", "http://p:8000", "9000", "--decode", "http://d:8001"),
-     "--pd-disaggregation"),
+    (("--pd-disaggregation", "--prefill-selector", "role=prefill"), "--prefill-selector"),
     (("--history-backend", "postgres"), "--history-backend"),
     (("--worker-overload-protection",), "--worker-overload-protection"),
     (("--enable-wasm",), "--enable-wasm"),
@@ -188,3 +187,33 @@ def test_yaml_keys_take_aliases_too(tmp_path):
     f.write_text("sticky-key-idle-secs: 60\ncache_match_threshold: 0.5\nworker-auto-recovery: true\n")
     cfg = build_config({}, str(f))
     assert cfg.max_idle_secs == 60 and cfg.cache_threshold == 0.5 and cfg.remove_unhealthy_workers is True
+
+
+def test_pd_flags_as_smgs_command_line():
+    cfg = parse("--pd-disaggregation", "--prefill", "http://p:8000", "9000", "--prefill", "http://q:8000", "none",
+                "--prefill", "http://r:8000", "--decode", "http://d:8001", "--decode", "http://e:8001",
+                "--policy", "cache_aware", "--prefill-policy", "round_robin")
+    assert cfg.pd_disaggregation
+    assert list(cfg.prefill) == [("http://p:8000", 9000), ("http://q:8000", None), ("http://r:8000", None)]
+    assert list(cfg.decode) == ["http://d:8001", "http://e:8001"]
+    assert cfg.prefill_policy == "round_robin" and cfg.decode_policy is None   # decode: --policy
+
+
+@pytest.mark.parametrize("args, flag", [
+    (("--prefill", "http://p:8000"), "--prefill"),                       # needs --pd-disaggregation
+    (("--decode", "http://d:8000"), "--decode"),
+    (("--pd-disaggregation", "--prefill", "http://p:8000", "99999"), "--prefill"),
+    (("--pd-disaggregation", "--prefill", "9000"), "--prefill"),          # a port with no URL
+    (("--pd-disaggregation", "--prefill", "ftp://p:8000"), "--prefill"),
+])
+def test_pd_flags_refused(args, flag):
+    with pytest.raises(ConfigError) as e:
+        parse(*args)
+    assert e.value.key == flag
+
+
+def test_bucket_is_a_prefill_policy_only():
+    import click
+    with pytest.raises(click.BadParameter):
+        parse("--pd-disaggregation", "--decode-policy", "bucket")
+    assert parse("--pd-disaggregation", "--prefill-policy", "bucket").prefill_policy == "bucket"

@@ -29,7 +29,6 @@ from smg.errors import RemoteProtocolError
 from smg.http1.events import Data, Request
 from smg.http1.parser import RequestParser
 from smg.http1.writer import CONTINUE_100, response
-from smg.testing.mock_worker.endpoints import ROUTES
 from smg.testing.mock_worker.errors import anthropic_error, openai_error
 from smg.testing.mock_worker.wire import CONNECTION_CLOSE, header_line
 
@@ -134,7 +133,7 @@ class MockProtocol(asyncio.Protocol):
         target = req.target
         q = target.find(b"?")
         path = target if q < 0 else target[:q]
-        route = ROUTES.get(path)
+        route = self.w.routes.get(path)
         rid = None
         for name, value in req.headers:
             if name == b"x-request-id":

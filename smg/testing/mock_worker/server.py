@@ -24,6 +24,7 @@ from typing import Any
 
 from smg.server.tls import server_context
 from smg.testing.mock_worker.config import MockConfig
+from smg.testing.mock_worker.endpoints import ROUTES
 from smg.testing.mock_worker.protocol import MockProtocol
 from smg.testing.mock_worker.stats import MockStats
 from smg.testing.mock_worker.templates import BUILDERS
@@ -60,6 +61,7 @@ class MockWorker:
         self._wid = b""
         self._id_prefix = os.urandom(3).hex().encode()
         self._counter = 0
+        self.routes = ROUTES   # path -> {method: handler}; a subclass may serve a variant
 
     @property
     def config(self) -> MockConfig:
