@@ -55,7 +55,7 @@ VARIANTS = {
     "roomy": Variant(4, {**SIM_BASE, "cache_blocks": 100000}),
     "pressure": Variant(4, {**SIM_BASE, "cache_blocks": 300}),
     "single": Variant(2, {**SIM_BASE, "max_running": 1, "cache_blocks": 100000},
-                      {"conversations": 40, "rate": 4.0, "systems": 4}),
+                      {"conversations": 60, "rate": 8.0, "systems": 4}),
 }
 DEFAULT_TARGETS = "smg:round_robin,smg:cache_aware,smg-rust:cache_aware"
 
@@ -69,6 +69,7 @@ def sim_args(sim: dict) -> list:
 
 def start_fleet(v: Variant, workdir: Path, tag: str) -> tuple:
     log = workdir / f"fleet-{tag}.log"
+    log.unlink(missing_ok=True)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     p = rig.spawn([sys.executable, "-m", "smg.testing.engine_sim", "--engines", str(v.engines)]
                   + sim_args(v.sim), log, None, env)
@@ -118,7 +119,8 @@ def run_one(v: Variant, target: str, trace: list, workdir: Path) -> dict:
     try:
         port = rig.free_port()
         cmd, env = gateway_cmd(kind, policy, extra, port, urls)
-        gw = rig.spawn(cmd, workdir / f"{target.replace(':', '-')}.log", None, env)
+        gw = rig.spawn(cmd, workdir / f"{target.replace(':', '-').replace('+', '-')}-{time.monotonic_ns()}.log",
+                       None, env)
         probe = json.dumps({"model": "sim-model", "messages": [{"role": "user", "content": "ready?"}],
                             "max_tokens": 1}).encode()
         rig.wait_ready(gw, lambda: rig.http_call(port, "POST", "/v1/chat/completions", probe)[0] == 200,

@@ -28,6 +28,9 @@ class _Tree:
         on the matched path; changes nothing else."""
     def match_tenant(self, key: Any, tenant: str) -> int:
         """Longest prefix (units) held by ``tenant``; read-only."""
+    def match_all(self, key: Any) -> dict[str, int]:
+        """``{tenant: match_tenant(key, tenant)}`` for every tenant holding a prefix of
+        ``key`` (one descent); read-only."""
     def remove_tenant(self, tenant: str) -> None:
         """Drop ``tenant`` everywhere; unheld nodes are freed."""
     def evict(self, max_size: int) -> int:

@@ -634,6 +634,31 @@ cdef class _Tree:
         self._walk(&kv, <Py_ssize_t>t, &units)
         return units
 
+    def match_all(self, key):
+        cdef KeyView kv
+        cdef Py_ssize_t units = 0, depth, d, full = 0, c
+        cdef Node* nd
+        cdef uint32_t i
+        owner = self._acquire(key, &kv)
+        depth = self._walk(&kv, -1, &units)
+        out = {}
+        if depth == 0:
+            return out
+        for d in range(depth - 1):
+            full += self._path[d].nunits
+        # Deepest node first: a tenant's match ends at the deepest node it holds (prefix
+        # closure), so the first depth a tenant is seen at is its match length.
+        c = units
+        names = self._names
+        for d in range(depth - 1, -1, -1):
+            nd = self._path[d]
+            for i in range(nd.nslot):
+                name = names[nd.slots[i].tid]
+                if name not in out:
+                    out[name] = c
+            c -= (units - full) if d == depth - 1 else nd.nunits
+        return out
+
     def remove_tenant(self, tenant):
         cdef Py_ssize_t count = 0, j
         cdef uint32_t tid, e

@@ -50,7 +50,7 @@ GROUPS: tuple = (
                   "max_payload_size", "max_buffered_request_bytes", "pd_admission_wait_secs",
                   "stream_body_stall_timeout_secs", "sse_keepalive_secs", "dp_aware", "routing_key_override",
                   "routing_key_headers", "dp_minimum_tokens_scheduler", "enable_igw"),
-          local=("panic_routing",)),
+          local=("panic_routing", "cache_aware_mode", "cache_aware_request_cost_tokens")),
     Group("PD/EPD Disaggregation", "Prefill-decode and encode-prefill-decode serving",
           shared=("pd_disaggregation", "epd_disaggregation", "encode", "prefill", "decode",
                   "prefill_max_inflight_requests_per_worker", "prefill_queue_size",

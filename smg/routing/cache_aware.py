@@ -57,6 +57,7 @@ from __future__ import annotations
 from smg.routing.least_load import CandidateIndex, config_value
 from smg.routing.policy import Policy
 from smg.routing.radix import MAX_KEY_UNITS, StringTree, TokenTree
+from smg.routing.ttft_cost import CHARS_PER_TOKEN, cost, report_terms
 
 #: ``record`` evicts early once a tree's ``mem_size()`` passes this many times
 #: ``max_tree_size``. Eviction walks the whole tree (O(nodes)), so running it on every
@@ -88,6 +89,11 @@ class CacheAwarePolicy(Policy):
         self.affinity_under_imbalance = affinity_under_imbalance
         self._next_evict = None
         self._index = CandidateIndex()
+        self.mode = config_value(config, "cache_aware_mode")
+        if self.mode == "ttft":
+            self.request_cost = float(config_value(config, "cache_aware_request_cost_tokens"))
+            self._reports: dict = {}   # worker id -> (report object, report_terms(report))
+            self.select = self._select_ttft
 
     # -- selection -------------------------------------------------------------------------
 
@@ -133,6 +139,51 @@ class CacheAwarePolicy(Policy):
         self.record(text, chosen.id, tree)
         return chosen
 
+    def _text_and_tree(self, request) -> tuple:
+        """The routing key (token ids, else text, cut to the budget's share), its tree and
+        the tokens one unit of it stands for."""
+        text = request.routing_tokens()
+        if text is None:
+            text = request.routing_text()
+            tree = self.tree
+            per_unit = 1.0 / CHARS_PER_TOKEN
+        else:
+            tree = self.token_tree
+            if tree is None:
+                tree = self.token_tree = self._token_tree_cls()
+            per_unit = 1.0
+        if len(text) > self._max_text:
+            text = text[:self._max_text]
+        return text, tree, per_unit
+
+    def _select_ttft(self, workers: list, request):
+        """``ttft`` mode: the least estimated time to first token (smg/routing/ttft_cost.py);
+        ties → fewer in flight, fewer processed, the earlier candidate."""
+        text, tree, per_unit = self._text_and_tree(request)
+        matches = tree.match_all(text) if text else {}
+        n = len(text)
+        rc = self.request_cost
+        reports = self._reports
+        best = None
+        bc = 0.0
+        bl = bp = 0
+        for w in workers:
+            e = w.engine
+            st = reports.get(w.id)
+            if st is None or st[0] is not e:
+                st = reports[w.id] = (e, report_terms(e))
+            cap, reported, waiting = st[1]
+            load = w.inflight
+            c = cost((n - matches.get(w.id, 0)) * per_unit, reported if reported > load else load, cap,
+                     waiting, rc)
+            if best is None or c < bc or (c == bc and (load < bl or (load == bl and w.processed < bp))):
+                best = w
+                bc = c
+                bl = load
+                bp = w.processed
+        self.record(text, best.id, tree)
+        return best
+
     # -- state changes ---------------------------------------------------------------------
 
     def record(self, text, worker_id: str, tree=None) -> None:
@@ -163,6 +214,8 @@ class CacheAwarePolicy(Policy):
 
     def on_worker_removed(self, worker) -> None:
         self.forget_worker(worker.id)
+        if self.mode == "ttft":
+            self._reports.pop(worker.id, None)
 
     def maintain(self, now: float) -> None:
         """The periodic trim, every ``eviction_interval_secs`` (bursts: see ``record``)."""

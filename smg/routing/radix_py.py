@@ -328,6 +328,39 @@ class _Tree:
             node = child
         return pos // unit
 
+    def match_all(self, key: Any) -> dict:
+        """``{tenant: match_tenant(key, tenant)}`` for every tenant that holds a non-empty
+        prefix of ``key``, in one descent. Read-only.
+
+        Raises:
+            as ``insert`` does.
+        """
+        key = self._key(key)
+        unit = self._UNIT
+        n = len(key)
+        node = self._root
+        pos = 0
+        path = []
+        while pos < n:
+            children = node.children
+            if children is None:
+                break
+            child = children.get(key[pos : pos + unit])
+            if child is None:
+                break
+            cut = _lcp(key, pos, child.label, unit)
+            pos += cut
+            path.append((child, pos))
+            if cut < len(child.label):
+                break
+            node = child
+        out: dict = {}
+        for nd, end in reversed(path):  # a tenant's match ends at the deepest node it holds
+            for t in nd.tenants:
+                if t not in out:
+                    out[t] = end // unit
+        return out
+
     def remove_tenant(self, tenant: str) -> None:
         """Drop ``tenant`` everywhere; nodes nobody holds any more are freed. Unknown
         tenants are ignored.

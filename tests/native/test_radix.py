@@ -172,6 +172,27 @@ def test_match_tenant(mk):
     assert t.match_tenant(k(""), "a") == 0
 
 
+def test_match_all_is_match_tenant_for_every_holder(mk):
+    cls, k = mk
+    t = cls()
+    t.insert(k("abcdef"), "a")
+    t.insert(k("abxy"), "b")
+    t.insert(k("abcdzz"), "c")
+    assert t.match_all(k("abcdzq")) == {"a": 4, "b": 2, "c": 5}
+    assert t.match_all(k("abxyzz")) == {"a": 2, "b": 4, "c": 2}
+    assert t.match_all(k("zz")) == {} and t.match_all(k("")) == {}
+    rng = random.Random(7)
+    names = ["w%d" % i for i in range(6)]
+    for _ in range(300):
+        t.insert(k("".join(rng.choice("abc") for _ in range(rng.randint(1, 12)))), rng.choice(names))
+    stamps = t.match(k("zzz"))  # a miss: nothing refreshed
+    for _ in range(200):
+        q = k("".join(rng.choice("abc") for _ in range(rng.randint(0, 14))))
+        want = {n: t.match_tenant(q, n) for n in names + ["a", "b", "c"]}
+        assert t.match_all(q) == {n: v for n, v in want.items() if v}
+    assert stamps == (0, None)
+
+
 def test_remove_tenant_frees_nodes(mk):
     cls, k = mk
     t = cls()
