@@ -49,13 +49,14 @@ class Variant:
     trace: dict = field(default_factory=dict)
 
 
-SIM_BASE = {"block_size": 16, "max_running": 8, "prefill_us_per_token": 20.0, "prefill_overhead_ms": 0.5,
-            "decode_base_ms": 1.0, "decode_per_req_ms": 0.1}
+SIM_BASE = {"block_size": 16, "max_running": 8, "prefill_us_per_token": 40.0, "prefill_overhead_ms": 0.5,
+            "decode_base_ms": 2.0, "decode_per_req_ms": 0.2}
+TRACE_BASE = {"conversations": 150, "rate": 20.0}
 VARIANTS = {
-    "roomy": Variant(4, {**SIM_BASE, "cache_blocks": 100000}),
-    "pressure": Variant(4, {**SIM_BASE, "cache_blocks": 300}),
+    "roomy": Variant(4, {**SIM_BASE, "cache_blocks": 100000}, TRACE_BASE),
+    "pressure": Variant(4, {**SIM_BASE, "cache_blocks": 300}, TRACE_BASE),
     "single": Variant(2, {**SIM_BASE, "max_running": 1, "cache_blocks": 100000},
-                      {"conversations": 60, "rate": 8.0, "systems": 4}),
+                      {"conversations": 60, "rate": 5.0, "systems": 4}),
 }
 DEFAULT_TARGETS = "smg:round_robin,smg:cache_aware,smg-rust:cache_aware"
 
@@ -110,8 +111,11 @@ def pct(xs: list, q: float) -> float:
 def run_one(v: Variant, target: str, trace: list, workdir: Path) -> dict:
     kind, _, rest = target.partition(":")
     policy, *extra = rest.split("+")
-    extra = [a for x in extra for a in x.split("=", 1)] if extra else []
-    extra = ["--" + a if i % 2 == 0 else a for i, a in enumerate(extra)] if extra else []
+    flags = []
+    for x in extra:
+        name, eq, value = x.partition("=")
+        flags += ["--" + name] + ([value] if eq else [])
+    extra = flags
     if kind == "smg-rust" and not SMG_RUST.exists():
         return {"target": target, "skipped": f"{SMG_RUST} missing"}
     fleet, urls = start_fleet(v, workdir, target.replace(":", "-").replace("+", "-"))

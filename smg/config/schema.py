@@ -100,6 +100,11 @@ SETTINGS: tuple = (
     Setting("cache_aware_request_cost_tokens", int, 2048,
             "cache_aware ttft mode: how long one request ahead of ours keeps a slot busy, in the "
             "time the engine takes to prefill this many tokens.", minimum=1),
+    Setting("cache_feedback", bool, False,
+            "cache_aware: correct the radix tree from the cached_tokens each answer reports (a worker "
+            "that found far fewer cached tokens than predicted has its oldest entries trimmed to a "
+            "learned capacity); exports smg_router_cache_* predicted-vs-actual counters. Streams "
+            "report usage only when the client asks (stream_options.include_usage).", negatable=True),
     # worker lifecycle (SMG's flags and defaults)
     Setting("health_check_interval_secs", float, 60.0, "Seconds between health probes of a worker.",
             minimum=0.01),

@@ -54,6 +54,7 @@ replicated to sibling gateway processes as events).
 """
 from __future__ import annotations
 
+from smg.routing.cache_feedback import AnswerHook, Feedback
 from smg.routing.least_load import CandidateIndex, config_value
 from smg.routing.policy import Policy
 from smg.routing.radix import MAX_KEY_UNITS, StringTree, TokenTree
@@ -94,6 +95,11 @@ class CacheAwarePolicy(Policy):
             self.request_cost = float(config_value(config, "cache_aware_request_cost_tokens"))
             self._reports: dict = {}   # worker id -> (report object, report_terms(report))
             self.select = self._select_ttft
+        self.feedback = None
+        if config_value(config, "cache_feedback"):
+            self.feedback = Feedback()
+            self._chooser = self.select
+            self.select = self._select_feedback
 
     # -- selection -------------------------------------------------------------------------
 
@@ -184,6 +190,21 @@ class CacheAwarePolicy(Policy):
         self.record(text, best.id, tree)
         return best
 
+    def _select_feedback(self, workers: list, request):
+        """``--cache-feedback``: the mode's choice, with the chosen worker's predicted match
+        handed to an end hook that corrects the tree from the answer's cached_tokens
+        (smg/routing/cache_feedback.py)."""
+        text, tree, _ = self._text_and_tree(request)
+        matches = tree.match_all(text) if text else {}
+        chosen = self._chooser(workers, request)
+        fb = self.feedback
+        fb.enforce(tree, chosen.id)
+        add = getattr(request, "add_end_hook", None)
+        if add is not None:
+            add(AnswerHook(fb, tree, chosen, matches.get(chosen.id, 0),
+                           CHARS_PER_TOKEN if tree is self.tree else 1))
+        return chosen
+
     # -- state changes ---------------------------------------------------------------------
 
     def record(self, text, worker_id: str, tree=None) -> None:
@@ -216,6 +237,8 @@ class CacheAwarePolicy(Policy):
         self.forget_worker(worker.id)
         if self.mode == "ttft":
             self._reports.pop(worker.id, None)
+        if self.feedback is not None:
+            self.feedback.forget(worker.id)
 
     def maintain(self, now: float) -> None:
         """The periodic trim, every ``eviction_interval_secs`` (bursts: see ``record``)."""
@@ -225,3 +248,5 @@ class CacheAwarePolicy(Policy):
         elif now >= due:
             self._next_evict = now + self.eviction_interval
             self.evict()
+            if self.feedback is not None:
+                self.feedback.stats.log_rate(self.name)

@@ -54,3 +54,41 @@ def test_threshold_mode_keeps_smg_behaviour_on_the_same_burst(single_slot_pair):
         assert [r.status_code for r in answers] == [200] * 8
         per_engine = sorted(e.engine.requests for e in single_slot_pair)
         assert per_engine[1] - per_engine[0] >= 8, per_engine
+
+
+def _metric(text: str, name: str, **labels) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} {labels} not exported")
+
+
+def test_cache_feedback_corrects_the_tree_from_reported_cached_tokens():
+    lt = LoopThread()
+    (engine,) = lt.run(start_fleet(1, SimParams(cache_blocks=24)))   # holds one 300-token prompt
+    try:
+        with GatewayHarness(workers=[], extra_worker_urls=[engine.url], policy="cache_aware",
+                            cache_feedback=True) as h:
+            def chat(system, stream):
+                body = {"model": "sim-model", "max_tokens": 2, "stream": stream,
+                        "messages": [{"role": "system", "content": system * 1200}, {"role": "user", "content": "q"}]}
+                if stream:
+                    body["stream_options"] = {"include_usage": True}
+                r = httpx.post(h.url + "/v1/chat/completions", json=body, timeout=10)
+                assert r.status_code == 200
+            chat("A", False)
+            chat("A", True)          # predicted and found: no correction
+            chat("B", False)         # evicts A in the engine; the tree still has it
+            chat("A", True)          # predicted a hit, the engine reports none
+            m = httpx.get(h.metrics_url).text
+            assert _metric(m, "smg_router_cache_corrections_total", kind="evicted") == 1
+            assert _metric(m, "smg_router_cache_corrections_total", kind="learned") == 0
+            predicted = _metric(m, "smg_router_cache_predicted_tokens_total", model="sim-model")
+            actual = _metric(m, "smg_router_cache_actual_tokens_total", model="sim-model")
+            assert actual == engine.engine.cached_tokens > 0
+            assert predicted > actual
+            assert _metric(m, "smg_router_cache_prompt_tokens_total", model="sim-model") == \
+                engine.engine.prompt_tokens
+    finally:
+        lt.run(engine.stop())
+        lt.stop()
