@@ -51,7 +51,7 @@ GROUPS: tuple = (
                   "stream_body_stall_timeout_secs", "sse_keepalive_secs", "dp_aware", "routing_key_override",
                   "routing_key_headers", "dp_minimum_tokens_scheduler", "enable_igw"),
           local=("panic_routing", "cache_aware_mode", "cache_aware_request_cost_tokens",
-                 "cache_feedback")),
+                 "cache_feedback", "route_explain")),
     Group("PD/EPD Disaggregation", "Prefill-decode and encode-prefill-decode serving",
           shared=("pd_disaggregation", "epd_disaggregation", "encode", "prefill", "decode",
                   "prefill_max_inflight_requests_per_worker", "prefill_queue_size",

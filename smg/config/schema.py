@@ -105,6 +105,10 @@ SETTINGS: tuple = (
             "that found far fewer cached tokens than predicted has its oldest entries trimmed to a "
             "learned capacity); exports smg_router_cache_* predicted-vs-actual counters. Streams "
             "report usage only when the client asks (stream_options.include_usage).", negatable=True),
+    Setting("route_explain", bool, False,
+            "Add x-smg-route-explain to proxied HTTP responses: the policy and chosen worker, and for "
+            "cache_aware each candidate's match (tokens), requests ahead, capacity and estimated cost.",
+            negatable=True),
     # worker lifecycle (SMG's flags and defaults)
     Setting("health_check_interval_secs", float, 60.0, "Seconds between health probes of a worker.",
             minimum=0.01),

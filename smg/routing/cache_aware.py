@@ -95,6 +95,9 @@ class CacheAwarePolicy(Policy):
             self.request_cost = float(config_value(config, "cache_aware_request_cost_tokens"))
             self._reports: dict = {}   # worker id -> (report object, report_terms(report))
             self.select = self._select_ttft
+        if config_value(config, "route_explain"):
+            self._explained = self.select
+            self.select = self._select_explain
         self.feedback = None
         if config_value(config, "cache_feedback"):
             self.feedback = Feedback()
@@ -189,6 +192,31 @@ class CacheAwarePolicy(Policy):
                 bp = w.processed
         self.record(text, best.id, tree)
         return best
+
+    def _select_explain(self, workers: list, request):
+        """``--route-explain``: the mode's choice, and ``request.explain`` saying why (the
+        ``x-smg-route-explain`` response header): per candidate its match in tokens,
+        requests ahead, capacity and, in ttft mode, the estimated cost."""
+        text, tree, per_unit = self._text_and_tree(request)
+        matches = tree.match_all(text) if text else {}
+        chosen = self._explained(workers, request)
+        n = len(text)
+        parts = [f"mode={self.mode}", f"prompt_tokens={n * per_unit:.0f}", f"chosen={chosen.url}"]
+        for w in workers:
+            m = matches.get(w.id, 0)
+            cap, reported, waiting = report_terms(w.engine)
+            ahead = max(w.inflight, reported)
+            item = f"{w.url} match={m * per_unit:.0f} ahead={ahead} cap={cap}"
+            if self.mode == "ttft":
+                item += f" cost={cost((n - m) * per_unit, ahead, cap, waiting, self.request_cost):.0f}"
+            else:
+                item += f" rate={(m / n if n else 0.0):.2f}"
+            parts.append(item)
+        try:
+            request.explain = "; ".join(parts)
+        except AttributeError:
+            pass
+        return chosen
 
     def _select_feedback(self, workers: list, request):
         """``--cache-feedback``: the mode's choice, with the chosen worker's predicted match

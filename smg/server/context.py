@@ -39,6 +39,9 @@ class RequestContext:
         "bytes_out", "dispatch_t", "_text",
         # the prepared prompt (smg/text/prompt.py) when it was made before selection
         "prompt",
+        # a policy's decision, said in words (--route-explain); set only then, so it is
+        # read with getattr and costs nothing per request otherwise
+        "explain",
     )
 
     def __init__(self, method: bytes, target: bytes, path: bytes, headers: list, endpoint, t0: float) -> None:

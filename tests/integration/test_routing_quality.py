@@ -92,3 +92,26 @@ def test_cache_feedback_corrects_the_tree_from_reported_cached_tokens():
     finally:
         lt.run(engine.stop())
         lt.stop()
+
+
+def test_route_explain_header(single_slot_pair):
+    urls = [e.url for e in single_slot_pair]
+    with GatewayHarness(workers=[], extra_worker_urls=urls, policy="cache_aware", cache_aware_mode="ttft",
+                        route_explain=True) as h:
+        assert wait_for(lambda: h.on_loop(_reported, h), 10)
+        body = {"model": "sim-model", "max_tokens": 2,
+                "messages": [{"role": "system", "content": SHARED}, {"role": "user", "content": "q"}]}
+        first = httpx.post(h.url + "/v1/chat/completions", json=body, timeout=10).headers["x-smg-route-explain"]
+        second = httpx.post(h.url + "/v1/chat/completions", json=body, timeout=10).headers["x-smg-route-explain"]
+        assert first.startswith("mode=ttft; prompt_tokens=")
+        assert all(u in first for u in urls) and "cost=" in first and "cap=1" in first
+        chosen = second.split("chosen=", 1)[1].split(";", 1)[0]
+        assert chosen in urls
+        # the second request found its prefix on the first one's worker and chose it
+        item = [p for p in second.split("; ") if p.startswith(chosen + " ")][0]
+        assert int(item.split("match=")[1].split()[0]) > 300
+    with GatewayHarness(workers=[], extra_worker_urls=urls, policy="round_robin", route_explain=True) as h:
+        r = httpx.post(h.url + "/v1/chat/completions", json=body, timeout=10)
+        assert r.headers["x-smg-route-explain"].startswith("policy=round_robin; chosen=http://127.0.0.1:")
+    with GatewayHarness(workers=[], extra_worker_urls=urls, policy="cache_aware") as h:
+        assert "x-smg-route-explain" not in httpx.post(h.url + "/v1/chat/completions", json=body, timeout=10).headers
