@@ -18,7 +18,12 @@ that run one request at a time).
 Usage:
     python bench/routing/run.py                          # all variants, default targets
     python bench/routing/run.py --variants single --targets smg:cache_aware,smg-rust:cache_aware
-    python bench/routing/run.py --out docs/benchmarks/routing.md
+    python bench/routing/run.py --passes 3 --out docs/benchmarks/routing-tables.md --json /tmp/routing.json
+
+Targets: ``smg:POLICY[+flag[=value]...]`` (this checkout, ``python -m smg``),
+``smg-rust:POLICY`` (``$SMG_RUST_BIN``, default the shared Rust SMG venv) and
+``sglang-router:POLICY`` (``bash bench/rig/setup_refs.sh sglang-router``). With
+``--passes N`` the targets run interleaved N times and each figure is the median.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ import compare as rig  # noqa: E402
 from trace import TraceSpec, make_trace, replay  # noqa: E402
 
 SMG_RUST = Path(os.environ.get("SMG_RUST_BIN", "/work/main/bench/.venvs/smg-rust/bin/smg"))
+SGLANG_ROUTER = REPO / "bench" / ".venvs" / "sglang-router" / "bin" / "python"   # setup_refs.sh sglang-router
 
 
 @dataclass
@@ -58,7 +64,9 @@ VARIANTS = {
     "single": Variant(2, {**SIM_BASE, "max_running": 1, "cache_blocks": 100000},
                       {"conversations": 60, "rate": 5.0, "systems": 4}),
 }
-DEFAULT_TARGETS = "smg:round_robin,smg:cache_aware,smg-rust:cache_aware"
+DEFAULT_TARGETS = ("smg:round_robin,smg:cache_aware,smg:cache_aware+cache-feedback,"
+                   "smg:cache_aware+cache-aware-mode=ttft,smg:cache_aware+cache-aware-mode=ttft+cache-feedback,"
+                   "smg-rust:cache_aware,sglang-router:cache_aware")
 
 
 def sim_args(sim: dict) -> list:
@@ -89,6 +97,10 @@ def gateway_cmd(kind: str, policy: str, extra: list, port: int, urls: list) -> t
                 "--prometheus-port", str(rig.free_port()), *extra], env
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
+    if kind == "sglang-router":
+        return [str(SGLANG_ROUTER), "-m", "sglang_router.launch_router", "--worker-urls", *urls, "--policy", policy,
+                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warn", "--prometheus-host",
+                "127.0.0.1", "--prometheus-port", str(rig.free_port()), *extra], env
     return [str(SMG_RUST), "launch", "--worker-urls", *urls, "--policy", policy, "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "warn", "--prometheus-host", "127.0.0.1",
             "--prometheus-port", str(rig.free_port()), *extra], env
@@ -118,6 +130,8 @@ def run_one(v: Variant, target: str, trace: list, workdir: Path) -> dict:
     extra = flags
     if kind == "smg-rust" and not SMG_RUST.exists():
         return {"target": target, "skipped": f"{SMG_RUST} missing"}
+    if kind == "sglang-router" and not SGLANG_ROUTER.exists():
+        return {"target": target, "skipped": "bash bench/rig/setup_refs.sh sglang-router"}
     fleet, urls = start_fleet(v, workdir, target.replace(":", "-").replace("+", "-"))
     gw = None
     try:
@@ -155,6 +169,21 @@ def run_one(v: Variant, target: str, trace: list, workdir: Path) -> dict:
             if ok and sum(s.prompt_tokens for s in ok) else 0.0}
 
 
+NUMERIC = ("requests", "errors", "hit_rate", "ttft_p50", "ttft_p99", "e2e_p50", "e2e_p99", "throughput",
+           "imbalance", "evictions", "reported_hit_rate")
+
+
+def median_row(runs: list) -> dict:
+    """Per metric, the median over the passes of one target (skipped if any pass was)."""
+    skipped = [r for r in runs if "skipped" in r]
+    if skipped:
+        return skipped[0]
+    out = {"target": runs[0]["target"], "passes": runs}
+    for k in NUMERIC:
+        out[k] = statistics.median(r[k] for r in runs)
+    return out
+
+
 def table(variant: str, v: Variant, rows: list) -> str:
     out = [f"### {variant}: {v.engines} engines, max running {v.sim['max_running']}, "
            f"cache {v.sim['cache_blocks']} blocks of {v.sim['block_size']} tokens", "",
@@ -177,6 +206,7 @@ def main(argv: list | None = None) -> int:
     ap.add_argument("--targets", default=DEFAULT_TARGETS,
                     help="comma list of smg:POLICY[+flag=value...] and smg-rust:POLICY")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--passes", type=int, default=1, help="runs per target (targets interleaved); medians reported")
     ap.add_argument("--out", default="", help="write the Markdown tables to this file")
     ap.add_argument("--json", default="", help="write the raw results to this file")
     a = ap.parse_args(argv)
@@ -189,14 +219,17 @@ def main(argv: list | None = None) -> int:
                 v = VARIANTS[name]
                 spec = TraceSpec(**{**asdict(TraceSpec()), "seed": a.seed, **v.trace})
                 trace = make_trace(spec)
-                rows = []
-                for t in a.targets.split(","):
-                    rig.log(f"{name}: {t}")
-                    try:
-                        rows.append(run_one(v, t, trace, workdir))
-                    except RuntimeError as e:
-                        rows.append({"target": t, "skipped": str(e).splitlines()[0][:120]})
-                    rig.log(json.dumps(rows[-1]))
+                targets = a.targets.split(",")
+                runs: dict = {t: [] for t in targets}
+                for _ in range(a.passes):
+                    for t in targets:
+                        rig.log(f"{name}: {t}")
+                        try:
+                            runs[t].append(run_one(v, t, trace, workdir))
+                        except RuntimeError as e:
+                            runs[t].append({"target": t, "skipped": str(e).splitlines()[0][:120]})
+                        rig.log(json.dumps(runs[t][-1]))
+                rows = [median_row(runs[t]) for t in targets]
                 results[name] = {"variant": asdict(v), "trace": asdict(spec), "rows": rows}
                 md.append(table(name, v, rows))
                 print(md[-1], flush=True)
