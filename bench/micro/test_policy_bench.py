@@ -164,3 +164,43 @@ def test_decision_1000_workers(benchmark, name):
 
     benchmark.pedantic(policy.select, setup=setup, rounds=ROUNDS_LARGE, iterations=1, warmup_rounds=0)
     _report(requests, benchmark, f"{name} 1,000 workers")
+
+
+# -- 3. cache_aware's other modes on the same warm tree ---------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["ttft", "ttft+feedback", "ttft+explain"])
+@pytest.mark.parametrize("kind", ["turn", "new"])
+def test_cache_aware_ttft_decision_64_workers_8k_prompt(benchmark, warm, kind, mode):
+    """The ttft mode (per-candidate match lengths and costs), alone, with the closed loop's
+    end hook and with the explanation, on the warm tree above; every worker reports
+    max_running_requests 64 and a queue."""
+    tree_cls, base, workers, system, convs, rng = warm
+    settings = {"cache_aware_mode": "ttft", "cache_feedback": "feedback" in mode,
+                "route_explain": "explain" in mode}
+    policy = CacheAwarePolicy(build_config(settings), tree_cls=tree_cls)
+    policy.tree = base.tree
+    for w in workers:
+        w.engine = {"max_running_requests": 64, "num_total_reqs": rng.randrange(16),
+                    "num_waiting_uncached_tokens": rng.randrange(4000)}
+    bodies = []
+    for i in range(ROUNDS):
+        if kind == "turn":
+            sp, tail = convs[rng.randrange(len(convs))]
+            user = tail + " " + _text(rng, PROMPT_CHARS - len(sp) - len(tail) - 2)
+        else:
+            sp = system[rng.randrange(N_SYSTEM_PROMPTS)]
+            user = _text(rng, PROMPT_CHARS - len(sp) - 1)
+        bodies.append(_chat(sp, user))
+    it = iter(bodies)
+
+    def setup():
+        return (workers, RouteRequest([], next(it), PATH)), {}
+
+    try:
+        benchmark.pedantic(policy.select, setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=0)
+    finally:
+        for w in workers:
+            w.engine = None
+    twin = "native" if tree_cls is StringTreeC else "twin"
+    _report(bodies, benchmark, f"cache_aware {mode} 64 workers 8 KB {kind} ({twin})")

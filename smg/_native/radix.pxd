@@ -88,7 +88,7 @@ cdef class _Tree:
     # Detach an unheld (childless) node, free it and book the bytes freed.
     cdef void _unlink_free(self, Node* node) noexcept
     # The eviction loop of evict() / evict_mem(): bound on _mem (by_mem) or on _total.
-    cdef int _evict(self, uint64_t bound, bint by_mem) except -1
+    cdef int _evict(self, uint64_t bound, bint by_mem, Py_ssize_t only) except -1
     # These are final (no subclass overrides them); `inline` per uvloop's convention.
     cdef inline uint32_t _unit_at(self, const uint8_t* p) noexcept
     cdef inline uint32_t _lcp(self, KeyView* kv, Py_ssize_t pos, Node* child) noexcept

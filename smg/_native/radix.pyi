@@ -28,11 +28,17 @@ class _Tree:
         on the matched path; changes nothing else."""
     def match_tenant(self, key: Any, tenant: str) -> int:
         """Longest prefix (units) held by ``tenant``; read-only."""
+    def match_all(self, key: Any) -> dict[str, int]:
+        """``{tenant: match_tenant(key, tenant)}`` for every tenant holding a prefix of
+        ``key`` (one descent); read-only."""
     def remove_tenant(self, tenant: str) -> None:
         """Drop ``tenant`` everywhere; unheld nodes are freed."""
     def evict(self, max_size: int) -> int:
         """While ``size() > max_size`` drop the LRU (tenant, leaf) holding; returns units
         evicted. Bound is for the whole tree. Raises ValueError if ``max_size < 0``."""
+    def evict_tenant(self, tenant: str, max_size: int) -> int:
+        """As ``evict``, over ``tenant``'s holdings only, while ``tenant_size(tenant) >
+        max_size``; returns units evicted."""
     def evict_mem(self, max_bytes: int) -> int:
         """As ``evict``, in the same order, while ``mem_size() > max_bytes``; returns the
         bytes freed. Raises ValueError if ``max_bytes < 0``."""

@@ -634,6 +634,31 @@ cdef class _Tree:
         self._walk(&kv, <Py_ssize_t>t, &units)
         return units
 
+    def match_all(self, key):
+        cdef KeyView kv
+        cdef Py_ssize_t units = 0, depth, d, full = 0, c
+        cdef Node* nd
+        cdef uint32_t i
+        owner = self._acquire(key, &kv)
+        depth = self._walk(&kv, -1, &units)
+        out = {}
+        if depth == 0:
+            return out
+        for d in range(depth - 1):
+            full += self._path[d].nunits
+        # Deepest node first: a tenant's match ends at the deepest node it holds (prefix
+        # closure), so the first depth a tenant is seen at is its match length.
+        c = units
+        names = self._names
+        for d in range(depth - 1, -1, -1):
+            nd = self._path[d]
+            for i in range(nd.nslot):
+                name = names[nd.slots[i].tid]
+                if name not in out:
+                    out[name] = c
+            c -= (units - full) if d == depth - 1 else nd.nunits
+        return out
+
     def remove_tenant(self, tenant):
         cdef Py_ssize_t count = 0, j
         cdef uint32_t tid, e
@@ -678,7 +703,7 @@ cdef class _Tree:
             raise ValueError("max_size must be >= 0")
         if ms >= self._total:
             return 0
-        self._evict(<uint64_t>ms, False)
+        self._evict(<uint64_t>ms, False, -1)
         return before - self._total
 
     def evict_mem(self, max_bytes):
@@ -688,11 +713,12 @@ cdef class _Tree:
             raise ValueError("max_bytes must be >= 0")
         if mb >= self._mem:
             return 0
-        self._evict(<uint64_t>mb, True)
+        self._evict(<uint64_t>mb, True, -1)
         return before - self._mem
 
-    cdef int _evict(self, uint64_t bound, bint by_mem) except -1:
-        # radix_py rule 4 while the measure (rule 5's _mem, or _total) is above bound.
+    cdef int _evict(self, uint64_t bound, bint by_mem, Py_ssize_t only) except -1:
+        # radix_py rule 4 while the measure (rule 5's _mem, or _total) is above bound;
+        # with only >= 0, over that tenant's holdings while its size is above bound.
         cdef Py_ssize_t count = 0, j, hn = 0, ncand = 0
         cdef uint32_t e, s, tid, units
         cdef Node* nd
@@ -715,7 +741,7 @@ cdef class _Tree:
                 break
             nd = self._path[j]
             for s in range(nd.nslot):
-                ncand += nd.slots[s].nchild == 0
+                ncand += nd.slots[s].nchild == 0 and (only < 0 or nd.slots[s].tid == only)
         # Each push follows a pop, so the heap never outgrows the initial candidates.
         heap = <HeapEntry*>PyMem_Malloc((ncand if ncand else 1) * sizeof(HeapEntry))
         if heap == NULL:
@@ -724,14 +750,15 @@ cdef class _Tree:
             for j in range(count):
                 nd = self._path[j]
                 for s in range(nd.nslot):
-                    if nd.slots[s].nchild == 0:
+                    if nd.slots[s].nchild == 0 and (only < 0 or nd.slots[s].tid == only):
                         heap[hn].stamp = nd.slots[s].stamp
                         heap[hn].node = nd
                         heap[hn].tid = nd.slots[s].tid
                         hn += 1
             for j in range(hn // 2 - 1, -1, -1):
                 heap_sift_down(heap, hn, j)
-            while hn > 0 and (self._mem if by_mem else self._total) > bound:
+            while hn > 0 and ((self._sizes[only] if only >= 0 else (self._mem if by_mem else self._total))
+                              > bound):
                 top = heap[0]
                 hn -= 1
                 heap[0] = heap[hn]
@@ -761,6 +788,20 @@ cdef class _Tree:
         finally:
             PyMem_Free(heap)
         return 0
+
+    def evict_tenant(self, tenant, max_size):
+        cdef uint64_t before
+        if not isinstance(tenant, str):
+            raise TypeError(f"tenant must be str, not {type(tenant).__name__}")
+        ms = _operator.index(max_size)
+        if ms < 0:
+            raise ValueError("max_size must be >= 0")
+        t = self._tids.get(tenant)
+        if t is None or ms >= self._sizes[<uint32_t>t]:
+            return 0
+        before = self._total
+        self._evict(<uint64_t>ms, False, <Py_ssize_t>t)
+        return before - self._total
 
     def size(self):
         return self._total

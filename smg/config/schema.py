@@ -91,6 +91,24 @@ SETTINGS: tuple = (
             "least_load: weight (seconds) of the KV-cache pressure term.", minimum=0.0),
     Setting("least_load_mean_prefill_tokens", int, 1024,
             "least_load: assumed prompt tokens of an untokenized request.", minimum=1),
+    Setting("cache_aware_mode", str, "threshold",
+            "cache_aware: how the worker is chosen. threshold: SMG's rule (the longest match above "
+            "cache_threshold unless its load passes the balance thresholds, else the least loaded). "
+            "ttft: the worker with the least estimated time to first token, prefill of the tokens it "
+            "does not hold plus the queue ahead relative to its reported max_running_requests.",
+            choices=("threshold", "ttft")),
+    Setting("cache_aware_request_cost_tokens", int, 2048,
+            "cache_aware ttft mode: how long one request ahead of ours keeps a slot busy, in the "
+            "time the engine takes to prefill this many tokens.", minimum=1),
+    Setting("cache_feedback", bool, False,
+            "cache_aware: correct the radix tree from the cached_tokens each answer reports (a worker "
+            "that found far fewer cached tokens than predicted has its oldest entries trimmed to a "
+            "learned capacity); exports smg_router_cache_* predicted-vs-actual counters. Streams "
+            "report usage only when the client asks (stream_options.include_usage).", negatable=True),
+    Setting("route_explain", bool, False,
+            "Add x-smg-route-explain to proxied HTTP responses: the policy and chosen worker, and for "
+            "cache_aware each candidate's match (tokens), requests ahead, capacity and estimated cost.",
+            negatable=True),
     # worker lifecycle (SMG's flags and defaults)
     Setting("health_check_interval_secs", float, 60.0, "Seconds between health probes of a worker.",
             minimum=0.01),

@@ -550,6 +550,28 @@ class Metrics:
             counts[k] = counts.get(k, 0) + (w.pool.open if w.pool is not None else 0)
         return list(counts.items())
 
+    def add_cache_feedback(self, totals) -> None:
+        """The ``smg_router_cache_*`` counters of cache_aware's closed loop (no SMG
+        counterpart), read at scrape time from ``totals() -> [(model, FeedbackStats)]``:
+        prompt tokens of the answers that reported usage, the cached tokens the tree
+        predicted for them and those the engines reported (predicted vs actual hit rate
+        = each over prompt tokens), and the tree corrections by kind."""
+        for name, doc, attr in (
+                ("smg_router_cache_prompt_tokens_total", "Prompt tokens of answers that reported cached tokens",
+                 "prompt_tokens"),
+                ("smg_router_cache_predicted_tokens_total", "Cached prompt tokens the radix tree predicted",
+                 "predicted_tokens"),
+                ("smg_router_cache_actual_tokens_total", "Cached prompt tokens the engines reported",
+                 "actual_tokens")):
+            self.families.append(GaugeFn(name, doc, ("model",),
+                                         lambda a=attr: [((m,), getattr(st, a)) for m, st in totals()],
+                                         counter=True))
+        self.families.append(GaugeFn(
+            "smg_router_cache_corrections_total", "Radix tree corrections from reported cached tokens, by kind",
+            ("model", "kind"),
+            lambda: [x for m, st in totals() for x in (((m, "evicted"), st.evicted), ((m, "learned"), st.learned))],
+            counter=True))
+
     # prometheus-client collector protocol
     def collect(self):
         for m in self.families:

@@ -54,9 +54,11 @@ replicated to sibling gateway processes as events).
 """
 from __future__ import annotations
 
+from smg.routing.cache_feedback import AnswerHook, Feedback
 from smg.routing.least_load import CandidateIndex, config_value
 from smg.routing.policy import Policy
 from smg.routing.radix import MAX_KEY_UNITS, StringTree, TokenTree
+from smg.routing.ttft_cost import CHARS_PER_TOKEN, cost, report_terms
 
 #: ``record`` evicts early once a tree's ``mem_size()`` passes this many times
 #: ``max_tree_size``. Eviction walks the whole tree (O(nodes)), so running it on every
@@ -80,6 +82,21 @@ class CacheAwarePolicy(Policy):
         self.affinity_under_imbalance = affinity_under_imbalance
         self._next_evict = None
         self._index = CandidateIndex()
+        # the decision's mode, explanation and closed loop are fixed at start-up (not
+        # in SETTINGS: a reload that changes them is refused)
+        self.mode = config_value(config, "cache_aware_mode")
+        if self.mode == "ttft":
+            self.request_cost = float(config_value(config, "cache_aware_request_cost_tokens"))
+            self._reports: dict = {}   # worker id -> (report object, report_terms(report))
+            self.select = self._select_ttft
+        if config_value(config, "route_explain"):
+            self._explained = self.select
+            self.select = self._select_explain
+        self.feedback = None
+        if config_value(config, "cache_feedback"):
+            self.feedback = Feedback()
+            self._chooser = self.select
+            self.select = self._select_feedback
 
     #: the settings ``configure`` reads (a configuration reload may change them at run time)
     SETTINGS = ("cache_threshold", "balance_abs_threshold", "balance_rel_threshold", "eviction_interval_secs",
@@ -145,6 +162,94 @@ class CacheAwarePolicy(Policy):
         self.record(text, chosen.id, tree)
         return chosen
 
+    def _text_and_tree(self, request) -> tuple:
+        """The routing key (token ids, else text, cut to the budget's share), its tree and
+        the tokens one unit of it stands for."""
+        text = request.routing_tokens()
+        if text is None:
+            text = request.routing_text()
+            tree = self.tree
+            per_unit = 1.0 / CHARS_PER_TOKEN
+        else:
+            tree = self.token_tree
+            if tree is None:
+                tree = self.token_tree = self._token_tree_cls()
+            per_unit = 1.0
+        if len(text) > self._max_text:
+            text = text[:self._max_text]
+        return text, tree, per_unit
+
+    def _select_ttft(self, workers: list, request):
+        """``ttft`` mode: the least estimated time to first token (smg/routing/ttft_cost.py);
+        ties → fewer in flight, fewer processed, the earlier candidate."""
+        text, tree, per_unit = self._text_and_tree(request)
+        matches = tree.match_all(text) if text else {}
+        n = len(text)
+        rc = self.request_cost
+        reports = self._reports
+        best = None
+        bc = 0.0
+        bl = bp = 0
+        for w in workers:
+            e = w.engine
+            st = reports.get(w.id)
+            if st is None or st[0] is not e:
+                st = reports[w.id] = (e, report_terms(e))
+            cap, reported, waiting = st[1]
+            load = w.inflight
+            ahead = reported if reported > load else load
+            # ttft_cost.cost(), inlined (one call per candidate is a third of the decision)
+            c = (n - matches.get(w.id, 0)) * per_unit + waiting + rc * ahead / cap
+            if ahead >= cap:
+                c += rc * (ahead + 1 - cap) / cap
+            if best is None or c < bc or (c == bc and (load < bl or (load == bl and w.processed < bp))):
+                best = w
+                bc = c
+                bl = load
+                bp = w.processed
+        self.record(text, best.id, tree)
+        return best
+
+    def _select_explain(self, workers: list, request):
+        """``--route-explain``: the mode's choice, and ``request.explain`` saying why (the
+        ``x-smg-route-explain`` response header): per candidate its match in tokens,
+        requests ahead, capacity and, in ttft mode, the estimated cost."""
+        text, tree, per_unit = self._text_and_tree(request)
+        matches = tree.match_all(text) if text else {}
+        chosen = self._explained(workers, request)
+        n = len(text)
+        parts = [f"mode={self.mode}", f"prompt_tokens={n * per_unit:.0f}", f"chosen={chosen.url}"]
+        for w in workers:
+            m = matches.get(w.id, 0)
+            cap, reported, waiting = report_terms(w.engine)
+            ahead = max(w.inflight, reported)
+            item = f"{w.url} match={m * per_unit:.0f} ahead={ahead} cap={cap}"
+            if self.mode == "ttft":
+                item += f" cost={cost((n - m) * per_unit, ahead, cap, waiting, self.request_cost):.0f}"
+            else:
+                item += f" rate={(m / n if n else 0.0):.2f}"
+            parts.append(item)
+        try:
+            request.explain = "; ".join(parts)
+        except AttributeError:
+            pass
+        return chosen
+
+    def _select_feedback(self, workers: list, request):
+        """``--cache-feedback``: the mode's choice, with the chosen worker's predicted match
+        handed to an end hook that corrects the tree from the answer's cached_tokens
+        (smg/routing/cache_feedback.py)."""
+        text, tree, _ = self._text_and_tree(request)
+        matches = tree.match_all(text) if text else {}
+        chosen = self._chooser(workers, request)
+        fb = self.feedback
+        fb.enforce(tree, chosen.id)
+        add = getattr(request, "add_end_hook", None)
+        if add is not None:
+            add(AnswerHook(fb, tree, chosen, matches.get(chosen.id, 0),
+                           CHARS_PER_TOKEN if tree is self.tree else 1))
+        return chosen
+
     # -- state changes ---------------------------------------------------------------------
 
     def record(self, text, worker_id: str, tree=None) -> None:
@@ -175,6 +280,10 @@ class CacheAwarePolicy(Policy):
 
     def on_worker_removed(self, worker) -> None:
         self.forget_worker(worker.id)
+        if self.mode == "ttft":
+            self._reports.pop(worker.id, None)
+        if self.feedback is not None:
+            self.feedback.forget(worker.id)
 
     def maintain(self, now: float) -> None:
         """The periodic trim, every ``eviction_interval_secs`` (bursts: see ``record``)."""
@@ -184,3 +293,5 @@ class CacheAwarePolicy(Policy):
         elif now >= due:
             self._next_evict = now + self.eviction_interval
             self.evict()
+            if self.feedback is not None:
+                self.feedback.stats.log_rate(self.name)

@@ -103,6 +103,16 @@ class PolicyRegistry:
     def models(self) -> list:
         return list(self._by_model)
 
+    def feedback_totals(self) -> list:
+        """``[(model or "*", FeedbackStats)]`` of the policies running cache_aware's closed
+        loop (smg/routing/cache_feedback.py)."""
+        out = []
+        for model, p in list(self._by_model.items()):
+            fb = getattr(p, "feedback", None)
+            if fb is not None:
+                out.append((model or "*", fb.stats))
+        return out
+
     def maintain(self, now: float) -> None:
         """Periodic upkeep (eviction, TTLs), called by the gateway's sweep."""
         for p in list(self._by_model.values()):

@@ -328,6 +328,39 @@ class _Tree:
             node = child
         return pos // unit
 
+    def match_all(self, key: Any) -> dict:
+        """``{tenant: match_tenant(key, tenant)}`` for every tenant that holds a non-empty
+        prefix of ``key``, in one descent. Read-only.
+
+        Raises:
+            as ``insert`` does.
+        """
+        key = self._key(key)
+        unit = self._UNIT
+        n = len(key)
+        node = self._root
+        pos = 0
+        path = []
+        while pos < n:
+            children = node.children
+            if children is None:
+                break
+            child = children.get(key[pos : pos + unit])
+            if child is None:
+                break
+            cut = _lcp(key, pos, child.label, unit)
+            pos += cut
+            path.append((child, pos))
+            if cut < len(child.label):
+                break
+            node = child
+        out: dict = {}
+        for nd, end in reversed(path):  # a tenant's match ends at the deepest node it holds
+            for t in nd.tenants:
+                if t not in out:
+                    out[t] = end // unit
+        return out
+
     def remove_tenant(self, tenant: str) -> None:
         """Drop ``tenant`` everywhere; nodes nobody holds any more are freed. Unknown
         tenants are ignored.
@@ -397,8 +430,30 @@ class _Tree:
             self._evict(max_bytes, True)
         return before - self._mem
 
-    def _evict(self, bound: int, by_mem: bool) -> None:
-        # Rule 4's loop; the bound is on mem_size() (by_mem) or on size().
+    def evict_tenant(self, tenant: str, max_size: int) -> int:
+        """While ``tenant_size(tenant) > max_size``, drop ``tenant``'s least recently used
+        leaf holding (rule 4's order, over that tenant's holdings only). Other tenants
+        are untouched.
+
+        Returns:
+            the number of units evicted.
+        Raises:
+            TypeError: ``tenant`` is not a str or ``max_size`` not an integer.
+            ValueError: ``max_size`` is negative.
+        """
+        _check_tenant(tenant)
+        max_size = operator.index(max_size)
+        if max_size < 0:
+            raise ValueError("max_size must be >= 0")
+        if self._sizes.get(tenant, 0) <= max_size:
+            return 0
+        before = self._total
+        self._evict(max_size, False, tenant)
+        return before - self._total
+
+    def _evict(self, bound: int, by_mem: bool, only: str | None = None) -> None:
+        # Rule 4's loop; the bound is on mem_size() (by_mem) or on size(), or with
+        # ``only`` on that tenant's size over its holdings alone.
         unit = self._UNIT
         root = self._root
         # Stamps of leaf holdings are unique (module docstring), so tuples never compare
@@ -411,14 +466,15 @@ class _Tree:
                 for c in nd.children.values():
                     stack.append(c)
                     for t, slot in c.tenants.items():
-                        if slot[1] == 0:
+                        if slot[1] == 0 and (only is None or t == only):
                             heap.append((slot[0], t, c))
         heapify(heap)
         sizes = self._sizes
         label_bytes = self._label_bytes
         total = self._total
         mem = self._mem
-        while heap and (mem if by_mem else total) > bound:
+        while heap and ((sizes.get(only, 0) if only is not None else (mem if by_mem else total))
+                        > bound):
             _, t, nd = heappop(heap)
             del nd.tenants[t]
             mem -= SLOT_BYTES

@@ -142,6 +142,8 @@ class Gateway:
             tuple(config.prometheus_duration_buckets) or DEFAULT_DURATION_BUCKETS)
         if self.metrics is not None:
             self.events.subscribe(self.metrics.on_event)
+            if config.cache_feedback:
+                self.metrics.add_cache_feedback(self.policies.feedback_totals)
         self.observer = site.observer = Observer(self.metrics, access_log, tracing, self.clock,
                                                  self.retry.retryable_status) \
             if (self.metrics or access_log or tracing) else None
@@ -166,8 +168,10 @@ class Gateway:
             # retries: counted per attempt here; running out is read off the request's shape
             on_retry=self.metrics.on_retry if self.metrics is not None else None,
             tracing=tracing,
-            # usage is kept for metrics, the access log, and tenant rate-limit settlement
-            observe=self.metrics is not None or access_log is not None or self.tenant_limits is not None)
+            # usage is kept for metrics, the access log, tenant rate-limit settlement and
+            # cache_aware's closed loop (--cache-feedback)
+            observe=self.metrics is not None or access_log is not None or self.tenant_limits is not None
+            or config.cache_feedback)
         # gRPC workers: the gateway is the full server (template, tokens, detokenization)
         self.grpc_deps = GrpcDeps(config, self.tokenizers, self.selector, self.retry, self.workers.record_outcome,
                                   observe=self.deps.observe)

@@ -42,6 +42,9 @@ class RequestContext:
         # prefill-decode mode: the pair's prefill worker (None: an ordinary request); set
         # by the PD selection filter, the only stage in that mode's chain that reads it
         "prefill",
+        # a policy's decision, said in words (--route-explain); set only then, so it is
+        # read with getattr and costs nothing per request otherwise
+        "explain",
     )
 
     def __init__(self, method: bytes, target: bytes, path: bytes, headers: list, endpoint, t0: float) -> None:

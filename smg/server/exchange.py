@@ -424,12 +424,15 @@ class Exchange:
                 break
         cfg = self.deps.config
         extra = _routed(self.worker) if self.routed else ()
-        if cfg.expose_overhead_header or cfg.expose_worker_header:
+        if cfg.expose_overhead_header or cfg.expose_worker_header or cfg.route_explain:
             extra = list(extra)
             if cfg.expose_overhead_header:
                 extra.append((b"x-smg-overhead-ms", b"%.3f" % ((ctx.dispatch_t - ctx.t0) * 1000)))
             if cfg.expose_worker_header:
                 extra.append((b"x-smg-worker", self.worker.url.encode()))
+            if cfg.route_explain:
+                why = getattr(ctx, "explain", None) or f"policy={ctx.policy.name}; chosen={self.worker.url}"
+                extra.append((b"x-smg-route-explain", why.encode("latin-1", "replace")))
         length = ev.content_length if not ev.chunked else -1
         if self.reshape is not None and 200 <= st < 300 and not ctx.is_sse:
             self.transforms, self.stream_end = (_Reshape(self, st, ev.headers, extra),), None

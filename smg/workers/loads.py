@@ -377,6 +377,10 @@ class LoadMonitor(Background):
     (``async fetch(base_url, path, api_key) -> (status, body)``); ``sleep`` and ``clock``
     (wall seconds, for reports without a timestamp) are injectable; ``tls``
     (``smg.upstream.tls.WorkerTLS``) gives the client context of https workers.
+
+    A worker added while the monitor runs is polled at once, not one interval later:
+    policies that read the report (cache_aware's ttft mode takes each engine's
+    ``max_running_requests`` from it) have it from the worker's first requests.
     """
 
     def __init__(self, on_load: Callable[[Worker, dict | None], None], *, interval: float,
@@ -398,6 +402,7 @@ class LoadMonitor(Background):
         self._sem = asyncio.Semaphore(max(1, concurrency))
         self._watched: dict = {}
         self._task: asyncio.Task | None = None
+        self._first_polls: set = set()
 
     @classmethod
     def from_config(cls, config, on_load: Callable[[Worker, dict | None], None], **kw) -> LoadMonitor:
@@ -411,10 +416,19 @@ class LoadMonitor(Background):
             fetch: Callable[[], Awaitable[dict | None]] | None = None) -> None:
         """``fetch`` (``async () -> report | None``, raising on failure) replaces the HTTP
         sources for this worker (a gRPC worker's ``GetLoads``)."""
-        self._watched[worker.id] = _Watched(worker, runtime, api_key, fetch)
+        w = self._watched[worker.id] = _Watched(worker, runtime, api_key, fetch)
+        if self._task is not None and not self._task.done():
+            t = asyncio.ensure_future(self._poll(w))
+            self._first_polls.add(t)
+            t.add_done_callback(self._first_polls.discard)
 
     def remove(self, worker: Worker) -> None:
         self._watched.pop(worker.id, None)
+
+    async def stop(self) -> None:
+        for t in list(self._first_polls):
+            t.cancel()
+        await super().stop()
 
     def __len__(self) -> int:
         return len(self._watched)

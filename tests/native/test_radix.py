@@ -172,6 +172,27 @@ def test_match_tenant(mk):
     assert t.match_tenant(k(""), "a") == 0
 
 
+def test_match_all_is_match_tenant_for_every_holder(mk):
+    cls, k = mk
+    t = cls()
+    t.insert(k("abcdef"), "a")
+    t.insert(k("abxy"), "b")
+    t.insert(k("abcdzz"), "c")
+    assert t.match_all(k("abcdzq")) == {"a": 4, "b": 2, "c": 5}
+    assert t.match_all(k("abxyzz")) == {"a": 2, "b": 4, "c": 2}
+    assert t.match_all(k("zz")) == {} and t.match_all(k("")) == {}
+    rng = random.Random(7)
+    names = ["w%d" % i for i in range(6)]
+    for _ in range(300):
+        t.insert(k("".join(rng.choice("abc") for _ in range(rng.randint(1, 12)))), rng.choice(names))
+    stamps = t.match(k("zzz"))  # a miss: nothing refreshed
+    for _ in range(200):
+        q = k("".join(rng.choice("abc") for _ in range(rng.randint(0, 14))))
+        want = {n: t.match_tenant(q, n) for n in names + ["a", "b", "c"]}
+        assert t.match_all(q) == {n: v for n, v in want.items() if v}
+    assert stamps == (0, None)
+
+
 def test_remove_tenant_frees_nodes(mk):
     cls, k = mk
     t = cls()
@@ -810,3 +831,38 @@ def test_stateful_token_tree(c_cls):
         TOKEN_KEYS.map(lambda k: array("q", k)),
     )
     run_state_machine_as_test(_machine(TokenTreePy, c_cls, keys, list), settings=STATEFUL_SETTINGS)
+
+
+def test_evict_tenant_trims_only_that_tenant_oldest_first(mk):
+    cls, k = mk
+    t = cls()
+    t.insert(k("aaaa"), "x")
+    t.insert(k("bbbb"), "x")
+    t.insert(k("aaaa"), "y")
+    t.insert(k("cccc"), "x")
+    assert t.tenant_size("x") == 12
+    assert t.evict_tenant("x", 8) == 4                 # its oldest leaf, "aaaa", goes
+    assert t.match_tenant(k("aaaa"), "x") == 0 and t.match_tenant(k("aaaa"), "y") == 4
+    assert t.match_tenant(k("bbbb"), "x") == 4
+    assert t.evict_tenant("x", 100) == 0 and t.evict_tenant("nobody", 0) == 0
+    assert t.evict_tenant("x", 0) == 8 and t.tenants() == ["y"]
+    with pytest.raises(ValueError):
+        t.evict_tenant("y", -1)
+
+
+def test_evict_tenant_twins_agree():
+    rng = random.Random(11)
+    kinds = [(c, lambda s: s) for c in (StringTreeC, StringTreePy) if c is not None]
+    trees = [c() for c, _ in kinds]
+    for step in range(400):
+        key = "".join(rng.choice("abcd") for _ in range(rng.randint(1, 10)))
+        who = rng.choice("pqr")
+        for tr in trees:
+            tr.insert(key, who)
+        if step % 25 == 24:
+            bound = rng.randint(0, 40)
+            got = {tr.evict_tenant(who, bound) for tr in trees}
+            assert len(got) == 1
+            assert len({tuple(tr.tenant_size(x) for x in "pqr") for tr in trees}) == 1
+            q = "".join(rng.choice("abcd") for _ in range(8))
+            assert len({tuple(sorted(tr.match_all(q).items())) for tr in trees}) == 1
