@@ -39,6 +39,8 @@ class RequestContext:
         "bytes_out", "dispatch_t", "_text",
         # the prepared prompt (smg/text/prompt.py) when it was made before selection
         "prompt",
+        # the Responses API's turn (smg/responses/turn.py) on /v1/responses
+        "turn",
     )
 
     def __init__(self, method: bytes, target: bytes, path: bytes, headers: list, endpoint, t0: float) -> None:
@@ -74,6 +76,7 @@ class RequestContext:
         self.dispatch_t = 0.0
         self._text = None
         self.prompt = None
+        self.turn = None
 
     def add_end_hook(self, fn) -> None:
         """``fn(ctx)`` runs once when the request ends, whatever way it ends. Hooks run in

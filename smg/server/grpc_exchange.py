@@ -75,7 +75,7 @@ _APIS = {
 
 def supports(endpoint) -> bool:
     """Whether a gRPC worker can answer this endpoint (the full server's routes)."""
-    return endpoint.label in _APIS
+    return endpoint.api in _APIS
 
 
 def _model_for(model, worker, tokenizers):
@@ -93,7 +93,7 @@ def routing_prompt(tokenizers):
     request with the reason)."""
 
     def prepare(ctx, worker) -> None:
-        stage = _APIS.get(ctx.endpoint.label)
+        stage = _APIS.get(ctx.endpoint.api)
         if stage is None or ctx.body is None:
             return
         model = _model_for(ctx.model, worker, tokenizers)
@@ -224,7 +224,7 @@ class GrpcExchange:
 
     async def _serve(self) -> None:
         deps, ctx = self.deps, self.ctx
-        prepare, endpoint, api = _APIS[ctx.endpoint.label]
+        prepare, endpoint, api = _APIS[ctx.endpoint.api]
         model = self._model_id()
         entry = deps.tokenizers.entry(model) if model is not None else None
         if entry is None or entry.tokenizer is None:
