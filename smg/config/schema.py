@@ -42,6 +42,7 @@ class Setting:
     item: type = str        # element type of list settings
     status: str = "supported"   # SUPPORTED or NOT_YET (accepted only at its default)
     negatable: bool = False     # bool flags: also --no-<flag> / --no-<alias>
+    pending: tuple = ()         # choices accepted by the parser but refused as NOT_YET (a backend to come)
 
     @property
     def flag(self) -> str:
@@ -588,7 +589,8 @@ SETTINGS: tuple = (
             "WASM component implementing storage hooks.", status=NOT_YET),
     Setting("history_backend", str, "memory",
             "Storage of conversations and responses: memory, none, oracle, postgres or redis.",
-            choices=("memory", "none", "oracle", "postgres", "redis"), status=SUPPORTED),
+            choices=("memory", "none", "oracle", "postgres", "redis"), status=SUPPORTED,
+            pending=("oracle", "postgres", "redis")),
     Setting("history_memory_max_responses", int, 10000,
             "Stored responses the memory backend keeps.", status=SUPPORTED),
     Setting("history_memory_max_items", int, 100000,

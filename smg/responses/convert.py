@@ -199,9 +199,9 @@ def input_items(inp) -> list:
         kind = it.get("type", "message")
         if kind == "message":
             content = it["content"]
-            part = "output_text" if it["role"] == "assistant" else "input_text"
             if type(content) is str:
-                content = [{"type": part, "text": content}]
+                content = [text_part(content) if it["role"] == "assistant" else
+                           {"type": "input_text", "text": content}]
             out.append({"id": it.get("id") or new_id("msg_"), "type": "message", "role": it["role"],
                         "content": content, "status": "completed"})
         elif kind == "function_call":
@@ -336,7 +336,7 @@ def usage_of(u) -> dict | None:
     p, c = u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0
     cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
     reasoning = (u.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-    return {"input_tokens": p, "input_tokens_details": {"cached_tokens": cached}, "output_tokens": c,
+    return {"input_tokens": p, "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0}, "output_tokens": c,
             "output_tokens_details": {"reasoning_tokens": reasoning}, "total_tokens": u.get("total_tokens") or p + c}
 
 
