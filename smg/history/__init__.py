@@ -44,7 +44,8 @@ def visible(record: dict | None, owner: str | None) -> dict | None:
 
 
 def build(config):
-    """The store ``config.history_backend`` names (``memory`` or ``none``)."""
+    """The store ``config.history_backend`` names (memory, none, postgres, redis); a
+    database backend connects in its ``start()``, awaited before the listeners bind."""
     backend = config.history_backend
     if backend == "memory":
         from smg.history.memory import MemoryStore
@@ -53,4 +54,15 @@ def build(config):
     if backend == "none":
         from smg.history.null import NullStore
         return NullStore()
-    raise ConfigError("--history-backend", f"{backend!r} is not available yet (memory or none)")
+    if backend == "postgres":
+        if not config.postgres_db_url:
+            raise ConfigError("--history-backend", "postgres needs --postgres-db-url")
+        from smg.history.postgres import PostgresStore
+        return PostgresStore(config.postgres_db_url, config.postgres_pool_max, config.postgres_op_timeout_secs)
+    if backend == "redis":
+        if not config.redis_url:
+            raise ConfigError("--history-backend", "redis needs --redis-url")
+        from smg.history.redis_store import RedisStore
+        return RedisStore(config.redis_url, config.redis_pool_max, config.redis_retention_days,
+                          config.redis_op_timeout_secs)
+    raise ConfigError("--history-backend", f"{backend!r} is not available yet (memory, none, postgres or redis)")

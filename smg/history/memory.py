@@ -129,25 +129,26 @@ class MemoryStore:
 
     # -- items --------------------------------------------------------------------------
 
-    async def add_items(self, cid: str | None, items: list, added_at: int) -> None:
+    async def add_items(self, conv: dict, items: list, added_at: int) -> None:
         self._expire()
         for it in items:
             self.items[it["id"]] = it
-        if cid is not None:
-            await self.link_items(cid, [it["id"] for it in items], added_at)
+        await self.link_items(conv, items, added_at)
         self._bound_items()
 
-    async def link_items(self, cid: str, item_ids: list, added_at: int) -> None:
+    async def link_items(self, conv: dict, items: list, added_at: int) -> None:
+        cid = conv["id"]
         links = self.links.get(cid)
         if links is None:
             return
-        for iid in item_ids:
+        for it in items:
+            iid = it["id"]
             if iid in self.items and iid not in links:
                 links[iid] = added_at
                 self.linked_in.setdefault(iid, set()).add(cid)
 
-    async def list_items(self, cid: str, limit: int, order: str, after: str | None) -> tuple:
-        links = self.links.get(cid)
+    async def list_items(self, conv: dict, limit: int, order: str, after: str | None) -> tuple:
+        links = self.links.get(conv["id"])
         if not links:
             return [], False
         ids = list(links) if order == "asc" else list(reversed(links))
@@ -162,11 +163,12 @@ class MemoryStore:
     async def get_item(self, iid: str, owner):
         return visible(self.items.get(iid), owner)
 
-    async def is_linked(self, cid: str, iid: str) -> bool:
-        links = self.links.get(cid)
-        return links is not None and iid in links
+    async def is_linked(self, conv: dict, item: dict) -> bool:
+        links = self.links.get(conv["id"])
+        return links is not None and item["id"] in links
 
-    async def unlink_item(self, cid: str, iid: str) -> bool:
+    async def unlink_item(self, conv: dict, item: dict) -> bool:
+        cid, iid = conv["id"], item["id"]
         links = self.links.get(cid)
         if links is None or links.pop(iid, None) is None:
             return False
@@ -174,6 +176,9 @@ class MemoryStore:
         if convs is not None:
             convs.discard(cid)
         return True
+
+    async def start(self) -> None:
+        return None
 
     async def close(self) -> None:
         return None

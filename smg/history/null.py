@@ -33,23 +33,26 @@ class NullStore:
     async def delete_conversation(self, cid: str, owner) -> bool:
         return False
 
-    async def add_items(self, cid: str | None, items: list, added_at: int) -> None:
+    async def add_items(self, conv: dict, items: list, added_at: int) -> None:
         return None
 
-    async def link_items(self, cid: str, item_ids: list, added_at: int) -> None:
+    async def link_items(self, conv: dict, items: list, added_at: int) -> None:
         return None
 
-    async def list_items(self, cid: str, limit: int, order: str, after: str | None) -> tuple:
+    async def list_items(self, conv: dict, limit: int, order: str, after: str | None) -> tuple:
         return [], False
 
     async def get_item(self, iid: str, owner):
         return None
 
-    async def is_linked(self, cid: str, iid: str) -> bool:
+    async def is_linked(self, conv: dict, item: dict) -> bool:
         return False
 
-    async def unlink_item(self, cid: str, iid: str) -> bool:
+    async def unlink_item(self, conv: dict, item: dict) -> bool:
         return False
+
+    async def start(self) -> None:
+        return None
 
     async def close(self) -> None:
         return None

@@ -109,10 +109,11 @@ class ResponsesAPI:
                     history += rec["raw_response"]["output"]
             else:
                 cid = turn.conversation
-                if await store.get_conversation(cid, turn.owner) is None:
+                conv = turn.conv = await store.get_conversation(cid, turn.owner)
+                if conv is None:
                     return Reply(404, f"Conversation with id '{cid}' not found.", "conversation_not_found",
                                  param="conversation")
-                items, _ = await store.list_items(cid, MAX_HISTORY_ITEMS, "asc", None)
+                items, _ = await store.list_items(conv, MAX_HISTORY_ITEMS, "asc", None)
                 history = [it["item"] for it in items]
         except StorageUnavailable:
             return Reply(503, STORAGE_DOWN, "storage_unavailable")

@@ -118,7 +118,7 @@ class ConversationsAPI:
         rec = {"id": convert.new_id("conv_"), "owner": owner, "created_at": int(time.time()), "metadata": metadata}
         await self.store.create_conversation(rec)
         if items:
-            added = await self._add(rec["id"], owner, items)
+            added = await self._add(rec, owner, items)
             if type(added) is Reply:
                 return added
         return 200, orjson.dumps(_public(rec))
@@ -191,16 +191,18 @@ class ConversationsAPI:
         return 200, orjson.dumps({"id": cid, "object": "conversation.deleted", "deleted": True})
 
     async def _list(self, cid: str, owner, limit: int, order: str, after):
-        if await self.store.get_conversation(cid, owner) is None:
+        conv = await self.store.get_conversation(cid, owner)
+        if conv is None:
             return self._no_conversation(cid)
-        items, more = await self.store.list_items(cid, limit, order, after)
+        items, more = await self.store.list_items(conv, limit, order, after)
         return 200, page([it["item"] for it in items], more)
 
     async def _item(self, cid: str, iid: str, owner):
-        if await self.store.get_conversation(cid, owner) is None:
+        conv = await self.store.get_conversation(cid, owner)
+        if conv is None:
             return self._no_conversation(cid)
         rec = await self.store.get_item(iid, owner)
-        if rec is None or not await self.store.is_linked(cid, iid):
+        if rec is None or not await self.store.is_linked(conv, rec):
             return Reply(404, f"Item with id '{iid}' not found.", "item_not_found")
         return 200, orjson.dumps(rec["item"])
 
@@ -208,20 +210,22 @@ class ConversationsAPI:
         conv = await self.store.get_conversation(cid, owner)
         if conv is None:
             return self._no_conversation(cid)
-        if await self.store.get_item(iid, owner) is None or not await self.store.unlink_item(cid, iid):
+        rec = await self.store.get_item(iid, owner)
+        if rec is None or not await self.store.unlink_item(conv, rec):
             return Reply(404, f"Item with id '{iid}' not found.", "item_not_found")
         return 200, orjson.dumps(_public(conv))
 
     async def _add_items(self, cid: str, owner, items: list):
-        if await self.store.get_conversation(cid, owner) is None:
+        conv = await self.store.get_conversation(cid, owner)
+        if conv is None:
             return self._no_conversation(cid)
-        added = await self._add(cid, owner, items)
+        added = await self._add(conv, owner, items)
         if type(added) is Reply:
             return added
         return 200, page(added, False)
 
-    async def _add(self, cid: str, owner, items: list):
-        """Adds ``items`` to the conversation ``cid``: the added item objects, or a
+    async def _add(self, conv: dict, owner, items: list):
+        """Adds ``items`` to the conversation ``conv``: the added item objects, or a
         ``Reply`` (a reference to an unknown item; nothing is added then)."""
         now = int(time.time())
         refs = {}
@@ -230,12 +234,12 @@ class ConversationsAPI:
                 rec = await self.store.get_item(it["id"], owner)
                 if rec is None:
                     return Reply(404, f"Item with id '{it['id']}' not found.", "item_not_found", param="items")
-                refs[it["id"]] = rec["item"]
+                refs[it["id"]] = rec
         fresh = convert.input_items([it for it in items if it.get("type") != "item_reference"])
         new = iter(fresh)
-        out = [refs[it["id"]] if it.get("type") == "item_reference" else next(new) for it in items]
+        out = [refs[it["id"]]["item"] if it.get("type") == "item_reference" else next(new) for it in items]
         if fresh:
-            await self.store.add_items(cid, [item_record(it, None, owner, now) for it in fresh], now)
+            await self.store.add_items(conv, [item_record(it, None, owner, now) for it in fresh], now)
         if refs:
-            await self.store.link_items(cid, list(refs), now)
+            await self.store.link_items(conv, list(refs.values()), now)
         return out

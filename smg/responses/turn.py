@@ -48,7 +48,7 @@ def item_record(item: dict, response_id: str | None, owner, now: int) -> dict:
 
 
 class Turn:
-    __slots__ = ("id", "created_at", "owner", "body", "items", "conversation", "stream", "store")
+    __slots__ = ("id", "created_at", "owner", "body", "items", "conversation", "conv", "stream", "store")
 
     def __init__(self, body: dict, owner) -> None:
         self.id = convert.new_id("resp_")
@@ -58,6 +58,7 @@ class Turn:
         self.items = convert.input_items(body["input"])
         conv = body.get("conversation")
         self.conversation = conv if type(conv) is str or conv is None else conv["id"]
+        self.conv = None                 # the conversation's record, once loaded
         self.stream = body.get("stream") is True
         self.store = body.get("store", True) is not False
 
@@ -75,10 +76,10 @@ class Turn:
             "previous_response_id": body.get("previous_response_id"), "input": self.items,
             "created_at": self.created_at, "model": final["model"], "safety_identifier": body.get("safety_identifier"),
             "raw_response": final})
-        if self.conversation is not None:
+        if self.conv is not None:
             now = int(time.time())
             items = [item_record(it, self.id, self.owner, now) for it in self.items + final["output"]]
-            await store.add_items(self.conversation, items, now)
+            await store.add_items(self.conv, items, now)
 
 
 class TurnSink:

@@ -269,6 +269,7 @@ class Gateway:
         # --tokenizer-path / --model-path: loaded off the loop before anything binds (a path
         # that is not local, or that does not load, stops start-up)
         await self.loop.run_in_executor(None, load_startup, cfg, self.tokenizers)
+        await self.history.start()   # a database backend connects (and migrates when asked) first
         site = self.site
         tls = self.tls
         if tls is None:

@@ -1,5 +1,7 @@
 """The Responses and Conversations APIs through the gateway with the ``openai`` SDK
-(real sockets on 127.0.0.1), served by an ordinary chat worker: a recording worker
+(real sockets on 127.0.0.1), the same suite over each history backend (memory, and
+real PostgreSQL and Redis servers started here on free loopback ports), served by an
+ordinary chat worker: a recording worker
 whose script answers ``/v1/chat/completions`` by echoing the last message (with a
 reasoning piece when asked to "think", a tool call when tools are offered), JSON or
 SSE.
@@ -10,7 +12,9 @@ the worker (the chat request) is checked: the conversion is the feature.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 
 import httpx
 import openai
@@ -19,6 +23,7 @@ import pytest
 from openai.types.conversations import Conversation, ConversationItemList
 from openai.types.responses import Response, ResponseStreamEvent
 
+from smg.testing.datastores import PostgresServer, RedisServer
 from tests.integration.recording_worker import MODEL, Answer, Fleet
 
 EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
@@ -81,9 +86,46 @@ def fleet():
         yield f
 
 
-@pytest.fixture(scope="module")
-def gw(fleet):
-    return fleet.gateway(tenant_api_key=["red:red-key", "blue:blue-key"])
+def backend_settings(name: str, stack):
+    """Gateway settings of a history backend, its server started on ``stack`` (skips
+    when the server's binaries are not installed)."""
+    if name == "memory":
+        return {}
+    if name == "postgres":
+        if PostgresServer.binaries() is None:
+            pytest.skip("PostgreSQL binaries (initdb, postgres) not installed")
+        pytest.importorskip("asyncpg")
+        pg = stack.enter_context(PostgresServer())
+        stack.enter_context(_env("DB_AUTO_MIGRATE", "true"))
+        return {"history_backend": "postgres", "postgres_db_url": pg.url}
+    if RedisServer.binary() is None:
+        pytest.skip("redis-server not installed")
+    pytest.importorskip("redis")
+    r = stack.enter_context(RedisServer())
+    return {"history_backend": "redis", "redis_url": r.url}
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+@pytest.fixture(scope="module", params=["memory", "postgres", "redis"])
+def gw(request, fleet):
+    with contextlib.ExitStack() as stack:
+        settings = backend_settings(request.param, stack)
+        h = fleet.gateway(tenant_api_key=["red:red-key", "blue:blue-key"], **settings)
+        yield h
+        fleet.harnesses.remove(h)
+        h.__exit__(None, None, None)
 
 
 def client(h, key: str = "red-key") -> openai.OpenAI:

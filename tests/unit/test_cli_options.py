@@ -143,7 +143,7 @@ def test_a_not_yet_setting_changed_stops_start_up_naming_it(s):
     (("--sticky-sessions",), "--routing-key-override"),
     (("--pd-disaggregation", "--prefill", "http://p:8000", "9000", "--decode", "http://d:8001"),
      "--pd-disaggregation"),
-    (("--history-backend", "postgres"), "--history-backend"),
+    (("--history-backend", "oracle"), "--history-backend"),
     (("--worker-overload-protection",), "--worker-overload-protection"),
     (("--enable-wasm",), "--enable-wasm"),
 ])

@@ -71,19 +71,20 @@ def test_items_links_cursor_and_eviction_unlinks():
     s = MemoryStore(10, 5, 0)
     for c in ("c1", "c2"):
         run(s.create_conversation({"id": c, "owner": None, "created_at": 1000, "metadata": {}}))
-    run(s.add_items("c1", [item("i1"), item("i2"), item("i3")], 1))
-    run(s.link_items("c2", ["i1", "missing"], 2))
+    c1, c2 = {"id": "c1"}, {"id": "c2"}
+    run(s.add_items(c1, [item("i1"), item("i2"), item("i3")], 1))
+    run(s.link_items(c2, [item("i1"), item("missing")], 2))
     ids = lambda r: [i["id"] for i in r[0]]
-    assert ids(run(s.list_items("c1", 10, "asc", None))) == ["i1", "i2", "i3"]
-    assert ids(run(s.list_items("c1", 2, "desc", None))) == ["i3", "i2"]
-    assert run(s.list_items("c1", 2, "desc", None))[1] is True
-    assert ids(run(s.list_items("c1", 10, "asc", "i1"))) == ["i2", "i3"]
-    assert ids(run(s.list_items("c2", 10, "asc", None))) == ["i1"]
+    assert ids(run(s.list_items(c1, 10, "asc", None))) == ["i1", "i2", "i3"]
+    assert ids(run(s.list_items(c1, 2, "desc", None))) == ["i3", "i2"]
+    assert run(s.list_items(c1, 2, "desc", None))[1] is True
+    assert ids(run(s.list_items(c1, 10, "asc", "i1"))) == ["i2", "i3"]
+    assert ids(run(s.list_items(c2, 10, "asc", None))) == ["i1"]
     # 5 records at most (2 conversations + 3 items): a fourth item pushes out i1 everywhere
-    run(s.add_items("c1", [item("i4")], 3))
+    run(s.add_items(c1, [item("i4")], 3))
     assert run(s.get_item("i1", None)) is None
-    assert ids(run(s.list_items("c2", 10, "asc", None))) == []
+    assert ids(run(s.list_items(c2, 10, "asc", None))) == []
     assert "i1" not in s.linked_in
-    assert run(s.unlink_item("c1", "i2")) is True and run(s.unlink_item("c1", "i2")) is False
+    assert run(s.unlink_item(c1, item("i2"))) is True and run(s.unlink_item(c1, item("i2"))) is False
     assert run(s.delete_conversation("c1", None)) is True
-    assert run(s.list_items("c1", 10, "asc", None)) == ([], False) and "i3" not in s.linked_in
+    assert run(s.list_items(c1, 10, "asc", None)) == ([], False) and "i3" not in s.linked_in
