@@ -111,6 +111,7 @@ CODES: dict = {
     "item_not_found": (_INVALID, "not_found_error", False),
     "storage_unavailable": ("server_error", "api_error", True),
     "response_not_cancellable": (_INVALID, _INVALID, False),
+    "too_many_background_responses": ("rate_limit_error", "rate_limit_error", True),
     # the gateway itself
     "internal_error": ("server_error", "api_error", True),
     "not_implemented": (_INVALID, _INVALID, True),

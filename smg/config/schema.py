@@ -532,7 +532,7 @@ SETTINGS: tuple = (
     Setting("storage_context_headers", list, [],
             "HEADER=CONTEXT_KEY pairs mapped into storage-hook context.", status=NOT_YET),
     Setting("max_background_responses", int, 1024,
-            "Responses API background requests in flight at once.", status=NOT_YET),
+            "Responses API background requests in flight at once.", status=SUPPORTED),
     Setting("model_path", str, None,
             "Model folder whose tokenizer the gateway loads at start-up (a local HF directory or a "
             "tokenizer.json; a Hugging Face id is refused: nothing is downloaded). Registered under "

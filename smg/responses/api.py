@@ -14,7 +14,8 @@ Rules:
   (``response_not_found`` / ``conversation_not_found``, ``param`` naming the field).
 - Records belong to the tenant of the request's credential (``principal.tenant_key``;
   None without one), smg/history's visibility rule applies to every read and delete.
-- Cancel: only background responses can be cancelled, and this gateway runs none, so a
+- ``background: true``: answered at once with the stored ``in_progress`` Response, the
+  turn running on (smg/responses/background.py); cancel stops a running one, any other
   stored response answers 400 ``response_not_cancellable``.
 - ``input_items`` lists the turn's input items: ``limit`` 1..100 (default 20),
   ``order`` ``asc``/``desc`` (default ``desc``), ``after`` an item id.
@@ -28,6 +29,7 @@ import orjson
 
 from smg.history import MAX_CHAIN_DEPTH, StorageUnavailable
 from smg.responses import convert
+from smg.responses.background import Background
 from smg.responses.turn import Turn, TurnSink
 from smg.server.filters import Reply
 from smg.server.later import answer_later
@@ -74,10 +76,11 @@ def page(items: list, has_more: bool) -> bytes:
 
 
 class ResponsesAPI:
-    def __init__(self, store, proxy, op_timeout: float) -> None:
+    def __init__(self, store, proxy, op_timeout: float, max_background: int) -> None:
         self.store = store
         self.proxy = proxy           # Handlers.proxy: the chat pipeline after selection
         self.op_timeout = op_timeout
+        self.background = Background(store, max_background)
 
     # -- create -------------------------------------------------------------------------
 
@@ -89,6 +92,12 @@ class ResponsesAPI:
         except convert.Bad as b:
             return Reply(b.status, b.message, b.code, param=b.param)
         turn = ctx.turn = Turn(body, owner_of(ctx))
+        if turn.background and self.background.limit <= 0:
+            return Reply(400, "background responses are disabled (--max-background-responses 0)",
+                         "unsupported_value", param="background")
+        if turn.background and self.background.full():
+            return Reply(429, f"at most {self.background.limit} background responses may run at once",
+                         "too_many_background_responses", param="background")
         if body.get("previous_response_id") is None and turn.conversation is None:
             self._ready(ctx, turn, [])
             return None
@@ -128,7 +137,25 @@ class ResponsesAPI:
         ctx.target = _CHAT
 
     def create(self, conn, ctx) -> None:
-        self.proxy(TurnSink(conn, ctx, ctx.turn, self.store), ctx)
+        turn = ctx.turn
+        if turn.background:
+            answer_later(conn, ctx, self._start_background(ctx, turn), self.op_timeout)
+            return
+        self.proxy(TurnSink(conn, ctx, turn, self.store), ctx)
+
+    async def _start_background(self, ctx, turn: Turn):
+        """Stores the ``in_progress`` record, starts the turn with no client, and
+        answers the record."""
+        if self.background.full():
+            return Reply(429, f"at most {self.background.limit} background responses may run at once",
+                         "too_many_background_responses", param="background")
+        first = turn.response("in_progress", [])
+        try:
+            await turn.save(self.store, first, link=False)   # items are linked once, when it ends
+        except StorageUnavailable:
+            return Reply(503, STORAGE_DOWN, "storage_unavailable")
+        self.proxy(TurnSink(self.background.add(turn), ctx, turn, self.store), ctx)
+        return 200, orjson.dumps(first)
 
     # -- stored responses ---------------------------------------------------------------
 
@@ -189,10 +216,16 @@ class ResponsesAPI:
     async def _cancel(self, rid: str, owner):
         try:
             rec = await self.store.get_response(rid, owner)
+            if rec is None:
+                return self._missing(rid)
+            cancelled = await self.background.cancel(rid)
         except StorageUnavailable:
             return Reply(503, STORAGE_DOWN, "storage_unavailable")
-        if rec is None:
-            return self._missing(rid)
+        if cancelled is not None:
+            return 200, orjson.dumps(cancelled)
+        if rec["raw_response"].get("background"):
+            return Reply(400, f"Cannot cancel a response that is {rec['raw_response'].get('status')}.",
+                         "response_not_cancellable")
         return Reply(400, "Only background responses can be cancelled.", "response_not_cancellable")
 
     async def _input_items(self, rid: str, owner, limit: int, order: str, after):

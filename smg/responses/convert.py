@@ -7,8 +7,8 @@ object. Pure functions: no I/O, no storage.
 Rules:
 - ``check(body)`` refuses what cannot be served with a ``Bad`` (status 400, message,
   code, param): wrong types, unknown item or content types, tool types other than
-  ``function`` (MCP and built-in tools are not served yet), ``background: true`` (not
-  served yet). Nothing a request asks for is silently dropped.
+  ``function`` (MCP and built-in tools are not served yet), ``background`` with
+  ``stream`` or without ``store``. Nothing a request asks for is silently dropped.
 - The chat request: ``instructions`` as the first system message, then the history
   (items of earlier turns), then the turn's input items. Message items keep their role
   (``developer`` is sent as ``system``); ``function_call`` items become an assistant
@@ -100,7 +100,10 @@ def check(body: dict) -> None:
         raise Bad("'max_output_tokens' must be a positive integer", "max_output_tokens",
                   "integer_below_min_value")
     if body.get("background") is True:
-        raise Bad("background responses are not supported by this gateway yet", "background", "unsupported_value")
+        if body.get("store") is False:
+            raise Bad("background responses must be stored ('store' cannot be false)", "store", "invalid_value")
+        if body.get("stream") is True:
+            raise Bad("background responses are not streamed by this gateway", "stream", "unsupported_value")
     check_metadata(body.get("metadata"))
     conv = body.get("conversation")
     if conv is not None:
@@ -359,7 +362,7 @@ def response_object(body: dict, rid: str, created_at: int, status: str, output: 
     reasoning = body.get("reasoning") or {}
     return {
         "id": rid, "object": "response", "created_at": created_at, "status": status,
-        "background": False, "error": error, "incomplete_details": incomplete,
+        "background": body.get("background") is True, "error": error, "incomplete_details": incomplete,
         "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
         "metadata": body.get("metadata") or {}, "model": model or body["model"], "output": output,
         "parallel_tool_calls": body.get("parallel_tool_calls", True),

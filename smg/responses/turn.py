@@ -48,7 +48,8 @@ def item_record(item: dict, response_id: str | None, owner, now: int) -> dict:
 
 
 class Turn:
-    __slots__ = ("id", "created_at", "owner", "body", "items", "conversation", "conv", "stream", "store")
+    __slots__ = ("id", "created_at", "owner", "body", "items", "conversation", "conv", "stream", "store",
+                 "background")
 
     def __init__(self, body: dict, owner) -> None:
         self.id = convert.new_id("resp_")
@@ -61,13 +62,15 @@ class Turn:
         self.conv = None                 # the conversation's record, once loaded
         self.stream = body.get("stream") is True
         self.store = body.get("store", True) is not False
+        self.background = body.get("background") is True
 
     def response(self, status: str, output: list, usage=None, incomplete=None, error=None, model=None) -> dict:
         return convert.response_object(self.body, self.id, self.created_at, status, output, usage, incomplete, error,
                                        self.conversation, model)
 
-    async def save(self, store, final: dict) -> None:
-        """Stores the finished turn (module rules); raises ``StorageUnavailable``."""
+    async def save(self, store, final: dict, link: bool = True) -> None:
+        """Stores the turn's record ``final`` and (``link``) its items in the
+        conversation (module rules); raises ``StorageUnavailable``."""
         if not self.store:
             return
         body = self.body
@@ -76,7 +79,7 @@ class Turn:
             "previous_response_id": body.get("previous_response_id"), "input": self.items,
             "created_at": self.created_at, "model": final["model"], "safety_identifier": body.get("safety_identifier"),
             "raw_response": final})
-        if self.conv is not None:
+        if link and self.conv is not None:
             now = int(time.time())
             items = [item_record(it, self.id, self.owner, now) for it in self.items + final["output"]]
             await store.add_items(self.conv, items, now)

@@ -168,7 +168,8 @@ class Gateway:
         handlers = Handlers(self.deps, self.registry, self.policies, self.selector, site, grpc=self.grpc_deps)
         # the Responses and Conversations APIs over the history store (smg/history)
         self.history = build_history(config)
-        responses = ResponsesAPI(self.history, handlers.proxy, config.request_timeout_secs)
+        responses = ResponsesAPI(self.history, handlers.proxy, config.request_timeout_secs,
+                                 config.max_background_responses)
         # auth (smg/auth): each route's first stage, by its endpoint's ``access``
         self.auth = Auth(config, Reply, clock=self.clock)
         providers = {"handlers": handlers, "workers_api": WorkersAPI(self.registry, self.workers),

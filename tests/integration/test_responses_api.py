@@ -24,6 +24,7 @@ from openai.types.conversations import Conversation, ConversationItemList
 from openai.types.responses import Response, ResponseStreamEvent
 
 from smg.testing.datastores import PostgresServer, RedisServer
+from tests.helpers import wait_for
 from tests.integration.recording_worker import MODEL, Answer, Fleet
 
 EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
@@ -300,7 +301,6 @@ def test_records_are_scoped_to_their_tenant(gw):
     ({"model": MODEL, "input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
     ({"model": MODEL, "input": [{"type": "computer_call"}]}, "input[0].type"),
     ({"model": MODEL, "input": "x", "tools": [{"type": "mcp", "server_label": "s"}]}, "tools[0].type"),
-    ({"model": MODEL, "input": "x", "background": True}, "background"),
     ({"model": MODEL, "input": "x", "temperature": 3}, "temperature"),
     ({"model": MODEL, "input": "x", "max_output_tokens": 0}, "max_output_tokens"),
     ({"model": MODEL, "input": "x", "metadata": {"k": 1}}, "metadata"),
@@ -421,3 +421,51 @@ def test_a_turn_over_a_grpc_engine_streamed_and_not():
                 final = s.get_final_response()
             assert "".join(deltas) == g.ANSWER == final.output_text
             assert c.responses.retrieve(final.id).previous_response_id == r.id
+
+
+# -- background responses -----------------------------------------------------------------
+
+
+def test_background_runs_on_and_is_polled(gw):
+    c = client(gw)
+    r = c.responses.create(model=MODEL, input="in the background", background=True)
+    strict(r)
+    assert r.background is True and r.status in ("queued", "in_progress")
+    assert wait_for(lambda: c.responses.retrieve(r.id).status == "completed", 10)
+    done = c.responses.retrieve(r.id)
+    strict(done)
+    assert done.output_text == "echo: in the background" and done.background is True
+    with pytest.raises(openai.BadRequestError) as e:
+        c.responses.cancel(r.id)
+    assert e.value.body["code"] == "response_not_cancellable"
+
+
+def test_background_cancel_aborts_the_turn(gw, fleet):
+    c = client(gw)
+    fleet.workers[0].delay = 2.0   # the worker answers late: the turn is still running
+    try:
+        r = c.responses.create(model=MODEL, input="slow", background=True)
+        cancelled = c.responses.cancel(r.id)
+        strict(cancelled)
+        assert cancelled.status == "cancelled" and cancelled.id == r.id
+        assert c.responses.retrieve(r.id).status == "cancelled"
+    finally:
+        fleet.workers[0].delay = 0.0
+    with pytest.raises(openai.BadRequestError):
+        c.responses.cancel(r.id)
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"background": True, "store": False}, "store"),
+    ({"background": True, "stream": True}, "stream"),
+])
+def test_background_refusals(gw, body, param):
+    r = httpx.post(gw.url + "/v1/responses", json={"model": MODEL, "input": "x", **body},
+                   headers={"authorization": "Bearer red-key"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == param
+
+
+def test_background_limit(fleet):
+    h = fleet.gateway(max_background_responses=0)
+    r = httpx.post(h.url + "/v1/responses", json={"model": MODEL, "input": "x", "background": True})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "background"
