@@ -112,6 +112,7 @@ CODES: dict = {
     "storage_unavailable": ("server_error", "api_error", True),
     "response_not_cancellable": (_INVALID, _INVALID, False),
     "too_many_background_responses": ("rate_limit_error", "rate_limit_error", True),
+    "mcp_list_tools_failed": ("server_error", "api_error", True),
     # the gateway itself
     "internal_error": ("server_error", "api_error", True),
     "not_implemented": (_INVALID, _INVALID, True),

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from smg.history import MAX_CHAIN_DEPTH, StorageUnavailable
-from smg.responses import convert
+from smg.responses import convert, mcp
 from smg.responses.background import Background
 from smg.responses.turn import Turn, TurnSink
 from smg.server.filters import Reply
@@ -91,14 +91,21 @@ class ResponsesAPI:
             convert.check(body)
         except convert.Bad as b:
             return Reply(b.status, b.message, b.code, param=b.param)
+        try:
+            servers = mcp.servers_of(body)
+        except convert.Bad as b:
+            return Reply(b.status, b.message, b.code, param=b.param)
         turn = ctx.turn = Turn(body, owner_of(ctx))
+        if servers:
+            turn.loop = mcp.Loop(servers, body.get("max_tool_calls"))
+            turn.loop.again = self._again
         if turn.background and self.background.limit <= 0:
             return Reply(400, "background responses are disabled (--max-background-responses 0)",
                          "unsupported_value", param="background")
         if turn.background and self.background.full():
             return Reply(429, f"at most {self.background.limit} background responses may run at once",
                          "too_many_background_responses", param="background")
-        if body.get("previous_response_id") is None and turn.conversation is None:
+        if body.get("previous_response_id") is None and turn.conversation is None and turn.loop is None:
             self._ready(ctx, turn, [])
             return None
         return self._load(ctx, turn)
@@ -107,16 +114,16 @@ class ResponsesAPI:
         store, body = self.store, turn.body
         try:
             prev = body.get("previous_response_id")
+            history: list = []
             if prev is not None:
                 chain = await store.response_chain(prev, turn.owner, MAX_CHAIN_DEPTH)
                 if not chain or chain[-1]["id"] != prev:
                     return Reply(404, f"Previous response with id '{prev}' not found.", "response_not_found",
                                  param="previous_response_id")
-                history: list = []
                 for rec in chain:
                     history += rec["input"]
                     history += rec["raw_response"]["output"]
-            else:
+            elif turn.conversation is not None:
                 cid = turn.conversation
                 conv = turn.conv = await store.get_conversation(cid, turn.owner)
                 if conv is None:
@@ -126,12 +133,37 @@ class ResponsesAPI:
                 history = [it["item"] for it in items]
         except StorageUnavailable:
             return Reply(503, STORAGE_DOWN, "storage_unavailable")
-        self._ready(ctx, turn, history)
+        loop = turn.loop
+        if loop is None:
+            self._ready(ctx, turn, history)
+            return None
+        fns = await loop.start()
+        if type(fns) is str:
+            return Reply(424, fns, "mcp_list_tools_failed", param="tools")
+        self._ready(ctx, turn, history, fns)
+        # approved calls (mcp_approval_response items answering the chain's requests) run now
+        asked = {it["id"]: it for it in history if it.get("type") == "mcp_approval_request"}
+        approved = [asked[it["approval_request_id"]] for it in turn.items
+                    if it.get("type") == "mcp_approval_response" and it.get("approve") is True
+                    and it["approval_request_id"] in asked and asked[it["approval_request_id"]]["name"] in loop.tools]
+        if approved:
+            await loop.execute([{"id": convert.new_id("call_"), "name": r["name"], "arguments": r["arguments"]}
+                                for r in approved], ctx.body["messages"])
+            ctx.raw = orjson.dumps(ctx.body)
         return None
 
+    def _again(self, conn, ctx, turn: Turn) -> None:
+        """The MCP loop's next model call: the same pipeline, a new sink (the prompt is
+        made again from the longer chat)."""
+        ctx.prompt = None
+        ctx._text = None
+        self.proxy(TurnSink(conn, ctx, turn, self.store), ctx)
+
     @staticmethod
-    def _ready(ctx, turn: Turn, history: list) -> None:
+    def _ready(ctx, turn: Turn, history: list, tools: list = ()) -> None:
         chat = convert.chat_request(turn.body, history, turn.items)
+        if tools:
+            chat["tools"] = chat.get("tools", []) + list(tools)
         ctx.body = chat
         ctx.raw = orjson.dumps(chat)
         ctx.target = _CHAT

@@ -13,7 +13,8 @@ Rules:
   (items of earlier turns), then the turn's input items. Message items keep their role
   (``developer`` is sent as ``system``); ``function_call`` items become an assistant
   message's ``tool_calls`` (consecutive calls in one message); ``function_call_output``
-  items become ``tool`` messages; ``reasoning`` items are not sent back to the model.
+  items become ``tool`` messages, an ``mcp_call`` both; ``reasoning``, ``mcp_list_tools``
+  and approval items are not sent back to the model.
   ``max_output_tokens`` → ``max_tokens``, ``text.format`` → ``response_format``,
   ``reasoning.effort`` → ``reasoning_effort``; ``temperature``, ``top_p``, ``tool_choice``,
   ``parallel_tool_calls``, ``user`` pass as they are (function tools re-shaped).
@@ -31,7 +32,7 @@ MAX_METADATA_KEYS = 16
 
 _ROLES = ("user", "assistant", "system", "developer")
 _TEXT_PARTS = ("input_text", "output_text", "text", "refusal")
-_ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning")
+_ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning", "mcp_approval_response")
 
 
 def new_id(prefix: str) -> str:
@@ -127,9 +128,11 @@ def check(body: dict) -> None:
         for i, tool in enumerate(tools):
             if type(tool) is not dict:
                 raise Bad("a tool must be an object", f"tools[{i}]", "invalid_type")
+            if tool.get("type") == "mcp":
+                continue   # checked by smg/responses/mcp.py
             if tool.get("type") != "function":
                 raise Bad(f"tools of type {tool.get('type')!r} are not supported by this gateway yet "
-                          "(function tools are)", f"tools[{i}].type", "unsupported_value")
+                          "(function and mcp tools are)", f"tools[{i}].type", "unsupported_value")
             if type(tool.get("name")) is not str or not tool["name"]:
                 raise Bad("a function tool needs a 'name'", f"tools[{i}].name", "missing_required_parameter")
     tc = body.get("tool_choice")
@@ -186,6 +189,10 @@ def check_item(it, param: str) -> None:
     elif kind == "function_call_output":
         if type(it.get("call_id")) is not str or type(it.get("output")) is not str:
             raise Bad("a function_call_output item needs 'call_id' and 'output'", param,
+                      "missing_required_parameter")
+    elif kind == "mcp_approval_response":
+        if type(it.get("approval_request_id")) is not str or type(it.get("approve")) is not bool:
+            raise Bad("an mcp_approval_response item needs 'approval_request_id' and 'approve'", param,
                       "missing_required_parameter")
 
 
@@ -253,6 +260,11 @@ def to_messages(items: list) -> list:
                 msgs.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
             msgs.append({"role": "tool", "tool_call_id": it["call_id"], "content": it["output"]})
+        elif kind == "mcp_call":
+            msgs.append({"role": "assistant", "content": None, "tool_calls": [{
+                "id": it["id"], "type": "function", "function": {"name": it["name"], "arguments": it["arguments"]}}]})
+            msgs.append({"role": "tool", "tool_call_id": it["id"],
+                         "content": it["output"] if it.get("error") is None else f"error: {it['error']}"})
     return msgs
 
 
@@ -273,7 +285,7 @@ def chat_request(body: dict, history: list, items: list) -> dict:
             chat[k] = body[k]
     if body.get("max_output_tokens") is not None:
         chat["max_tokens"] = body["max_output_tokens"]
-    tools = body.get("tools")
+    tools = [t for t in body.get("tools") or () if t.get("type") == "function"]
     if tools:
         chat["tools"] = [{"type": "function", "function": {
             k: t[k] for k in ("name", "description", "parameters", "strict") if t.get(k) is not None}}

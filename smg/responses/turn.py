@@ -49,7 +49,7 @@ def item_record(item: dict, response_id: str | None, owner, now: int) -> dict:
 
 class Turn:
     __slots__ = ("id", "created_at", "owner", "body", "items", "conversation", "conv", "stream", "store",
-                 "background")
+                 "background", "loop")
 
     def __init__(self, body: dict, owner) -> None:
         self.id = convert.new_id("resp_")
@@ -63,6 +63,7 @@ class Turn:
         self.stream = body.get("stream") is True
         self.store = body.get("store", True) is not False
         self.background = body.get("background") is True
+        self.loop = None                 # the MCP tool loop (smg/responses/mcp.py), with mcp tools
 
     def response(self, status: str, output: list, usage=None, incomplete=None, error=None, model=None) -> dict:
         return convert.response_object(self.body, self.id, self.created_at, status, output, usage, incomplete, error,
@@ -170,9 +171,42 @@ class TurnSink:
             self.conn.reply_error(502, "the worker's chat answer could not be read", code="upstream_error")
             return
         status, incomplete = convert.finish_status(choice.get("finish_reason"))
-        final = self.turn.response(status, convert.output_of(message), convert.usage_of(obj.get("usage")),
+        output = convert.output_of(message)
+        loop = self.turn.loop
+        if loop is not None:
+            calls = [{"id": c.get("id") or convert.new_id("call_"), "name": (c.get("function") or {}).get("name"),
+                      "arguments": (c.get("function") or {}).get("arguments") or "{}"}
+                     for c in message.get("tool_calls") or () if type(c) is dict]
+            if calls and all(c["name"] in loop.tools for c in calls):
+                requests = loop.approval_requests(calls)
+                if requests:
+                    output = [it for it in output if it["type"] != "function_call"] + requests
+                elif loop.iterations >= loop.cap:
+                    status, incomplete = "incomplete", {"reason": "max_tool_calls"}
+                    output = [it for it in output if it["type"] != "function_call"]
+                else:
+                    loop.iterations += 1
+                    self.conn.set_producer(self)
+                    self.task = asyncio.get_running_loop().create_task(self._tools(calls))
+                    return
+            output = loop.output + output
+        final = self.turn.response(status, output, convert.usage_of(obj.get("usage")),
                                    incomplete, model=obj.get("model") if type(obj.get("model")) is str else None)
         self._after_save(final, self._reply_whole)
+
+    async def _tools(self, calls: list) -> None:
+        """Runs the model's MCP calls, then asks the model again (a new chat exchange)."""
+        ctx = self.ctx
+        try:
+            await self.turn.loop.execute(calls, ctx.body["messages"])
+        except asyncio.CancelledError:
+            return
+        if self.done:
+            return
+        self.done = True
+        self.conn.set_producer(None)
+        ctx.raw = orjson.dumps(ctx.body)
+        self.turn.loop.again(self.conn, ctx, self.turn)
 
     def _reply_whole(self, final: dict, saved: bool) -> None:
         if saved:

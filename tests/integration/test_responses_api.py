@@ -51,7 +51,8 @@ def script(seen) -> Answer:
     body = json.loads(seen.body)
     msgs = body["messages"]
     text = _last_text(msgs)
-    call = bool(body.get("tools")) and msgs[-1]["role"] != "tool"
+    forever = any("forever" in str(m.get("content")) for m in msgs if m["role"] == "user")
+    call = bool(body.get("tools")) and (msgs[-1]["role"] != "tool" or forever)
     reasoning = "thinking about it" if "think" in text else None
     finish = "tool_calls" if call else ("length" if "long" in text else "stop")
     if body.get("stream"):
