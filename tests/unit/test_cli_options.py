@@ -125,7 +125,7 @@ def test_no_op_flags_are_accepted():
 
 
 def test_not_yet_settings_are_many_and_all_have_defaults_that_load():
-    assert len(NOT_YET_SETTINGS) > 100
+    assert len(NOT_YET_SETTINGS) > 50  # shrinks as features land
     build_config({})  # every one at its default
 
 
