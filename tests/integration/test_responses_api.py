@@ -55,8 +55,13 @@ def script(seen) -> Answer:
     call = bool(body.get("tools")) and (msgs[-1]["role"] != "tool" or forever)
     reasoning = "thinking about it" if "think" in text else None
     finish = "tool_calls" if call else ("length" if "long" in text else "stop")
+    if text == "refuse":
+        return Answer(400, b'{"error":{"message":"the worker refused","type":"invalid_request_error"}}',
+                      (("content-type", "application/json"),))
     if body.get("stream"):
         chunks = [_chunk({"role": "assistant"})]
+        if text == "cut":
+            return Answer(200, chunks=chunks + [_chunk({"content": "half"})], end="cut")
         if reasoning:
             chunks += [_chunk({"reasoning_content": "thinking "}), _chunk({"reasoning_content": "about it"})]
         if call:
@@ -208,6 +213,20 @@ def test_stream_events_in_order_with_sequence_numbers(gw):
     assert got == final
 
 
+def test_a_cut_stream_ends_with_response_failed_and_worker_errors_are_relayed(gw):
+    h = {"authorization": "Bearer red-key"}
+    with httpx.stream("POST", gw.url + "/v1/responses", json={"model": MODEL, "input": "cut", "stream": True},
+                      headers=h, timeout=10) as r:
+        evs = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    for e in evs:
+        EVENT.validate_python(e)
+    assert evs[-1]["type"] == "response.failed" and evs[-1]["response"]["status"] == "failed"
+    assert "response.output_text.delta" in [e["type"] for e in evs]
+    assert [e["sequence_number"] for e in evs] == list(range(len(evs)))
+    r = httpx.post(gw.url + "/v1/responses", json={"model": MODEL, "input": "refuse"}, headers=h)
+    assert r.status_code == 400 and r.json()["error"]["message"] == "the worker refused"
+
+
 def test_sdk_stream_and_function_calls(gw, fleet):
     c = client(gw)
     tools = [{"type": "function", "name": "get_weather", "description": "weather",
@@ -301,7 +320,7 @@ def test_records_are_scoped_to_their_tenant(gw):
     ({"model": MODEL, "input": 3}, "input"),
     ({"model": MODEL, "input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
     ({"model": MODEL, "input": [{"type": "computer_call"}]}, "input[0].type"),
-    ({"model": MODEL, "input": "x", "tools": [{"type": "mcp", "server_label": "s"}]}, "tools[0].type"),
+    ({"model": MODEL, "input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"model": MODEL, "input": "x", "temperature": 3}, "temperature"),
     ({"model": MODEL, "input": "x", "max_output_tokens": 0}, "max_output_tokens"),
     ({"model": MODEL, "input": "x", "metadata": {"k": 1}}, "metadata"),
