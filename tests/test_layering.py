@@ -27,10 +27,10 @@ LAYERS = [
      "smg.engine_grpc"],
     ["smg.config", "smg.api"],
     ["smg.routing", "smg.admission"],
-    ["smg.upstream"],
+    ["smg.upstream", "smg.history"],
     ["smg.workers", "smg.auth"],
     ["smg.observability"],
-    ["smg.server"],
+    ["smg.server", "smg.responses"],
     ["smg.testing", "smg.cli", "smg.__main__"],
 ]
 

@@ -105,6 +105,14 @@ CODES: dict = {
     "tokenizer_exists": (_INVALID, _INVALID, False),
     "tokenization_error": ("tokenization_error", "api_error", False),
     "detokenization_error": ("detokenization_error", "api_error", False),
+    # the Responses and Conversations APIs (smg/responses)
+    "response_not_found": (_INVALID, "not_found_error", False),
+    "conversation_not_found": (_INVALID, "not_found_error", False),
+    "item_not_found": (_INVALID, "not_found_error", False),
+    "storage_unavailable": ("server_error", "api_error", True),
+    "response_not_cancellable": (_INVALID, _INVALID, False),
+    "too_many_background_responses": ("rate_limit_error", "rate_limit_error", True),
+    "mcp_list_tools_failed": ("server_error", "api_error", True),
     # the gateway itself
     "internal_error": ("server_error", "api_error", True),
     "not_implemented": (_INVALID, _INVALID, True),

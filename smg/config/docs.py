@@ -82,6 +82,8 @@ def render() -> str:
                 names += ["--no-" + f[2:] for f in names]
             flags = ", ".join(f"`{f}`" for f in names)
             status = "not yet" if s.status == NOT_YET else "supported"
+            if s.pending:
+                status += " (not yet: " + ", ".join(s.pending) + ")"
             shared = "yes" if s.name in SHARED else "smg"
             rows.append(f"| {flags} | `{s.name}` | {kind} | {_default(s)} | {shared} | {status} | {s.help} |")
         parts.append("\n".join(rows) + "\n")

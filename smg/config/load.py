@@ -32,6 +32,7 @@ class NotSupportedYet(ConfigError):
 #: setting name -> heading of its area (named in NotSupportedYet messages)
 _AREA = {s.name: g.title for g, rows in grouped(SETTINGS) for s in rows}
 _NOT_YET = tuple(s for s in SETTINGS if s.status == NOT_YET)
+_PENDING = tuple(s for s in SETTINGS if s.pending)
 
 _YAML_KEYS = {}  # the setting's name, or any of its flags without the dashes, - or _ alike
 for _s in SETTINGS:
@@ -173,6 +174,11 @@ def build_config(cli: dict, config_file: str | None = None) -> GatewayConfig:
             raise NotSupportedYet(origin.get(s.name, s.flag),
                                   f"not supported yet ({_AREA.get(s.name, 'this feature')}); "
                                   f"smg-proxy accepts it only at its default ({default})")
+    for s in _PENDING:
+        if values[s.name] in s.pending:
+            raise NotSupportedYet(origin.get(s.name, s.flag),
+                                  f"{values[s.name]!r} is not supported yet ({_AREA.get(s.name, 'this feature')}); "
+                                  f"smg-proxy has {', '.join(c for c in s.choices if c not in s.pending)}")
     _resolve(values, origin)
     where = "--worker-urls"
     values["worker_urls"] = [_check_worker_url(u, where) for u in values["worker_urls"]]

@@ -42,6 +42,7 @@ class Setting:
     item: type = str        # element type of list settings
     status: str = "supported"   # SUPPORTED or NOT_YET (accepted only at its default)
     negatable: bool = False     # bool flags: also --no-<flag> / --no-<alias>
+    pending: tuple = ()         # choices accepted by the parser but refused as NOT_YET (a backend to come)
 
     @property
     def flag(self) -> str:
@@ -552,7 +553,7 @@ SETTINGS: tuple = (
     Setting("storage_context_headers", list, [],
             "HEADER=CONTEXT_KEY pairs mapped into storage-hook context.", status=NOT_YET),
     Setting("max_background_responses", int, 1024,
-            "Responses API background requests in flight at once.", status=NOT_YET),
+            "Responses API background requests in flight at once.", status=SUPPORTED),
     Setting("model_path", str, None,
             "Model folder whose tokenizer the gateway loads at start-up (a local HF directory or a "
             "tokenizer.json; a Hugging Face id is refused: nothing is downloaded). Registered under "
@@ -609,13 +610,14 @@ SETTINGS: tuple = (
             "WASM component implementing storage hooks.", status=NOT_YET),
     Setting("history_backend", str, "memory",
             "Storage of conversations and responses: memory, none, oracle, postgres or redis.",
-            choices=("memory", "none", "oracle", "postgres", "redis"), status=NOT_YET),
+            choices=("memory", "none", "oracle", "postgres", "redis"), status=SUPPORTED,
+            pending=("oracle",)),
     Setting("history_memory_max_responses", int, 10000,
-            "Stored responses the memory backend keeps.", status=NOT_YET),
+            "Stored responses the memory backend keeps.", status=SUPPORTED),
     Setting("history_memory_max_items", int, 100000,
-            "Conversation items the memory backend keeps.", status=NOT_YET),
+            "Conversation items the memory backend keeps.", status=SUPPORTED),
     Setting("history_memory_retention_secs", int, 86400,
-            "How long the memory backend keeps a record (0: until a count bound).", status=NOT_YET),
+            "How long the memory backend keeps a record (0: until a count bound).", status=SUPPORTED),
     Setting("schema_config", str, None,
             "YAML file remapping storage tables and columns.", status=NOT_YET),
     Setting("oracle_wallet_path", str, None,
@@ -637,19 +639,19 @@ SETTINGS: tuple = (
     Setting("oracle_pool_timeout_secs", int, 30,
             "Oracle pool timeout.", status=NOT_YET),
     Setting("postgres_db_url", str, None,
-            "PostgreSQL connection URL.", status=NOT_YET),
+            "PostgreSQL connection URL.", status=SUPPORTED),
     Setting("postgres_pool_max", int, 16,
-            "Largest PostgreSQL connection pool.", status=NOT_YET),
+            "Largest PostgreSQL connection pool.", status=SUPPORTED),
     Setting("postgres_op_timeout_secs", int, 5,
-            "Bound on each PostgreSQL call.", status=NOT_YET),
+            "Bound on each PostgreSQL call.", status=SUPPORTED),
     Setting("redis_url", str, None,
-            "Redis connection URL.", status=NOT_YET),
+            "Redis connection URL.", status=SUPPORTED),
     Setting("redis_pool_max", int, 16,
-            "Largest Redis connection pool.", status=NOT_YET),
+            "Largest Redis connection pool.", status=SUPPORTED),
     Setting("redis_retention_days", int, 30,
-            "Redis data retention in days (-1: forever).", status=NOT_YET),
+            "Redis data retention in days (-1: forever).", status=SUPPORTED),
     Setting("redis_op_timeout_secs", int, 5,
-            "Bound on each Redis call.", status=NOT_YET),
+            "Bound on each Redis call.", status=SUPPORTED),
     Setting("enable_rl", bool, False,
             "Mount the RL control plane under /v1/rl.", status=NOT_YET),
     Setting("rl_control_timeout_secs", int, 600,

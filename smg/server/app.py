@@ -53,6 +53,9 @@ from smg.server.exchange import ExchangeDeps
 from smg.server.fanout import FanoutRoutes
 from smg.server.grpc_exchange import GrpcDeps, routing_prompt
 from smg.server.filters import Reply
+from smg.history import build as build_history
+from smg.responses.api import ResponsesAPI
+from smg.responses.conversations import ConversationsAPI
 from smg.server.handlers import Handlers, parse_body
 from smg.server.parse_handlers import ParseAPI
 from smg.server.pd_exchange import PdDeps
@@ -189,11 +192,18 @@ class Gateway:
                         if self.metrics is not None else None)
         handlers = Handlers(self.deps, self.registry, self.policies, self.selector, site, grpc=self.grpc_deps,
                             pd=pd)
+        # the Responses and Conversations APIs over the history store (smg/history)
+        self.history = build_history(config)
+        responses = ResponsesAPI(self.history, handlers.proxy, config.request_timeout_secs,
+                                 config.max_background_responses)
         # auth (smg/auth): each route's first stage, by its endpoint's ``access``
         self.auth = Auth(config, Reply, clock=self.clock)
         providers = {"handlers": handlers, "workers_api": WorkersAPI(self.registry, self.workers),
                      "fanout": FanoutRoutes(self.deps, self.registry, self.selector, tls=self.worker_tls),
-                     "parse_api": ParseAPI(), "tokenizer_api": TokenizerAPI(self.tokenizers)}
+                     "parse_api": ParseAPI(), "tokenizer_api": TokenizerAPI(self.tokenizers),
+                     "responses": responses,
+                     "conversations": ConversationsAPI(self.history, config.request_timeout_secs)}
+        self._stages = {"responses": responses}
         # --control-plane-port: the admin rows get their own listener; the main one 404s them
         control_rows = tuple(e for e in ENDPOINTS if e.access == "admin") \
             if config.control_plane_port >= 0 else ()
@@ -242,6 +252,8 @@ class Gateway:
             if self.admission is not None:
                 stages.append(self.admission)        # admission: a slot (or a queue place) per request
             stages.append(parse_body)          # validation: the body is a JSON object with what routing needs
+            if endpoint.stage:                 # the route's own stage (the Responses API's history load)
+                stages.append(getattr(self._stages[endpoint.provider], endpoint.stage))
             # selection: model + role → worker (a prefill/decode pair in PD mode)
             stages.append(self.pd_selector.first if self.pd_selector is not None else self.selector.first)
         return tuple(stages)
@@ -288,6 +300,7 @@ class Gateway:
         # --tokenizer-path / --model-path: loaded off the loop before anything binds (a path
         # that is not local, or that does not load, stops start-up)
         await self.loop.run_in_executor(None, load_startup, cfg, self.tokenizers)
+        await self.history.start()   # a database backend connects (and migrates when asked) first
         site = self.site
         tls = self.tls
         where = self._where("api", cfg.host, cfg.port)
@@ -483,6 +496,7 @@ class Gateway:
         for c in list(self.site.connections):
             c.close()
         await self.workers.stop()
+        await self.history.close()
         self.auth.stop()
         if self._tick_handle is not None:
             self._tick_handle.cancel()

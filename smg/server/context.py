@@ -45,6 +45,8 @@ class RequestContext:
         # a policy's decision, said in words (--route-explain); set only then, so it is
         # read with getattr and costs nothing per request otherwise
         "explain",
+        # the Responses API's turn (smg/responses/turn.py) on /v1/responses
+        "turn",
     )
 
     def __init__(self, method: bytes, target: bytes, path: bytes, headers: list, endpoint, t0: float) -> None:
@@ -80,6 +82,7 @@ class RequestContext:
         self.dispatch_t = 0.0
         self._text = None
         self.prompt = None
+        self.turn = None
 
     def add_end_hook(self, fn) -> None:
         """``fn(ctx)`` runs once when the request ends, whatever way it ends. Hooks run in

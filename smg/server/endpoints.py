@@ -7,8 +7,8 @@ Rules:
   and usage are observed, and the text prefix-matching policies route on are all read
   off the ``Endpoint`` a request matched; nothing else keeps a path list.
 - A record names its handler by the name of a method of a handler provider (the
-  gateway's ``Handlers``, ``WorkersAPI``, ``FanoutRoutes``, ``ParseAPI`` or
-  ``TokenizerAPI``); ``bind`` resolves the names once at start-up, so a request costs
+  gateway's ``Handlers``, ``WorkersAPI``, ``FanoutRoutes``, ``ParseAPI``,
+  ``TokenizerAPI``, ``ResponsesAPI`` or ``ConversationsAPI``); ``bind`` resolves the names once at start-up, so a request costs
   one dict lookup for its endpoint and one for its method.
 - Paths with a ``{...}`` tail (``/workers/{worker_id}``) match by prefix; they are
   tried, in table order, only after the exact lookup missed.
@@ -38,7 +38,7 @@ class Endpoint:
     path: str                      # as clients send it; a "{...}" tail matches by prefix
     methods: dict                  # method -> handler name (a method of the provider)
     provider: str = "handlers"     # "handlers" (gateway), "workers_api", "fanout" (asks the workers),
-    #                                "parse_api", "tokenizer_api"
+    #                                "parse_api", "tokenizer_api", "responses", "conversations"
     family: int = OPENAI           # API family of the gateway's error bodies
     generative: bool = False       # TTFT/TPOT/token usage observed on the answer
     validator: object = None       # smg.api.validate.Validator: the body checks before routing
@@ -49,6 +49,15 @@ class Endpoint:
     access: str = "data"           # who may call it (smg/auth): "public" | "data" | "admin"
     grpc: str = ""                 # how a gRPC worker's request is answered (smg/server/grpc_exchange.py):
     #                                "chat", "completions", "generate", "embeddings"; "" = not served
+    worker_api: str = ""           # the API a proxied row asks its worker in, when not its own label
+    #                                ("chat": the Responses API is served by chat completions)
+    stage: str = ""                # a provider method run as a filter after validation, before
+    #                                selection (the Responses API's history load)
+
+    @property
+    def api(self) -> str:
+        """The API the worker is asked in (the gRPC path's stages, the output parsers)."""
+        return self.worker_api or self.label
 
     @property
     def key(self) -> bytes:
@@ -78,6 +87,15 @@ ENDPOINTS: tuple = (
              text=text.generate_text, proxied=True, access="data", grpc="generate"),
     Endpoint("/v1/messages", {"POST": "proxy"}, family=ANTHROPIC, generative=True, validator=validate.MESSAGES,
              id_prefix=b"msg_", label="messages", text=text.chat_text, proxied=True, access="data"),
+    # the Responses and Conversations APIs (smg/responses): a turn is a chat completion
+    Endpoint("/v1/responses", {"POST": "create"}, provider="responses", generative=True, id_prefix=b"resp-",
+             label="responses", text=text.chat_text, proxied=True, access="data", worker_api="chat",
+             grpc="chat", stage="prepare"),
+    Endpoint("/v1/responses/{response_id}", {"GET": "get", "POST": "cancel", "DELETE": "delete"},
+             provider="responses", id_prefix=b"resp-", label="responses", access="data"),
+    Endpoint("/v1/conversations", {"POST": "create"}, provider="conversations", access="data"),
+    Endpoint("/v1/conversations/{conversation_id}", {"GET": "get", "POST": "post", "DELETE": "delete"},
+             provider="conversations", access="data"),
     Endpoint("/v1/embeddings", {"POST": "proxy"}, validator=validate.EMBEDDINGS,
              label="other", text=text.input_text, proxied=True, access="data", grpc="embeddings"),
     Endpoint("/v1/rerank", {"POST": "rerank"}, validator=validate.RERANK_V1, label="rerank", text=text.no_text,

@@ -94,7 +94,7 @@ class Handlers:
         if w.channel is None:
             # an HTTP worker's chat answer may be parsed by the gateway (an opt-in:
             # smg/server/output_parsing.py)
-            if w.parse_output and ctx.endpoint.label == "chat":
+            if w.parse_output and ctx.endpoint.api == "chat":
                 parsers = output_parsing.for_request(ctx, self.deps.config)
                 if parsers is not None:
                     Exchange(self.deps, conn, ctx, reshape=output_parsing.reshaper(parsers),

@@ -40,7 +40,7 @@ ALLOW = {
     ("smg_allocator_*", MISSING): "allocator-metrics: smg uses CPython's allocator",
     ("smg_tokenizer_*", MISSING): "tokenizer-metrics: no tokenizer in smg's HTTP path",
     ("smg_detokenize_prefix_mismatch_total", MISSING): "tokenizer-metrics: no detokenizer in smg's HTTP path",
-    ("smg_history_memory_records", MISSING): "history-storage-metrics: no history storage yet",
+    ("smg_history_memory_records", MISSING): "history-storage-metrics: the memory backend's records are not exported yet",
     ("smg_worker_liveness_fallback_total", MISSING): "liveness-fallback-metric: no liveness tracker: " + _LEFT_OUT,
     ("smg_worker_overload_fallback_total", MISSING): "worker-overload-metrics: " + _LEFT_OUT,
     ("smg_worker_overload_shed_total", MISSING): "worker-overload-metrics: " + _LEFT_OUT,

@@ -125,7 +125,7 @@ def test_no_op_flags_are_accepted():
 
 
 def test_not_yet_settings_are_many_and_all_have_defaults_that_load():
-    assert len(NOT_YET_SETTINGS) > 100
+    assert len(NOT_YET_SETTINGS) > 50  # shrinks as features land
     build_config({})  # every one at its default
 
 
@@ -142,7 +142,7 @@ def test_a_not_yet_setting_changed_stops_start_up_naming_it(s):
     (("--mcp-config-path", "/tmp/mcp.yaml"), "--mcp-config-path"),
     (("--sticky-sessions",), "--routing-key-override"),
     (("--pd-disaggregation", "--prefill-selector", "role=prefill"), "--prefill-selector"),
-    (("--history-backend", "postgres"), "--history-backend"),
+    (("--history-backend", "oracle"), "--history-backend"),
     (("--worker-overload-protection",), "--worker-overload-protection"),
     (("--enable-wasm",), "--enable-wasm"),
 ])
