@@ -381,13 +381,6 @@ class Metrics:
           ("worker_type", "endpoint"), lambda sh: sh.labels.get("exhausted"), lambda sh: sh.count)
         self.retry_backoff = h("smg_worker_retry_backoff_seconds", "Retry backoff duration by attempt number",
                                ("attempt",), RETRY_BACKOFF_BUCKETS)
-        # prefill-decode disaggregation (smg/server/pd_exchange.py)
-        self.pd_prefill = h("smg_pd_prefill_duration_seconds", "Prefill leg duration in PD mode (dispatch to its "
-                            "complete answer)", ("backend_type", "model", "runtime"), self.duration_buckets)
-        self.pd_bootstrap_failures = c("smg_pd_bootstrap_failures_total",
-                                       "Requests whose bootstrap fields could not be injected", ())
-        self.pd_kv_failures = c("smg_pd_kv_transfer_failures_total",
-                                "PD attempts whose prefill leg failed (the KV transfer could not happen)", ())
         # engine gauges re-exported from load polls, and the polls themselves
         for name, field, doc in _ENGINE:
             g(name, doc, ("worker", "model", "dp_rank"), self._engine(field))
@@ -450,6 +443,17 @@ class Metrics:
 
     # -- admission (smg/admission/admit.py): registered only when a limiter or the
     # scheduler is configured, so an unconfigured gateway exports none of them
+
+    def add_pd(self) -> None:
+        """The prefill-decode families (smg/server/pd_exchange.py): registered only in PD
+        mode, as SMG exports them only from its PD router."""
+        self.pd_prefill = self._histogram("smg_pd_prefill_duration_seconds", "Prefill leg duration in PD mode "
+                                          "(dispatch to its complete answer)", ("backend_type", "model", "runtime"),
+                                          self.duration_buckets)
+        self.pd_bootstrap_failures = self._counter("smg_pd_bootstrap_failures_total",
+                                                   "Requests whose bootstrap fields could not be injected", ())
+        self.pd_kv_failures = self._counter("smg_pd_kv_transfer_failures_total",
+                                            "PD attempts whose prefill leg failed (the KV transfer could not happen)", ())
 
     def add_rate_limit(self) -> CounterVec:
         """``smg_http_rate_limit_total{result}`` (allowed | rejected), once."""

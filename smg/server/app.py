@@ -186,6 +186,8 @@ class Gateway:
                 self.registry, self.selector,
                 PolicyRegistry(self.registry, config.prefill_policy or config.policy, config, role=PREFILL),
                 PolicyRegistry(self.registry, config.decode_policy or config.policy, config, role=DECODE))
+            if self.metrics is not None:
+                self.metrics.add_pd()
             pd = PdDeps(self.pd_selector,
                         on_prefill_done=self.metrics.on_pd_prefill if self.metrics is not None else None,
                         on_bootstrap_failure=self.metrics.on_pd_bootstrap_failure

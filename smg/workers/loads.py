@@ -378,9 +378,10 @@ class LoadMonitor(Background):
     (wall seconds, for reports without a timestamp) are injectable; ``tls``
     (``smg.upstream.tls.WorkerTLS``) gives the client context of https workers.
 
-    A worker added while the monitor runs is polled at once, not one interval later:
-    policies that read the report (cache_aware's ttft mode takes each engine's
-    ``max_running_requests`` from it) have it from the worker's first requests.
+    With ``poll_new_at_once`` (cache_aware's ttft mode, which takes each engine's
+    ``max_running_requests`` from the report), a worker added while the monitor runs is
+    polled at once, not one interval later; otherwise its first poll comes with the next
+    round, as SMG's monitor does.
     """
 
     def __init__(self, on_load: Callable[[Worker, dict | None], None], *, interval: float,
@@ -388,7 +389,7 @@ class LoadMonitor(Background):
                  fetch: Callable[[str, str, str | None], Awaitable[tuple]] | None = None,
                  sleep: Callable[[float], Awaitable] = asyncio.sleep,
                  concurrency: int = DEFAULT_POLL_CONCURRENCY, tls=None,
-                 on_poll: Callable[[Worker], None] | None = None) -> None:
+                 on_poll: Callable[[Worker], None] | None = None, poll_new_at_once: bool = False) -> None:
         if interval <= 0:
             raise ValueError("load monitor interval must be positive")
         self.tls = tls
@@ -403,12 +404,14 @@ class LoadMonitor(Background):
         self._watched: dict = {}
         self._task: asyncio.Task | None = None
         self._first_polls: set = set()
+        self.poll_new_at_once = poll_new_at_once
 
     @classmethod
     def from_config(cls, config, on_load: Callable[[Worker, dict | None], None], **kw) -> LoadMonitor:
         """A monitor with ``load_monitor_interval`` and ``load_monitor_timeout_secs``;
         ``kw`` are the other constructor arguments and may override either (tests)."""
-        values = dict(interval=config.load_monitor_interval, timeout=config.load_monitor_timeout_secs)
+        values = dict(interval=config.load_monitor_interval, timeout=config.load_monitor_timeout_secs,
+                      poll_new_at_once=getattr(config, "cache_aware_mode", "threshold") == "ttft")
         values.update(kw)
         return cls(on_load, **values)
 
@@ -417,7 +420,7 @@ class LoadMonitor(Background):
         """``fetch`` (``async () -> report | None``, raising on failure) replaces the HTTP
         sources for this worker (a gRPC worker's ``GetLoads``)."""
         w = self._watched[worker.id] = _Watched(worker, runtime, api_key, fetch)
-        if self._task is not None and not self._task.done():
+        if self.poll_new_at_once and self._task is not None and not self._task.done():
             t = asyncio.ensure_future(self._poll(w))
             self._first_polls.add(t)
             t.add_done_callback(self._first_polls.discard)

@@ -118,9 +118,10 @@ def test_a_long_smg_command_line_with_defaults_of_features_smg_lacks(mock_worker
 def test_a_not_yet_flag_stops_start_up_with_one_line():
     r = subprocess.run([sys.executable, "-m", "smg", "launch", "--worker-urls", "http://127.0.0.1:9",
                         "--pd-disaggregation", "--prefill", "http://127.0.0.1:9", "9000",
-                        "--decode", "http://127.0.0.1:9"], capture_output=True, timeout=30)
+                        "--decode", "http://127.0.0.1:9", "--prefill-selector", "role=prefill"],
+                       capture_output=True, timeout=30)
     err = r.stderr.decode()
     assert r.returncode == 2 and "Traceback" not in err
     assert err.strip().splitlines() == [
-        "smg-proxy: --pd-disaggregation: not supported yet (PD/EPD Disaggregation); smg-proxy accepts "
-        "it only at its default (False)"]
+        "smg-proxy: --prefill-selector: not supported yet (Service Discovery (Kubernetes)); smg-proxy accepts "
+        "it only at its default (empty)"]

@@ -491,9 +491,7 @@ def test_a_header_block_left_open_ends_the_connection_after_the_header_timeout(m
                         and any(isinstance(e, RemoteSettingsChanged) for e in c.events))
     block = c.h2.encoder.encode(_GET_INFO)
     c.sock.sendall(HeadersFrame(1, data=block[:3]).serialize())  # no END_HEADERS, no CONTINUATION
-    t0 = time.monotonic()
     expect_goaway(c, ErrorCodes.ENHANCE_YOUR_CALM)
-    assert time.monotonic() - t0 < 5
     assert metric(h, 'smg_http2_goaway_total{reason="header_timeout"}') == 1
     still_serving(h)
 

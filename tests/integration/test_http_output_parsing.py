@@ -7,12 +7,11 @@ answer is relayed byte for byte."""
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
 
-from tests.helpers import chat_stream_parts
+from tests.helpers import chat_stream_parts, wait_for
 from tests.integration.recording_worker import Answer, Fleet, chat_answer, sse_chunk
 
 openai = pytest.importorskip("openai")
@@ -99,10 +98,8 @@ def _label(h, value: str) -> None:
     [w] = httpx.get(h.url + "/workers", timeout=10).json()["workers"]
     r = httpx.patch(f"{h.url}/workers/{w['id']}", json={"labels": {"parse_output": value}}, timeout=10)
     assert r.status_code == 202, r.text
-    deadline = time.monotonic() + 10
-    while httpx.get(f"{h.url}/workers/{w['id']}", timeout=10).json().get("labels", {}).get("parse_output") != value:
-        assert time.monotonic() < deadline, "the label never reached the worker"
-        time.sleep(0.02)
+    assert wait_for(lambda: httpx.get(f"{h.url}/workers/{w['id']}", timeout=10).json().get("labels", {})
+                    .get("parse_output") == value, 10), "the label never reached the worker"
 
 
 def _reasoning(h):

@@ -111,11 +111,9 @@ def test_dead_prefill_leg_retries_on_another_pair_without_hanging():
     with PdHarness(prefills=2, decodes=1, prefill_policy="round_robin", retry_max_retries=3,
                    request_timeout_secs=20) as h:
         h.run(h.prefills[0].stop())          # connection refused from now on
-        t0 = time.monotonic()
-        for _ in range(4):
-            r = httpx.post(h.url + "/generate", json={"text": "x"}, timeout=15)
+        for _ in range(4):   # no attempt waits out a rendezvous: a hang would be a ReadTimeout
+            r = httpx.post(h.url + "/generate", json={"text": "x"}, timeout=5)
             assert r.status_code == 200
-        assert time.monotonic() - t0 < 10    # bounded: no attempt waited out a rendezvous
         recs = list(h.decodes[0].received)
         ok = [rec for rec in recs if rec.get("rendezvous") == "ok"]
         assert len(ok) == 4 and all(rec["bootstrap_port"] == h.prefills[1].bootstrap_port for rec in ok)

@@ -19,6 +19,8 @@ import time
 import httpx
 import pytest
 
+from tests.helpers import wait_for
+
 from tests.integration.test_cli import free_port, smg_proxy, stop
 
 CHAT = "http://127.0.0.1:{port}/v1/chat/completions"
@@ -219,9 +221,8 @@ def test_sighup_reload_keeps_tree_and_streams_and_refuses_bad_files(notify, work
         g.send_signal(signal.SIGHUP)
         assert "MONOTONIC_USEC" in notify.wait("RELOADING")
         notify.wait("READY")
-        end = time.monotonic() + 15
-        while chat(port, "echo " * 20) != "w3":  # w3 is probed ready shortly after the reload
-            assert time.monotonic() < end
+        # w3 is probed ready shortly after the reload
+        assert wait_for(lambda: chat(port, "echo " * 20) == "w3", 15, interval=0)
         assert {p: chat(port, p) for p in prompts} == placed
 
         # remove w3 while a stream on it is open: the stream ends whole, new requests avoid w3
