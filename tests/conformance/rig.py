@@ -168,9 +168,17 @@ class Rig:
             if not gw.proc.alive():
                 raise RuntimeError(f"{gw.name} exited at start-up:\n{gw.proc.tail()}")
             try:
-                # /v1/models is asked only once /readiness counts every worker healthy: asked
-                # earlier, a gateway may answer 503 while workers are pending, and that answer
-                # would land in the response counters the metric-family cases compare
+                # /readiness and /v1/models answer 503 while workers are pending, and such an
+                # answer lands in the response counters the metric-family cases compare (one
+                # gateway may be probed before its workers are healthy, the other after): so
+                # they are asked only once GET /workers, a 200 either way, lists every worker
+                # healthy
+                w = gw.call("GET", "/workers", timeout=2)
+                listed = w.json().get("workers", []) if w.status == 200 else []
+                last = f"workers {w.status} {w.body[:200]!r}"
+                if len(listed) != workers or not all(x.get("is_healthy") for x in listed):
+                    time.sleep(0.2)
+                    continue
                 r = gw.call("GET", "/readiness", timeout=2)
                 last = f"readiness {r.status} {r.body[:200]!r}"
                 if r.status == 200 and r.json().get("healthy_workers") == workers:
