@@ -598,7 +598,7 @@ SETTINGS: tuple = (
             "Run the reasoning and tool-call parsers on chat answers of HTTP workers too (for servers "
             "that return raw model text); a worker's parse_output label overrides it."),
     Setting("mcp_config_path", str, None,
-            "MCP (Model Context Protocol) servers configuration file.", status=NOT_YET),
+            "MCP (Model Context Protocol) servers configuration file (YAML or JSON).", status=SUPPORTED),
     Setting("backend", str, "sglang",
             "Backend runtime: sglang, openai, anthropic, vllm or tokenspeed.",
             choices=("sglang", "openai", "anthropic", "vllm", "tokenspeed"), status=NOT_YET),

@@ -70,6 +70,10 @@ class MemoryStore:
             cid, _ = self.conversations.popitem(last=False)
             self._drop_links(cid)
 
+    def records(self) -> int:
+        """Responses, conversations and items held (``smg_db_items_stored``)."""
+        return len(self.responses) + len(self.conversations) + len(self.items)
+
     # -- responses ----------------------------------------------------------------------
 
     async def put_response(self, rec: dict) -> None:

@@ -128,6 +128,10 @@ class PostgresStore:
                 await c.execute("INSERT INTO smg_schema_version (version, description) VALUES ($1, $2)",
                                 version, about)
 
+    def open_connections(self) -> int:
+        """The pool's open connections (``smg_db_connections_active``)."""
+        return self.pool.get_size() if self.pool is not None else 0
+
     async def close(self) -> None:
         if self.pool is not None:
             await self.pool.close()

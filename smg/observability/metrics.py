@@ -259,6 +259,18 @@ class GaugeFn:
         return f
 
 
+class _Lazy:
+    """A counter or histogram family left out of the exposition until it has a series."""
+
+    __slots__ = ("m",)
+
+    def __init__(self, m) -> None:
+        self.m = m
+
+    def family(self):
+        return self.m.family() if self.m.cells else None
+
+
 class Metrics:
     """Every metric family the gateway exports.
 
@@ -454,6 +466,43 @@ class Metrics:
                                                    "Requests whose bootstrap fields could not be injected", ())
         self.pd_kv_failures = self._counter("smg_pd_kv_transfer_failures_total",
                                             "PD attempts whose prefill leg failed (the KV transfer could not happen)", ())
+
+    def add_mcp(self, servers_active) -> tuple:
+        """The ``smg_mcp_*`` families (smg/responses/mcp.py), registered when the
+        Responses API is served: (tool calls, tool duration, iterations); each shows once
+        it has a series, as SMG's do. ``servers_active()``: the configured servers whose
+        session is open (None: no ``--mcp-config-path``, the gauge is left out)."""
+        calls = CounterVec("smg_mcp_tool_calls_total", "MCP tool calls by model, tool_name and result "
+                           "(success/error)", ("model", "tool_name", "result"))
+        duration = HistogramVec("smg_mcp_tool_duration_seconds", "MCP tool call duration by model and tool_name",
+                                ("model", "tool_name"), self.duration_buckets)
+        iterations = CounterVec("smg_mcp_tool_iterations_total", "MCP tool-loop iterations (model calls after "
+                                "tool results) by model", ("model",))
+        for m in (calls, duration, iterations):
+            self.families.append(_Lazy(m))
+        if servers_active is not None:
+            self._gauge("smg_mcp_servers_active", "Configured MCP servers with an open session", (),
+                        lambda: [((), servers_active())])
+        return calls, duration, iterations
+
+    def add_storage(self, storage_type: str, connections=None, items=None) -> tuple:
+        """The ``smg_db_*`` families of the history store (smg/history/metered.py):
+        (operations, operation duration), each shown once it has a series;
+        ``connections()`` / ``items()``: the gauges ``smg_db_connections_active`` and
+        ``smg_db_items_stored`` when the backend can tell (None: left out)."""
+        ops = CounterVec("smg_db_operations_total", "History storage operations by storage_type, operation and "
+                         "result (success/error)", ("storage_type", "operation", "result"))
+        duration = HistogramVec("smg_db_operation_duration_seconds", "History storage operation duration by "
+                                "storage_type and operation", ("storage_type", "operation"), self.duration_buckets)
+        for m in (ops, duration):
+            self.families.append(_Lazy(m))
+        if connections is not None:
+            self._gauge("smg_db_connections_active", "History storage connections in use by storage_type",
+                        ("storage_type",), lambda: [((storage_type,), connections())])
+        if items is not None:
+            self._gauge("smg_db_items_stored", "Records held by the history storage by storage_type",
+                        ("storage_type",), lambda: [((storage_type,), items())])
+        return ops, duration
 
     def add_rate_limit(self) -> CounterVec:
         """``smg_http_rate_limit_total{result}`` (allowed | rejected), once."""

@@ -76,8 +76,11 @@ def page(items: list, has_more: bool) -> bytes:
 
 
 class ResponsesAPI:
-    def __init__(self, store, proxy, op_timeout: float, max_background: int) -> None:
+    def __init__(self, store, proxy, op_timeout: float, max_background: int, mcp_servers=None,
+                 mcp_metrics=None) -> None:
         self.store = store
+        self.mcp_servers = mcp_servers   # the --mcp-config-path servers (smg/mcp/servers.py) or None
+        self.mcp_metrics = mcp_metrics   # smg/responses/mcp.McpMetrics or None
         self.proxy = proxy           # Handlers.proxy: the chat pipeline after selection
         self.op_timeout = op_timeout
         self.background = Background(store, max_background)
@@ -92,12 +95,13 @@ class ResponsesAPI:
         except convert.Bad as b:
             return Reply(b.status, b.message, b.code, param=b.param)
         try:
-            servers = mcp.servers_of(body)
+            servers = mcp.servers_of(body, self.mcp_servers,
+                                     (ctx.header(b"x-smg-mcp") or b"").strip().lower() == b"enabled")
         except convert.Bad as b:
             return Reply(b.status, b.message, b.code, param=b.param)
         turn = ctx.turn = Turn(body, owner_of(ctx))
         if servers:
-            turn.loop = mcp.Loop(servers, body.get("max_tool_calls"))
+            turn.loop = mcp.Loop(servers, body.get("max_tool_calls"), self.mcp_metrics)
             turn.loop.again = self._again
         if turn.background and self.background.limit <= 0:
             return Reply(400, "background responses are disabled (--max-background-responses 0)",
@@ -152,12 +156,12 @@ class ResponsesAPI:
             ctx.raw = orjson.dumps(ctx.body)
         return None
 
-    def _again(self, conn, ctx, turn: Turn) -> None:
+    def _again(self, conn, ctx, turn: Turn, events=None) -> None:
         """The MCP loop's next model call: the same pipeline, a new sink (the prompt is
-        made again from the longer chat)."""
+        made again from the longer chat; ``events``: a streamed turn's stream goes on)."""
         ctx.prompt = None
         ctx._text = None
-        self.proxy(TurnSink(conn, ctx, turn, self.store), ctx)
+        self.proxy(TurnSink(conn, ctx, turn, self.store, events), ctx)
 
     @staticmethod
     def _ready(ctx, turn: Turn, history: list, tools: list = ()) -> None:

@@ -17,7 +17,11 @@ Rules:
   answers 503 ``storage_unavailable`` (non-streamed) or ends the stream with
   ``response.failed`` whose error code is ``storage_unavailable``.
 - While the store runs the sink is the connection's producer: a client that leaves
-  cancels it.
+  cancels it (so too while a streamed turn's MCP calls run).
+- A streamed MCP turn (smg/responses/mcp.py) is one stream over the loop's model
+  calls: a later call's sink continues the first one's events (no second head); its
+  worker's error answer, or the gateway's own, ends the stream with
+  ``response.failed``.
 """
 from __future__ import annotations
 
@@ -90,17 +94,18 @@ class TurnSink:
     """The response sink the turn's chat exchange writes to (module rules)."""
 
     __slots__ = ("conn", "ctx", "turn", "store", "mode", "parts", "scanner", "events", "pending", "extra",
-                 "task", "done")
+                 "task", "done", "continued")
 
-    def __init__(self, conn, ctx, turn: Turn, store) -> None:
+    def __init__(self, conn, ctx, turn: Turn, store, events=None) -> None:
         self.conn = conn
         self.ctx = ctx
         self.turn = turn
         self.store = store
-        self.mode = None       # "relay" | "json" | "sse"
+        self.mode = None       # "relay" | "json" | "sse" | "late" (a continued stream's worker failed)
         self.parts: list = []
         self.scanner = None
-        self.events = None
+        self.events = events   # a streamed MCP turn's later model calls continue its stream
+        self.continued = events is not None
         self.pending = None    # the first events, sent with the first bytes
         self.extra = None
         self.task = None
@@ -113,25 +118,37 @@ class TurnSink:
 
     def reply_error(self, status: int, message: str, code: str | None = None, close: bool = False,
                     extra: list | None = None, param: str | None = None) -> None:
+        if self.continued:     # the stream's head went out with the loop's first model call
+            self.done = True
+            self.conn.fail(self.events.failed(self._failed(message, code or "server_error")))
+            return
         self.conn.reply_error(status, message, code=code, close=close, extra=extra, param=param)
 
     def handler_failed(self) -> None:
         self.conn.handler_failed()
 
     def send_head(self, status: int, headers: list, length: int, skip: frozenset, extra) -> None:
+        sse = any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in headers)
+        if self.continued:
+            # a later model call of a streamed MCP turn: its events join the stream
+            self.mode = "sse" if 200 <= status < 300 and sse else "late"
+            self.scanner = SSEScanner()
+            self.events.next_iteration()
+            return
         if not 200 <= status < 300:
             self.mode = "relay"
             self.conn.send_head(status, headers, length, skip, extra)
             return
-        sse = any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in headers)
         self.extra = list(extra) if extra else None
         if not sse:
             self.mode = "json"
             return
         self.mode = "sse"
         self.scanner = SSEScanner()
-        self.events = EventStream()
-        self.pending = self.events.start(self.turn.response("in_progress", []))
+        loop = self.turn.loop
+        self.events = EventStream(loop.kind if loop is not None else None)
+        self.pending = self.events.start(self.turn.response("in_progress", []),
+                                         loop.output if loop is not None else ())
         self.conn.send_head(200, _SSE_HEADERS, -1, _NO_SKIP, self.extra)
 
     def send(self, pieces: list, end: bool) -> None:
@@ -140,6 +157,13 @@ class TurnSink:
         mode = self.mode
         if mode == "relay":
             self.conn.send(pieces, end)
+        elif mode == "late":
+            self.parts += pieces
+            if end:
+                self.done = True
+                self.conn.fail(self.events.failed(self._failed(
+                    "the worker failed the tool loop's next model call: "
+                    + b"".join(self.parts)[:500].decode("utf-8", "replace"))))
         elif mode == "json":
             self.parts += pieces
             if end:
@@ -148,7 +172,7 @@ class TurnSink:
             self._stream(pieces, end)
 
     def fail(self, event) -> None:
-        if self.mode == "sse":
+        if self.mode in ("sse", "late") or self.continued:
             self.conn.fail(self.events.failed(self._failed("the worker's answer was cut off")))
         elif self.mode == "json":
             self.conn.reply_error(502, "the worker's answer was cut off", code="upstream_error")
@@ -185,7 +209,8 @@ class TurnSink:
                     status, incomplete = "incomplete", {"reason": "max_tool_calls"}
                     output = [it for it in output if it["type"] != "function_call"]
                 else:
-                    loop.iterations += 1
+                    loop.model = self.ctx.model_label or "unknown"
+                    loop.iteration()
                     self.conn.set_producer(self)
                     self.task = asyncio.get_running_loop().create_task(self._tools(calls))
                     return
@@ -207,6 +232,32 @@ class TurnSink:
         self.conn.set_producer(None)
         ctx.raw = orjson.dumps(ctx.body)
         self.turn.loop.again(self.conn, ctx, self.turn)
+
+    async def _tools_streamed(self, pending: list) -> None:
+        """Runs the MCP calls the stream showed, sends their results, then asks the
+        model again; its events continue this stream."""
+        ctx, ev = self.ctx, self.events
+        try:
+            results = await self.turn.loop.results([c for _, c in pending], ctx.body["messages"])
+        except asyncio.CancelledError:
+            return
+        except Exception as e:  # noqa: BLE001 - a bug here ends the stream, never hangs it
+            log.exception("request %s: the MCP calls failed", ctx.rid.decode())
+            if not self.done:
+                self.done = True
+                self.conn.set_producer(None)
+                self.conn.fail(ev.failed(self._failed(f"the MCP calls failed: {type(e).__name__}")))
+            return
+        if self.done:
+            return
+        self.done = True
+        self.conn.set_producer(None)
+        out: list = []
+        for (idx, _), (output, error) in zip(pending, results):
+            out += ev.mcp_done(idx, output, error)
+        self.conn.send(out, False)
+        ctx.raw = orjson.dumps(ctx.body)
+        self.turn.loop.again(self.conn, ctx, self.turn, ev)
 
     def _reply_whole(self, final: dict, saved: bool) -> None:
         if saved:
@@ -249,9 +300,25 @@ class TurnSink:
                 self.conn.send(out, False)
             return
         status, incomplete = convert.finish_status(ev.finish_reason)
-        final = self.turn.response(status, [], convert.usage_of(ev.usage), incomplete, model=ev.model)
         close: list = []
         ev.close(close)
+        loop = self.turn.loop
+        if loop is not None and ev.mcp_pending:
+            pending, ev.mcp_pending = ev.mcp_pending, []
+            stop = "call" in ev.kinds or "approval" in ev.kinds   # the answer also needs the client
+            if not stop and loop.iterations >= loop.cap:
+                stop = True
+                status, incomplete = "incomplete", {"reason": "max_tool_calls"}
+            if not stop:
+                loop.model = self.ctx.model_label or "unknown"
+                loop.iteration()
+                self.conn.send(out + close, False)
+                self.conn.set_producer(self)
+                self.task = asyncio.get_running_loop().create_task(self._tools_streamed(pending))
+                return
+            for idx, _ in pending:     # shown, not run
+                close += ev.mcp_done(idx, None, None, "incomplete")
+        final = self.turn.response(status, [], convert.usage_of(ev.usage), incomplete, model=ev.model)
         final["output"] = ev.output
         out += close
         if out:

@@ -54,7 +54,9 @@ from smg.server.fanout import FanoutRoutes
 from smg.server.grpc_exchange import GrpcDeps, routing_prompt
 from smg.server.filters import Reply
 from smg.history import build as build_history
+from smg.history.metered import MeteredStore
 from smg.responses.api import ResponsesAPI
+from smg.responses.mcp import McpMetrics
 from smg.responses.conversations import ConversationsAPI
 from smg.server.handlers import Handlers, parse_body
 from smg.server.parse_handlers import ParseAPI
@@ -194,10 +196,24 @@ class Gateway:
                         if self.metrics is not None else None)
         handlers = Handlers(self.deps, self.registry, self.policies, self.selector, site, grpc=self.grpc_deps,
                             pd=pd)
-        # the Responses and Conversations APIs over the history store (smg/history)
+        # the Responses and Conversations APIs over the history store (smg/history), with
+        # the smg_db_* metrics around it, and the MCP servers of --mcp-config-path
         self.history = build_history(config)
+        self.mcp_servers = None
+        if config.mcp_config_path:
+            from smg.mcp.config import load as load_mcp
+            from smg.mcp.servers import ConfiguredServers
+            self.mcp_servers = ConfiguredServers(load_mcp(config.mcp_config_path))
+        mcp_metrics = None
+        if self.metrics is not None:
+            h = self.history
+            ops, op_duration = self.metrics.add_storage(h.name, getattr(h, "open_connections", None),
+                                                        getattr(h, "records", None))
+            self.history = MeteredStore(h, ops, op_duration)
+            mcp_metrics = McpMetrics(*self.metrics.add_mcp(
+                self.mcp_servers.active if self.mcp_servers is not None else None))
         responses = ResponsesAPI(self.history, handlers.proxy, config.request_timeout_secs,
-                                 config.max_background_responses)
+                                 config.max_background_responses, self.mcp_servers, mcp_metrics)
         # auth (smg/auth): each route's first stage, by its endpoint's ``access``
         self.auth = Auth(config, Reply, clock=self.clock)
         providers = {"handlers": handlers, "workers_api": WorkersAPI(self.registry, self.workers),
@@ -303,6 +319,12 @@ class Gateway:
         # that is not local, or that does not load, stops start-up)
         await self.loop.run_in_executor(None, load_startup, cfg, self.tokenizers)
         await self.history.start()   # a database backend connects (and migrates when asked) first
+        if self.mcp_servers is not None:   # configured MCP servers: connected, tools listed
+            try:
+                await self.mcp_servers.start()
+            except BaseException:
+                await self.history.close()
+                raise
         site = self.site
         tls = self.tls
         where = self._where("api", cfg.host, cfg.port)
@@ -499,6 +521,8 @@ class Gateway:
             c.close()
         await self.workers.stop()
         await self.history.close()
+        if self.mcp_servers is not None:
+            await self.mcp_servers.close()
         self.auth.stop()
         if self._tick_handle is not None:
             self._tick_handle.cancel()

@@ -127,12 +127,13 @@ def test_server_down_or_dying_mid_loop(gw, fleet, tmp_path):
     r = out["r"]
     call = r.output[1]
     assert call.type == "mcp_call" and call.status == "failed" and call.output is None
-    assert "MCP server" in call.error
+    # the published schema's error object: the gateway's view of the failed transport
+    Response.model_validate(r.model_dump(mode="json", exclude_unset=True))
+    assert call.error.type == "http_error" and call.error.code == 502 and "MCP server" in call.error.message
     assert r.output_text.startswith("echo: error: ")
 
 
 @pytest.mark.parametrize("extra,param", [
-    ({"stream": True}, "stream"),
     ({"max_tool_calls": 0}, "max_tool_calls"),
     ({"tools": [{"type": "mcp", "server_label": "x"}]}, "tools[0].server_url"),
     ({"tools": [{"type": "mcp", "server_label": "x", "server_url": "http://h/mcp", "require_approval": "maybe"}]},

@@ -139,7 +139,6 @@ def test_a_not_yet_setting_changed_stops_start_up_naming_it(s):
 
 @pytest.mark.parametrize("args, flag", [
     (("--enable-mesh",), "--enable-mesh"),
-    (("--mcp-config-path", "/tmp/mcp.yaml"), "--mcp-config-path"),
     (("--sticky-sessions",), "--routing-key-override"),
     (("--pd-disaggregation", "--prefill-selector", "role=prefill"), "--prefill-selector"),
     (("--history-backend", "oracle"), "--history-backend"),
