@@ -42,6 +42,19 @@ class TokenBuckets:
             IndexError: slot outside 0..n-1.
             ValueError: tokens negative or NaN; now NaN or beyond MAX_NOW.
         """
+    def try_acquire_pair(self, other: TokenBuckets, slot: int, now: float, tokens: float,
+                         other_tokens: float) -> bool:
+        """``try_acquire(slot, now, tokens)`` here and ``other.try_acquire(slot, now,
+        other_tokens)`` as one decision: both are taken, or neither (the same slot of two
+        tables: a tenant's requests and its tokens). ``other`` is not refilled when this
+        table is short.
+
+        Returns:
+            True if both were taken, False (nothing taken) if either is short.
+        Raises:
+            IndexError: slot outside 0..n-1 of either table.
+            ValueError: a count negative or NaN; now NaN or beyond MAX_NOW.
+        """
     def release(self, slot: int, tokens: float = 1.0) -> None:
         """Give ``tokens`` back (concurrency permits), never above capacity.
 

@@ -149,6 +149,25 @@ cdef class TokenBuckets:
         s.level = level - need
         return True
 
+    def try_acquire_pair(self, TokenBuckets other not None, Py_ssize_t slot, double now, double tokens,
+                         double other_tokens):
+        # twin: TokenBuckets.try_acquire_pair (both or neither; `other` untouched when self is short)
+        cdef TBSlot* s = self._at(slot)
+        cdef TBSlot* o = other._at(slot)
+        cdef int64_t need = _tokens(tokens)
+        cdef int64_t need2 = _tokens(other_tokens)
+        cdef int64_t t = _ticks(now)
+        cdef int64_t level = _refill(s, t)
+        cdef int64_t level2
+        if need > level:
+            return False
+        level2 = _refill(o, t)
+        if need2 > level2:
+            return False
+        s.level = level - need
+        o.level = level2 - need2
+        return True
+
     def release(self, Py_ssize_t slot, double tokens=1.0):
         cdef TBSlot* s = self._at(slot)
         cdef int64_t level = s.level + _tokens(tokens)   # <= 1e18 + _OVER < 2**63

@@ -484,12 +484,7 @@ class TenantLimits:
     def _acquire(self, s: int, n: int, now: float) -> bool:
         if self.debt[s] and not self._pay(s, now):
             return False
-        if not self.requests.try_acquire(s, now, 1.0):
-            return False
-        if not self.tokens.try_acquire(s, now, n):
-            self.requests.release(s, 1.0)
-            return False
-        return True
+        return self.requests.try_acquire_pair(self.tokens, s, now, 1.0, n)
 
     def _undo(self, s: int, n: int) -> None:
         self.requests.release(s, 1.0)
@@ -527,12 +522,9 @@ class TenantLimits:
                 cap = self.tcap[g]
                 if n > cap >= tokens:
                     n = int(cap)
-            if not self.debt[g]:   # _acquire inline (the hot path)
-                requests = self.requests
-                if requests.try_acquire(g, now, 1.0):
-                    if self.tokens.try_acquire(g, now, n):
-                        return Reservation(t, t.only, n, tokens, ceiling)
-                    requests.release(g, 1.0)
+            if not self.debt[g]:   # _acquire inline (the hot path): one native decision
+                if self.requests.try_acquire_pair(self.tokens, g, now, 1.0, n):
+                    return Reservation(t, t.only, n, tokens, ceiling)
             elif self._acquire(g, n, now):
                 return Reservation(t, t.only, n, tokens, ceiling)
             return Denied(_seconds(self._wait(g, n, now)))

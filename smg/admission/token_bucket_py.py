@@ -48,6 +48,11 @@ Rules:
    whole seconds before the last one started (both twins compute exactly this). A caller
    adding it to a float ``now`` may land a microsecond short (float rounding of the
    sum); a retry then waits one more microsecond.
+8. ``try_acquire_pair(other, slot, now, a, b)`` is ``try_acquire(slot, now, a)`` on this
+   table and ``try_acquire(slot, now, b)`` on ``other`` as one decision (a tenant's
+   requests and tokens): both are taken or neither. Every argument is checked before
+   anything changes; ``other`` is not refilled when this table is short (a refill
+   skipped is unobservable anyway, rule 2).
 """
 from __future__ import annotations
 
@@ -158,6 +163,23 @@ class TokenBuckets:
         if need > level:
             return False
         self._level[slot] = level - need
+        return True
+
+    def try_acquire_pair(self, other: "TokenBuckets", slot: int, now: float, tokens: float,
+                         other_tokens: float) -> bool:
+        self._check(slot)
+        other._check(slot)
+        need = _tokens(tokens)
+        need2 = _tokens(other_tokens)
+        t = _ticks(now)
+        level = self._refill(slot, t)
+        if need > level:
+            return False
+        level2 = other._refill(slot, t)
+        if need2 > level2:
+            return False
+        self._level[slot] = level - need
+        other._level[slot] = level2 - need2
         return True
 
     def release(self, slot: int, tokens: float = 1.0) -> None:

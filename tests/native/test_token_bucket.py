@@ -107,6 +107,22 @@ def test_zero_refill_is_a_concurrency_bound(impl):
     assert not b.try_acquire(0, 1e9)
 
 
+def test_pair_takes_both_or_neither(impl):
+    req, tok = impl(2, 2, 0), impl(2, 100, 0)
+    assert req.try_acquire_pair(tok, 1, 0.0, 1, 60)
+    assert (req.available(1, 0.0), tok.available(1, 0.0)) == (1.0, 40.0)
+    assert not req.try_acquire_pair(tok, 1, 0.0, 1, 41)         # tokens short: no request taken
+    assert (req.available(1, 0.0), tok.available(1, 0.0)) == (1.0, 40.0)
+    assert req.try_acquire_pair(tok, 1, 0.0, 1, 40)
+    assert not req.try_acquire_pair(tok, 1, 0.0, 1, 0)          # requests short: no token taken
+    assert (req.available(1, 0.0), tok.available(1, 0.0), req.available(0, 0.0)) == (0.0, 0.0, 2.0)
+    with pytest.raises(IndexError):
+        req.try_acquire_pair(impl(1, 1, 0), 1, 0.0, 1, 1)      # the slot must exist in both
+    with pytest.raises(ValueError):
+        req.try_acquire_pair(tok, 0, 0.0, 1, NAN)
+    assert req.available(0, 0.0) == 2.0                          # refused arguments take nothing
+
+
 def test_fractional_tokens(impl):
     b = impl(1, 1, 0)
     assert all(b.try_acquire(0, 0.0, 0.25) for _ in range(4))
@@ -398,6 +414,19 @@ class Model:
         s[0] -= need
         return True
 
+    def try_acquire_pair(self, other, slot, now, tokens, other_tokens):
+        s, o = self._slot(slot), other._slot(slot)
+        need, need2, t = _need(tokens), _need(other_tokens), _tick(now)
+        self._refill(s, t)
+        if need > math.floor(s[0]):
+            return False
+        other._refill(o, t)
+        if need2 > math.floor(o[0]):
+            return False
+        s[0] -= need
+        o[0] -= need2
+        return True
+
     def release(self, slot, tokens=1.0):
         s = self._slot(slot)
         s[0] = min(Fraction(s[1]), s[0] + _need(tokens))
@@ -487,6 +516,12 @@ def _ops(n_slots: int):
             st.tuples(st.just("available"), slot),
             st.tuples(st.just("wait_time"), slot, TOKENS),
             st.tuples(st.just("reset"), slot),
+            # the second table of each implementation, and decisions on both at once
+            st.tuples(st.just("pair"), slot, TOKENS, TOKENS),
+            st.tuples(st.just("pair"), slot, st.just(1.0), TOKENS),
+            st.tuples(st.just("o_try_acquire"), slot, TOKENS),
+            st.tuples(st.just("o_release"), slot, TOKENS),
+            st.tuples(st.just("o_available"), slot),
             st.tuples(st.just("advance"), STEP),
             st.tuples(st.just("advance"), STEP),
             st.tuples(st.just("jump"), NOW),
@@ -508,6 +543,7 @@ def _run(objs: list, n, cap, rate, start, ops) -> None:
         assert len({m[1] for m in made}) == 1, made
         return
     tables = [cls(n, cap, rate) for cls in objs]
+    others = [cls(n, cap, rate) for cls in objs]   # try_acquire_pair's second table
     now = start
     for op in ops:
         kind = op[0]
@@ -516,6 +552,17 @@ def _run(objs: list, n, cap, rate, start, ops) -> None:
             continue
         if kind == "jump":
             now = op[1]
+            continue
+        if kind == "pair":
+            got = [_call(t, "try_acquire_pair", o, op[1], now, op[2], op[3]) for t, o in zip(tables, others)]
+            assert all(g == got[0] for g in got), (op, now, got)
+            continue
+        if kind.startswith("o_"):
+            kind = kind[2:]
+            args = (op[1], now) if kind == "available" else (op[1], now, op[2]) if kind == "try_acquire" \
+                else (op[1], op[2])
+            got = [_call(t, kind, *args) for t in others]
+            assert all(g == got[0] for g in got), (op, now, got)
             continue
         if kind == "configure":
             args = (op[1], op[2], op[3])
