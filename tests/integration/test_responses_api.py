@@ -174,11 +174,12 @@ def test_reasoning_and_length_map_to_items_and_incomplete(gw):
     assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
 
 
-def _events(gw, **body) -> list:
-    """The raw SSE events of a streamed create, each validated by the SDK's types."""
+def sse_events(gw, body: dict, headers=None, timeout: float = 10, view=lambda ev: ev) -> list:
+    """The raw SSE events of a streamed create (``body`` plus model and stream), each
+    validated by the SDK's types as ``view`` shows it."""
     out = []
     with httpx.stream("POST", gw.url + "/v1/responses", json={"model": MODEL, "stream": True, **body},
-                      headers={"authorization": "Bearer red-key"}, timeout=10) as r:
+                      headers=headers, timeout=timeout) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         kind = None
         for line in r.iter_lines():
@@ -187,9 +188,13 @@ def _events(gw, **body) -> list:
             elif line.startswith("data: "):
                 obj = json.loads(line[6:])
                 assert obj["type"] == kind
-                EVENT.validate_python(obj)
+                EVENT.validate_python(view(obj))
                 out.append(obj)
     return out
+
+
+def _events(gw, **body) -> list:
+    return sse_events(gw, body, headers={"authorization": "Bearer red-key"})
 
 
 def test_stream_events_in_order_with_sequence_numbers(gw):

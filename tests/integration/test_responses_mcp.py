@@ -104,18 +104,16 @@ def test_iteration_cap(gw, fleet, mcp_url):
     assert [o.type for o in r.output] == ["mcp_list_tools", "mcp_call", "mcp_call"]
 
 
-def test_server_down_or_dying_mid_loop(gw, fleet, tmp_path):
-    dead = f"http://127.0.0.1:{free_port()}/mcp"
-    r = httpx.post(gw.url + "/v1/responses", json={"model": MODEL, "input": "x", "tools": [tool(dead)]}, timeout=30)
-    assert r.status_code == 424 and r.json()["error"]["code"] == "mcp_list_tools_failed"
+def while_mcp_dies(fleet, tmp_path, call):
+    """``call(url)``'s result, the MCP server at ``url`` killed while the model (held
+    1 s by the worker) is thinking after the loop has listed its tools."""
     port = free_port()
     proc = start_mcp(port, str(tmp_path / "log"))
     url = f"http://127.0.0.1:{port}/mcp"
     seen = len(fleet.workers[0].requests)
-    fleet.workers[0].delay = 1.0   # the model thinks; meanwhile the MCP server dies
+    fleet.workers[0].delay = 1.0
     out = {}
-    t = threading.Thread(target=lambda: out.setdefault("r", client(gw).responses.create(
-        model=MODEL, input="weather?", tools=[tool(url, require_approval="never")])))
+    t = threading.Thread(target=lambda: out.setdefault("r", call(url)))
     t.start()
     try:
         assert wait_for(lambda: len(fleet.workers[0].requests) > seen, 10)
@@ -124,7 +122,15 @@ def test_server_down_or_dying_mid_loop(gw, fleet, tmp_path):
         t.join(60)
     finally:
         fleet.workers[0].delay = 0.0
-    r = out["r"]
+    return out["r"]
+
+
+def test_server_down_or_dying_mid_loop(gw, fleet, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}/mcp"
+    r = httpx.post(gw.url + "/v1/responses", json={"model": MODEL, "input": "x", "tools": [tool(dead)]}, timeout=30)
+    assert r.status_code == 424 and r.json()["error"]["code"] == "mcp_list_tools_failed"
+    r = while_mcp_dies(fleet, tmp_path, lambda url: client(gw).responses.create(
+        model=MODEL, input="weather?", tools=[tool(url, require_approval="never")]))
     call = r.output[1]
     assert call.type == "mcp_call" and call.status == "failed" and call.output is None
     # the published schema's error object: the gateway's view of the failed transport

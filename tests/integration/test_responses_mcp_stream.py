@@ -6,36 +6,17 @@ own types, and the final Response equal to what retrieve gives back. A real MCP 
 front of the scripted chat worker of test_responses_api.py."""
 from __future__ import annotations
 
-import json
-import threading
-
-import httpx
 import pytest
 from openai.types.responses import Response
 
-from smg.testing.datastores import free_port
-from tests.helpers import wait_for
-from tests.integration.test_responses_api import EVENT, MODEL, client
-from tests.integration.test_responses_mcp import chats, fleet, gw, mcp_url, start_mcp, tool  # noqa: F401
+from tests.integration.test_responses_api import MODEL, client, sse_events
+from tests.integration.test_responses_mcp import chats, fleet, gw, mcp_url, tool, while_mcp_dies  # noqa: F401
 
 pytest.importorskip("mcp")
 
 
 def events(gw, body: dict) -> list:
-    out = []
-    with httpx.stream("POST", gw.url + "/v1/responses", json={"model": MODEL, "stream": True, **body},
-                      timeout=30) as r:
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        kind = None
-        for line in r.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                obj = json.loads(line[6:])
-                assert obj["type"] == kind
-                EVENT.validate_python(_schema_view(obj))
-                out.append(obj)
-    return out
+    return sse_events(gw, body, timeout=30, view=_schema_view)
 
 
 def _schema_view(ev: dict) -> dict:
@@ -116,23 +97,8 @@ def test_streamed_iteration_cap(gw, mcp_url):
 
 
 def test_streamed_server_dying_mid_loop(gw, fleet, tmp_path):
-    port = free_port()
-    proc = start_mcp(port, str(tmp_path / "log"))
-    url = f"http://127.0.0.1:{port}/mcp"
-    seen = len(fleet.workers[0].requests)
-    fleet.workers[0].delay = 1.0   # the model thinks; meanwhile the MCP server dies
-    out: dict = {}
-    t = threading.Thread(target=lambda: out.setdefault("evs", events(
-        gw, {"input": "weather?", "tools": [tool(url, require_approval="never")]})))
-    t.start()
-    try:
-        assert wait_for(lambda: len(fleet.workers[0].requests) > seen, 10)
-        proc.kill()
-        proc.wait(10)
-        t.join(60)
-    finally:
-        fleet.workers[0].delay = 0.0
-    evs = out["evs"]
+    evs = while_mcp_dies(fleet, tmp_path, lambda url: events(
+        gw, {"input": "weather?", "tools": [tool(url, require_approval="never")]}))
     assert [e["type"] for e in evs].count("response.mcp_call.failed") == 1
     final = Response.model_validate(evs[-1]["response"])
     call = final.output[1]
