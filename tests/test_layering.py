@@ -27,7 +27,7 @@ LAYERS = [
      "smg.engine_grpc"],
     ["smg.config", "smg.api"],
     ["smg.routing", "smg.admission"],
-    ["smg.upstream", "smg.history"],
+    ["smg.upstream", "smg.history", "smg.mcp"],
     ["smg.workers", "smg.auth"],
     ["smg.observability"],
     ["smg.server", "smg.responses"],

@@ -26,6 +26,7 @@ from datetime import timedelta
 
 from smg.errors import ConfigError
 from smg.mcp.config import FLAG, McpConfig, ServerConfig
+from smg.mcp.results import http_error, protocol_error, result_of
 
 log = logging.getLogger("smg.mcp")
 
@@ -184,11 +185,10 @@ class ConfiguredServer:
         ``mcp_call`` error object (a denial is an ``http_error`` 403)."""
         t = self._tool(name)
         if t is None:
-            return None, {"type": "mcp_protocol_error", "code": -32602,
-                          "message": f"the MCP server '{self.label}' has no tool '{name}'"}
+            return None, protocol_error(-32602, f"the MCP server '{self.label}' has no tool '{name}'")
         denied = self.denial(name)
         if denied is not None:
-            return None, {"type": "http_error", "code": 403, "message": denied}
+            return None, http_error(403, denied)
         args = t.config.arguments(arguments) if t.config is not None else arguments
 
         async def op(s):
@@ -199,7 +199,6 @@ class ConfiguredServer:
             if self.inv.refresh_on_error:
                 self.listed_at = None     # listed again on the next use
             raise
-        from smg.responses.mcp import result_of
         return result_of(res)
 
     async def close(self) -> None:

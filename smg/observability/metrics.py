@@ -489,7 +489,9 @@ class Metrics:
         """The ``smg_db_*`` families of the history store (smg/history/metered.py):
         (operations, operation duration), each shown once it has a series;
         ``connections()`` / ``items()``: the gauges ``smg_db_connections_active`` and
-        ``smg_db_items_stored`` when the backend can tell (None: left out)."""
+        ``smg_db_items_stored`` when the backend can tell (None: left out). The items
+        gauge, like the operation families, appears with the store's first operation
+        (an unused store exports no ``smg_db_*`` family, as the Rust SMG)."""
         ops = CounterVec("smg_db_operations_total", "History storage operations by storage_type, operation and "
                          "result (success/error)", ("storage_type", "operation", "result"))
         duration = HistogramVec("smg_db_operation_duration_seconds", "History storage operation duration by "
@@ -501,7 +503,7 @@ class Metrics:
                         ("storage_type",), lambda: [((storage_type,), connections())])
         if items is not None:
             self._gauge("smg_db_items_stored", "Records held by the history storage by storage_type",
-                        ("storage_type",), lambda: [((storage_type,), items())])
+                        ("storage_type",), lambda: [((storage_type,), items())] if ops.cells else [], lazy=True)
         return ops, duration
 
     def add_rate_limit(self) -> CounterVec:

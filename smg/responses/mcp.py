@@ -40,6 +40,7 @@ import time
 
 import orjson
 
+from smg.mcp.results import http_error, protocol_error, result_of
 from smg.responses.convert import Bad, new_id
 
 log = logging.getLogger("smg.mcp")
@@ -171,24 +172,6 @@ def servers_of(body: dict, configured=None, all_configured: bool = False) -> lis
         if m is not None and (type(m) is not int or m < 1):
             raise Bad("'max_tool_calls' must be a positive integer", "max_tool_calls", "integer_below_min_value")
     return out
-
-
-def result_of(res) -> tuple:
-    """(output, error) of an SDK ``CallToolResult``: the text, or a tool execution error
-    carrying the server's content."""
-    if res.isError:
-        content = [c.model_dump(mode="json", exclude_none=True) for c in res.content] or \
-            [{"type": "text", "text": "the tool failed"}]
-        return None, {"type": "mcp_tool_execution_error", "content": content}
-    return "".join(getattr(c, "text", "") for c in res.content), None
-
-
-def protocol_error(code: int, message: str) -> dict:
-    return {"type": "mcp_protocol_error", "code": code, "message": message}
-
-
-def http_error(code: int, message: str) -> dict:
-    return {"type": "http_error", "code": code, "message": message}
 
 
 def error_text(err: dict) -> str:

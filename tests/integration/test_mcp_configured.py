@@ -147,11 +147,12 @@ def test_families_only_with_the_feature(fleet):
     plain = fleet.gateway()
     try:
         names = {n for n, _ in scrape(plain)}
-        assert not any(n.startswith(("smg_mcp_", "smg_db_operations")) for n in names)
+        assert not any(n.startswith(("smg_mcp_", "smg_db_")) for n in names)   # the store not used yet
         r = httpx.post(plain.url + "/v1/responses", json={"model": MODEL, "input": "hi"}, timeout=10)
         assert r.status_code == 200
         m = scrape(plain)
         assert total(m, "smg_db_operations_total", operation="put_response", result="success") == 1
+        assert total(m, "smg_db_items_stored", storage_type="memory") >= 1
         assert not any(n.startswith("smg_mcp_") for n, _ in m)   # no MCP call, no configured server
     finally:
         fleet.harnesses.remove(plain)
