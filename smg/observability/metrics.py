@@ -490,8 +490,9 @@ class Metrics:
         (operations, operation duration), each shown once it has a series;
         ``connections()`` / ``items()``: the gauges ``smg_db_connections_active`` and
         ``smg_db_items_stored`` when the backend can tell (None: left out). The items
-        gauge, like the operation families, appears with the store's first operation
-        (an unused store exports no ``smg_db_*`` family, as the Rust SMG)."""
+        gauge, like the operation families, appears with the store's first operation (an
+        unused store exports neither, as the Rust SMG); the connections gauge is always
+        shown."""
         ops = CounterVec("smg_db_operations_total", "History storage operations by storage_type, operation and "
                          "result (success/error)", ("storage_type", "operation", "result"))
         duration = HistogramVec("smg_db_operation_duration_seconds", "History storage operation duration by "
